@@ -1,0 +1,135 @@
+"""The world's prompt grammar: words, their meanings, and the parser.
+
+The grammar is data (``data/grammar_v1.json``); this module only loads it and parses
+prompts into attributes. It is used by the world and by evaluation, never by a student
+(students read prompts as plain text, so paraphrases are legal student inputs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+GRAMMAR_VERSION = 1
+
+
+class PromptError(ValueError):
+    """A prompt that the world's grammar cannot parse; the message names the bad word."""
+
+
+@dataclass(frozen=True)
+class Grammar:
+    template: str
+    sizes: dict[str, float]  # radius (or half side) as a fraction of the frame height
+    colors: dict[str, tuple[int, int, int]]  # RGB 0-255
+    backgrounds: dict[str, tuple[int, int, int]]
+    objects: dict[str, tuple[str, ...]]  # object -> domains it may appear in
+    motions: dict[str, str]  # motion phrase -> "physics" | "general"
+
+    def physics_motions(self) -> list[str]:
+        return [m for m, d in self.motions.items() if d == "physics"]
+
+    def general_motions(self) -> list[str]:
+        return [m for m, d in self.motions.items() if d == "general"]
+
+
+@dataclass(frozen=True)
+class PromptAttrs:
+    """A parsed prompt. ``domain`` is the motion's domain: "physics" or "general"."""
+
+    size: str
+    color: str
+    object: str
+    motion: str
+    background: str
+
+    @property
+    def domain(self) -> str:
+        return grammar().motions[self.motion]
+
+    @property
+    def text(self) -> str:
+        return grammar().template.format(
+            size=self.size, color=self.color, object=self.object,
+            motion=self.motion, background=self.background,
+        )
+
+
+@lru_cache(maxsize=1)
+def grammar() -> Grammar:
+    raw = json.loads(resources.files("afd.world").joinpath("data/grammar_v1.json").read_text())
+    if raw["version"] != GRAMMAR_VERSION:
+        raise RuntimeError(f"grammar file version {raw['version']} != code version {GRAMMAR_VERSION}")
+    return Grammar(
+        template=raw["template"],
+        sizes={k: float(v) for k, v in raw["sizes"].items()},
+        colors={k: tuple(v) for k, v in raw["colors"].items()},
+        backgrounds={k: tuple(v) for k, v in raw["backgrounds"].items()},
+        objects={k: tuple(v) for k, v in raw["objects"].items()},
+        motions=dict(raw["motions"]),
+    )
+
+
+def _take(rest: str, options, slot: str, prompt: str) -> tuple[str, str]:
+    """Consume the longest option that ``rest`` starts with (options may hold spaces)."""
+    for opt in sorted(options, key=len, reverse=True):
+        if rest == opt or rest.startswith(opt + " "):
+            return opt, rest[len(opt):].lstrip()
+    word = rest.split(" ")[0] if rest else "<end of prompt>"
+    valid = ", ".join(repr(o) for o in options)
+    raise PromptError(f"prompt {prompt!r}: unknown {slot} {word!r}; valid {slot}s: {valid}")
+
+
+def _expect(rest: str, literal: str, prompt: str) -> str:
+    if rest == literal or rest.startswith(literal + " "):
+        return rest[len(literal):].lstrip()
+    word = rest.split(" ")[0] if rest else "<end of prompt>"
+    raise PromptError(
+        f"prompt {prompt!r}: expected {literal!r} but found {word!r}; "
+        f"prompts follow {grammar().template!r}"
+    )
+
+
+def parse_prompt(prompt: str) -> PromptAttrs:
+    """Parse a world prompt (case and surrounding white space ignored, optional final '.').
+
+    Raises PromptError naming the first unknown word and the valid words for its slot.
+    """
+    g = grammar()
+    text = " ".join(prompt.strip().lower().rstrip(".").split())
+    rest = _expect(text, "a", prompt)
+    size, rest = _take(rest, g.sizes, "size", prompt)
+    color, rest = _take(rest, g.colors, "color", prompt)
+    obj, rest = _take(rest, g.objects, "object", prompt)
+    motion, rest = _take(rest, g.motions, "motion", prompt)
+    rest = _expect(rest, "on", prompt)
+    rest = _expect(rest, "a", prompt)
+    background, rest = _take(rest, g.backgrounds, "background", prompt)
+    rest = _expect(rest, "background", prompt)
+    if rest:
+        raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}")
+    domain = g.motions[motion]
+    if domain not in g.objects[obj]:
+        allowed = [o for o, d in g.objects.items() if domain in d]
+        raise PromptError(
+            f"prompt {prompt!r}: object {obj!r} cannot take the {domain} motion {motion!r}; "
+            f"{domain} motions take: {', '.join(allowed)}"
+        )
+    return PromptAttrs(size, color, obj, motion, background)
+
+
+def all_prompts(domain: str | None = None) -> list[str]:
+    """Every prompt the grammar allows, in a fixed order; optionally one domain only."""
+    g = grammar()
+    out = []
+    for obj, size, color, motion, bg in itertools.product(
+        g.objects, g.sizes, g.colors, g.motions, g.backgrounds
+    ):
+        d = g.motions[motion]
+        if d not in g.objects[obj] or (domain is not None and d != domain):
+            continue
+        out.append(PromptAttrs(size, color, obj, motion, bg).text)
+    return out
