@@ -1,0 +1,47 @@
+"""Plain-text tables of eval reports: rows are metrics, one column per report."""
+
+from __future__ import annotations
+
+from afd.eval.score import GENERAL_KEYS, PHYSICS_KEYS
+
+# Metrics that are not 0-100 scores, with the note shown next to them.
+RAW = {"gravity_error": "relative, lower is better", "frechet_distance": "lower is better"}
+
+
+def _fmt(v, key: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if key in RAW else f"{v:.1f}"
+
+
+def format_reports(reports: dict[str, dict]) -> str:
+    """Side-by-side table of reports keyed by column name (e.g. {"real": r1, "loose": r2})."""
+    names = list(reports)
+    width = max(10, *(len(n) for n in names))
+    lines = []
+    for group, keys in (("physics", PHYSICS_KEYS), ("general", GENERAL_KEYS)):
+        if all(r["groups"][group] is None for r in reports.values()):
+            continue
+        lines.append(f"{group + ' group':<44}" + "".join(f"{n:>{width + 2}}" for n in names))
+        for k in keys:
+            label = f"  {k}" + (f" ({RAW[k]})" if k in RAW else "")
+            cells = []
+            for r in reports.values():
+                g = r["groups"][group]
+                cells.append(_fmt(g[k] if g else None, k))
+            lines.append(f"{label:<44}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    lines.append(f"{'clips':<44}" + "".join(f"{r['n_videos']:>{width + 2}}" for r in reports.values()))
+    return "\n".join(lines)
+
+
+def format_spread(pc_scores) -> str:
+    """One line on the per-clip physical-consistency distribution."""
+    import numpy as np
+
+    x = np.asarray(pc_scores, float)
+    if x.size == 0:
+        return "physical consistency per clip: no physics clips"
+    q = np.percentile(x, [10, 25, 50, 75, 90])
+    return (f"physical consistency per clip: p10 {q[0]:.1f}  p25 {q[1]:.1f}  median {q[2]:.1f}  "
+            f"p75 {q[3]:.1f}  p90 {q[4]:.1f};  >= 80: {100 * (x >= 80).mean():.0f}%  "
+            f"<= 40: {100 * (x <= 40).mean():.0f}%")
