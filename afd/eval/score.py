@@ -105,18 +105,18 @@ def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = 
         tr, a, s = tracks[i], attrs[i], scores[i]
         s.physical_consistency, s.rmse_px = float(pc[j]), float(rmse[j])
         if phy.expects_bounce(a):
-            s.gravity_error = phy.gravity_error(tr, a, size, fps)
+            s.gravity_error = float(phy.gravity_error(tr, a, size, fps))
         s.bounce_correct = bool(phy.floor_bounce_frames(tr, a, size)) == phy.expects_bounce(a)
-        s.dynamic = motion.dynamic(tr)
-        s.motion_smoothness = 100 * motion.motion_smoothness(tr)
-        s.temporal_flickering = 100 * motion.temporal_flickering(tr)
+        s.dynamic = bool(motion.dynamic(tr))
+        s.motion_smoothness = float(100 * motion.motion_smoothness(tr))
+        s.temporal_flickering = float(100 * motion.temporal_flickering(tr))
     for i in genr:
         tr, a, s = tracks[i], attrs[i], scores[i]
-        s.persistence = 100 * gen.persistence(tr, a, size)
-        s.color_correct = gen.color_correct(tr, a)
-        s.size_correct = gen.size_correct(tr, a, size)
-        s.background_correct = gen.background_correct(tr, a)
-        s.direction_correct = gen.direction_correct(tr, a)
+        s.persistence = float(100 * gen.persistence(tr, a, size))
+        s.color_correct = bool(gen.color_correct(tr, a))
+        s.size_correct = bool(gen.size_correct(tr, a, size))
+        s.background_correct = bool(gen.background_correct(tr, a))
+        s.direction_correct = bool(gen.direction_correct(tr, a))
 
     report = {"n_videos": len(videos), "groups": {"physics": None, "general": None}}
     if phys:
