@@ -10,8 +10,22 @@ from afd.teacher.world import WorldTeacher
 
 def make_teacher(spec: str) -> Teacher:
     """Build a teacher from a short spec string (used by configs and the CLI):
-    ``world`` / ``world:real`` / ``world:loose`` or ``folder:DIR`` (``folder:DIR:any-seed``)."""
+    ``world`` / ``world:real`` / ``world:loose``, ``folder:DIR`` (``folder:DIR:any-seed``),
+    ``http://HOST:PORT`` / ``https://...`` (an afd teacher server, or any API speaking its
+    synchronous protocol) or ``api:FILE.yaml`` (any HTTP video API, see ``afd.teacher.api``)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"teacher spec must be a non-empty string, got {spec!r}")
+    if spec.startswith(("http://", "https://")):
+        from afd.teacher.http import HTTPTeacher
+
+        return HTTPTeacher(spec)
     kind, _, arg = spec.partition(":")
+    if kind == "api":
+        from afd.teacher.http import HTTPTeacher
+
+        if not arg:
+            raise ValueError("teacher spec 'api:' needs a config file, e.g. api:teacher_api.yaml")
+        return HTTPTeacher.from_config(arg)
     if kind == "world":
         return WorldTeacher(mode=arg or "real")
     if kind == "folder":
@@ -20,7 +34,8 @@ def make_teacher(spec: str) -> Teacher:
         if arg.endswith(":any-seed"):
             return FolderTeacher(arg[: -len(":any-seed")], match="any-seed")
         return FolderTeacher(arg)
-    raise ValueError(f"unknown teacher spec {spec!r}; expected world[:real|loose] or folder:DIR[:any-seed]")
+    raise ValueError(f"unknown teacher spec {spec!r}; expected world[:real|loose], folder:DIR[:any-seed], "
+                     f"http(s)://HOST[:PORT] or api:FILE.yaml")
 
 
 __all__ = [

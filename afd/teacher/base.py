@@ -30,6 +30,11 @@ class Teacher(ABC):
         store every clip the moment it is paid for; the default wraps ``sample``."""
         yield from enumerate(self.sample(prompts, seeds))
 
+    def bind_state_dir(self, directory) -> None:
+        """Offered by ``CachedTeacher``: its directory for this teacher. Teachers with resumable
+        state (the HTTP teacher's job journal) keep it there, beside the clips it pays for.
+        The default keeps nothing."""
+
 
 def check_request(prompts: list[str], seeds: list[int]) -> None:
     """Validate a sample() request; raises ValueError naming the bad entry."""

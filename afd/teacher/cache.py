@@ -55,6 +55,7 @@ class CachedTeacher(Teacher):
         slug = re.sub(r"[^A-Za-z0-9@._-]+", "_", inner.id)[:80]
         self.dir = Path(cache_dir) / f"{slug}-{hashlib.sha256(inner.id.encode()).hexdigest()[:8]}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        inner.bind_state_dir(self.dir)
         self.stats = CacheStats(paid_total=sum(1 for _ in self.dir.glob("clips/*/*.npz")))
 
     @property
