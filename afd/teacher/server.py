@@ -90,7 +90,8 @@ class ClipService:
     """Generates clips on a thread pool, one job per request, and remembers finished jobs (up to
     ``max_jobs``) so they can be polled, downloaded again and matched by idempotency key.
 
-    ``generated`` counts clips actually produced per (prompt, seed): the paid calls.
+    ``generated`` counts clips actually produced per (prompt, seed): the paid calls;
+    ``requested`` counts the POSTs that asked for them.
     ``latency`` adds a sleep per clip, to model a remote API in benchmarks.
     """
 
@@ -102,6 +103,7 @@ class ClipService:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.by_key: dict[str, str] = {}
         self.generated: Counter = Counter()
+        self.requested: Counter = Counter()  # POSTs per (prompt, seed), replays included
         self.lock = threading.Lock()
 
     @property
@@ -113,6 +115,7 @@ class ClipService:
         """The job for this request: an existing one for a known idempotency key (created=False),
         else a new one queued for generation."""
         with self.lock:
+            self.requested[(prompt, seed)] += 1
             if key is not None and key in self.by_key:
                 job = self.jobs[self.by_key[key]]
                 if (job.prompt, job.seed) != (prompt, seed):

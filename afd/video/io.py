@@ -119,19 +119,30 @@ def _read_npz(path: Path) -> tuple[Video, dict | None]:
     return Video.from_uint8(frames, fps), record
 
 
-def _read_ffmpeg(path: Path, suffix: str) -> Video:
-    import imageio.v3 as iio
+def _decode_gif(path: Path) -> tuple[np.ndarray, float]:
+    """GIF writers merge identical consecutive frames into one longer frame, so frames are
+    expanded back by their display durations (what a player shows) at the stored fps."""
+    from PIL import Image, ImageSequence
 
+    with Image.open(path) as im:
+        comment = im.info.get("comment", b"")
+        comment = comment.decode(errors="replace") if isinstance(comment, bytes) else str(comment)
+        frames, durations = [], []
+        for fr in ImageSequence.Iterator(im):
+            frames.append(np.asarray(fr.convert("RGB")))
+            durations.append(float(fr.info.get("duration") or 100))
+    if comment.startswith(_GIF_FPS_TAG):
+        fps = float(comment[len(_GIF_FPS_TAG):])
+    else:
+        fps = 1000.0 / min(durations)
+    repeats = [max(1, round(d * fps / 1000.0)) for d in durations]
+    return np.repeat(np.stack(frames), repeats, axis=0), fps
+
+
+def _read_ffmpeg(path: Path, suffix: str) -> Video:
     try:
         if suffix == ".gif":
-            frames = iio.imread(path, index=None, extension=".gif")
-            meta = iio.immeta(path, index=0, extension=".gif")
-            comment = meta.get("comment", b"")
-            comment = comment.decode(errors="replace") if isinstance(comment, bytes) else str(comment)
-            if comment.startswith(_GIF_FPS_TAG):
-                fps = float(comment[len(_GIF_FPS_TAG):])
-            else:
-                fps = 1000.0 / float(meta.get("duration") or 100)
+            frames, fps = _decode_gif(path)
         else:
             import imageio_ffmpeg
 

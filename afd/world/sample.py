@@ -43,9 +43,11 @@ class WorldClip:
     record: SimRecord
 
 
-def clip_rng(prompt: str, seed: int, mode: str) -> np.random.Generator:
-    """The per-clip random stream: a function of (normalised prompt, seed, mode) only."""
-    key = json.dumps([WORLD_VERSION, parse_prompt(prompt).text, int(seed), mode])
+def clip_rng(prompt: str, seed: int, stream: str) -> np.random.Generator:
+    """A per-clip random stream: a function of (normalised prompt, seed, stream name) only.
+    Initial conditions use the stream "initial" in every mode, so a real and a loose clip of the
+    same (prompt, seed) start identically and differ only in their physical constants."""
+    key = json.dumps([WORLD_VERSION, parse_prompt(prompt).text, int(seed), stream])
     digest = hashlib.sha256(key.encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
@@ -78,10 +80,10 @@ def sample_world(
     attrs: list[PromptAttrs] = [parse_prompt(p) for p in prompts]
     inits, consts = [], []
     for a, p, s in zip(attrs, prompts, seeds):
-        rng = clip_rng(p, s, mode)
-        inits.append(draw_initial(a, rng))
+        inits.append(draw_initial(a, clip_rng(p, s, "initial")))
         # General-domain motions are identical in both modes (constants unused there).
-        consts.append(draw_constants(mode, rng, loose) if a.domain == "physics" else Constants())
+        physics = a.domain == "physics"
+        consts.append(draw_constants(mode, clip_rng(p, s, f"constants-{mode}"), loose) if physics else Constants())
     ini = np.array(inits, dtype=np.float64)
     radius = np.array([object_radius(a) for a in attrs])
     ballistic = np.array([a.domain == "physics" for a in attrs])

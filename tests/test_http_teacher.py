@@ -1,0 +1,192 @@
+"""HTTPTeacher against the real afd server on loopback: both protocols, the cache path the trainer
+uses, retries, final errors, auth and the API adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from http_util import TinyTeacher, fast_client_kwargs, mean_abs, serve
+
+from afd.cli import main as cli_main
+from afd.teacher import CachedTeacher, TeacherError, make_teacher, to_student_format
+from afd.teacher.http import HTTPTeacher, parse_retry_after
+from afd.teacher.payload import encode_clip
+from afd.teacher.world import WorldTeacher
+from afd.video.core import STUDENT, VideoFormat, stack
+from afd.video.io import read_video
+from afd.world.splits import load_split
+
+WORLD_SMALL = VideoFormat(frames=8, height=16, width=16, fps=8.0)
+
+
+@pytest.fixture(scope="module")
+def world_prompts():
+    return load_split("pretrain")[:6]
+
+
+@pytest.mark.parametrize("preset", ["afd-sync", "afd-jobs"])
+def test_roundtrip_matches_the_teacher(preset, world_prompts):
+    teacher = WorldTeacher(fmt=WORLD_SMALL)
+    with serve(teacher) as (app, url):
+        client = HTTPTeacher(url, api={"preset": preset, "poll_interval": 0.02}, **fast_client_kwargs())
+        prompts = world_prompts[:4] + [world_prompts[0]]  # a repeat is fetched once, returned twice
+        seeds = [0, 1, 2, 3, 0]
+        got = client.sample(prompts, seeds)
+        want = teacher.sample(prompts, seeds)
+        service = app.state.service
+    assert [v.format for v in got] == [WORLD_SMALL] * 5
+    for g, w in zip(got, want):
+        assert mean_abs(g, w) < 0.08  # mp4 on the wire is lossy, but close
+    assert torch_equal(got[0], got[4])
+    assert service.paid == 4 and set(service.generated.values()) == {1}
+    assert client.stats["clips"] == 4
+    if preset == "afd-jobs":
+        assert client.stats["jobs_submitted"] == 4
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a.frames == b.frames).all())
+
+
+def test_make_teacher_url_through_cache_is_the_training_path(tmp_path, world_prompts):
+    """What the trainer does with teacher.url=...: make_teacher + CachedTeacher + student format."""
+    teacher = WorldTeacher(fmt=VideoFormat(frames=32, height=32, width=32, fps=16.0))
+    with serve(teacher) as (app, url):
+        remote = make_teacher(url)
+        assert isinstance(remote, HTTPTeacher) and remote.id == f"http:{url}"
+        cached = CachedTeacher(remote, tmp_path, budget=10)
+        prompts, seeds = world_prompts[:4], [0, 1, 0, 1]
+        batch = stack(to_student_format(cached.sample(prompts, seeds), STUDENT))
+        assert batch.shape == (4, STUDENT.frames, 3, STUDENT.height, STUDENT.width)
+        assert batch.min() >= -1 and batch.max() <= 1
+        assert app.state.service.paid == 4 and cached.stats.paid == 4
+        requests_before = remote.stats["requests"]
+        again = CachedTeacher(make_teacher(url), tmp_path, budget=10).sample(prompts, seeds)
+        assert app.state.service.paid == 4  # second run: all from disk, nothing paid
+        assert remote.stats["requests"] == requests_before
+    assert all(torch_equal(a, b) for a, b in zip(again, cached.sample(prompts, seeds)))
+
+
+def test_refused_prompt_is_final_and_the_rest_is_kept(tmp_path):
+    with serve(TinyTeacher()) as (app, url):
+        client = HTTPTeacher(url, **fast_client_kwargs())
+        cached = CachedTeacher(client, tmp_path)
+        with pytest.raises(TeacherError) as err:
+            cached.sample(["a cat", "refuse this", "a dog"], [0, 0, 0])
+        msg = str(err.value)
+        assert "'refuse this'" in msg and "HTTP 422" in msg and "no clip for prompt" in msg
+        assert client.stats["requests"] == 3  # no retry on a refusal
+        assert cached.contains("a cat", 0) and cached.contains("a dog", 0)
+
+
+def test_invalid_request_names_the_problem():
+    with serve(TinyTeacher(), max_prompt_chars=20) as (app, url):
+        client = HTTPTeacher(url, **fast_client_kwargs())
+        with pytest.raises(TeacherError) as err:
+            client.sample(["a prompt that is far too long for this server"], [3])
+        assert "HTTP 422" in str(err.value) and "the limit is 20" in str(err.value) and "seed 3" in str(err.value)
+        assert app.state.service.paid == 0 and client.stats["requests"] == 1
+        with pytest.raises(ValueError, match="seed 0"):
+            client.sample(["ok"], [-1])
+
+
+def test_bearer_token(monkeypatch, caplog):
+    secret = "s3cret-token-value"
+    monkeypatch.setenv("AFD_TEST_TOKEN", secret)
+    caplog.set_level(logging.DEBUG)
+    with serve(TinyTeacher(), token_env="AFD_TEST_TOKEN") as (app, url):
+        assert httpx.get(f"{url}/healthz").json()["status"] == "ok"  # health needs no token
+        anon = HTTPTeacher(url, token_env="AFD_NO_SUCH_VAR", **fast_client_kwargs())
+        with pytest.raises(TeacherError) as err:
+            anon.sample(["a cat"], [0])
+        assert "HTTP 401" in str(err.value) and "AFD_NO_SUCH_VAR" in str(err.value)
+        monkeypatch.setenv("AFD_WRONG", "nope")
+        with pytest.raises(TeacherError, match="invalid bearer token"):
+            HTTPTeacher(url, token_env="AFD_WRONG", **fast_client_kwargs()).sample(["a cat"], [0])
+        good = HTTPTeacher(url, token_env="AFD_TEST_TOKEN", **fast_client_kwargs())
+        assert good.sample(["a cat"], [0])[0].frames.shape == (6, 3, 16, 16)
+        assert app.state.service.paid == 1
+    assert secret not in caplog.text and secret not in str(err.value)
+
+
+def test_retries_honour_retry_after_and_give_up_clearly(monkeypatch):
+    clip = encode_clip(TinyTeacher().clip("a cat", 0))
+    script = [httpx.Response(429, headers={"Retry-After": "7"}, json={"error": {"message": "slow down"}}),
+              httpx.Response(503, text="upstream busy"),
+              httpx.Response(200, content=b"<html>oops</html>", headers={"Content-Type": "text/html"}),
+              httpx.Response(200, content=clip.data, headers={"Content-Type": clip.media_type, **clip.headers})]
+    seen = []
+
+    def handler(request: httpx.Request):
+        seen.append(request)
+        return script[len(seen) - 1]
+
+    waits = []
+    monkeypatch.setattr(HTTPTeacher, "_wait", lambda self, s, cancel: waits.append(s))
+    client = HTTPTeacher("http://api.invalid", transport=httpx.MockTransport(handler), **fast_client_kwargs())
+    video = client.sample(["a cat"], [0])[0]
+    assert video.frames.shape == (6, 3, 16, 16) and len(seen) == 4
+    assert waits[0] >= 7 and all(w <= 0.2 for w in waits[1:])  # the server's hint wins over backoff
+    keys = {r.headers["Idempotency-Key"] for r in seen}
+    assert len(keys) == 1  # every retry is the same logical request
+    assert json.loads(seen[0].content) == {"prompt": "a cat", "seed": 0}
+
+    calls = []
+    always = httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(503, text="down for maintenance"))
+    client = HTTPTeacher("http://api.invalid", transport=always, **fast_client_kwargs(retries=2))
+    with pytest.raises(TeacherError) as err:
+        client.sample(["a cat"], [5])
+    assert "'a cat' seed 5" in str(err.value) and "3 times" in str(err.value)
+    assert "down for maintenance" in str(err.value) and len(calls) == 3
+
+    calls.clear()
+    forbidden = httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(403, json={"detail": "quota"}))
+    with pytest.raises(TeacherError, match=r"HTTP 403\): quota"):
+        HTTPTeacher("http://api.invalid", transport=forbidden, **fast_client_kwargs()).sample(["a cat"], [0])
+    assert len(calls) == 1
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("0.5") == 0.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+
+
+def test_connection_refused_is_retried_then_reported():
+    import socket
+
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = HTTPTeacher(f"http://127.0.0.1:{port}", **fast_client_kwargs(retries=2))
+    with pytest.raises(TeacherError, match="ConnectError"):
+        client.sample(["a cat"], [0])
+
+
+def test_bad_urls_and_options_are_clear():
+    for bad in ["ftp://x", "http://", "127.0.0.1:8000", 5]:
+        with pytest.raises(ValueError, match="teacher URL"):
+            HTTPTeacher(bad)
+    with pytest.raises(ValueError, match="concurrency"):
+        HTTPTeacher("http://x", concurrency=0)
+    with pytest.raises(ValueError, match="unknown API preset"):
+        HTTPTeacher("http://x", api="openai")
+    with pytest.raises(ValueError, match="'api:' needs a config file"):
+        make_teacher("api:")
+
+
+def test_cli_sample_from_url(tmp_path, capsys):
+    with serve(TinyTeacher()) as (app, url):
+        out = tmp_path / "clip.npz"
+        assert cli_main(["teacher", "sample", "--teacher", url, "--prompt", "a cat", "--seed", "2",
+                         "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+        assert read_video(out).frames.shape == (6, 3, 16, 16)
+        assert cli_main(["teacher", "sample", "--teacher", url, "--prompt", "refuse me",
+                         "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "afd teacher: error:" in err and "'refuse me'" in err and "Traceback" not in err
+    assert cli_main(["teacher", "serve", "--host", "0.0.0.0", "--fault-rate", "0.2"]) == 2
+    assert "loopback" in capsys.readouterr().err
