@@ -170,7 +170,7 @@ def test_config_file_errors(tmp_path):
         make_teacher(f"api:{tmp_path / 'missing.yaml'}")
 
 
-def _foreign_api(storage_url: str, teacher: TinyTeacher, seen: dict):
+def _foreign_api(where: dict, teacher: TinyTeacher, seen: dict):
     """A job API shaped unlike afd's: nested fields, other status words, absolute download URLs
     on another origin, an x-api-key header."""
     app = FastAPI()
@@ -192,7 +192,7 @@ def _foreign_api(storage_url: str, teacher: TinyTeacher, seen: dict):
             return {"data": {"state": "PROCESSING"}}
         if t["prompt"].startswith("refuse"):
             return {"data": {"state": "FAILED", "reason": "content policy"}}
-        return {"data": {"state": "SUCCESS", "outputs": [{"url": f"{storage_url}/files/{tid}.mp4"}]}}
+        return {"data": {"state": "SUCCESS", "outputs": [{"url": f"{where['storage']}/files/{tid}.mp4"}]}}
 
     storage = FastAPI()
 
@@ -209,16 +209,9 @@ def _foreign_api(storage_url: str, teacher: TinyTeacher, seen: dict):
 
 
 def test_adapter_drives_a_differently_shaped_job_api(tmp_path, monkeypatch):
-    teacher, seen = TinyTeacher(), {}
-    storage_holder = {}
-
-    class LateStorage:  # the API app needs the storage URL, which exists only once it runs
-        async def __call__(self, scope, receive, send):
-            await storage_holder["app"](scope, receive, send)
-
-    with running_server(LateStorage()) as storage_url:
-        api_app, storage_app = _foreign_api(storage_url, teacher, seen)
-        storage_holder["app"] = storage_app
+    teacher, seen, where = TinyTeacher(), {}, {}
+    api_app, storage_app = _foreign_api(where, teacher, seen)
+    with running_server(storage_app) as where["storage"]:
         with running_server(api_app) as api_url:
             monkeypatch.setenv("VENDOR_KEY", "k-123")
             cfg = tmp_path / "vendor.yaml"
