@@ -24,10 +24,10 @@ PROMPTS = [f"clip number {i}" for i in range(24)]
 
 def run_batch(mode: str, faults: FaultConfig, cache_dir, n: int, **server_kw):
     """Fetch n clips through CachedTeacher from a faulty server; returns (app, cached, client)."""
-    # Delay faults hold answers past the 0.5 s read timeout; honest answers take milliseconds.
+    # Delay faults hold answers past the 0.3 s read timeout; honest answers take milliseconds.
     with serve(TinyTeacher(), faults=faults, **server_kw) as (app, url):
         client = HTTPTeacher(url, api={"preset": mode, "poll_interval": 0.02},
-                             **fast_client_kwargs(read_timeout=0.5, retries=20))
+                             **fast_client_kwargs(read_timeout=0.3, retries=20))
         cached = CachedTeacher(client, cache_dir, budget=n)
         prompts, seeds = PROMPTS[:n], [i % 3 for i in range(n)]
         videos = cached.sample(prompts, seeds)
@@ -47,7 +47,7 @@ def assert_each_clip_once(app, cached, keys):
 
 @pytest.mark.parametrize("mode", ["afd-sync", "afd-jobs"])
 def test_mixed_faults_every_clip_cached_and_paid_once(mode, tmp_path):
-    faults = FaultConfig(rate=0.35, delay=1.0, seed=7)
+    faults = FaultConfig(rate=0.35, delay=0.6, seed=7)
     app, cached, client, keys = run_batch(mode, faults, tmp_path, 24)
     assert_each_clip_once(app, cached, keys)
     injected = app.state.faults["i"].injected
@@ -56,7 +56,7 @@ def test_mixed_faults_every_clip_cached_and_paid_once(mode, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_fault_kind_alone(kind, tmp_path):
-    faults = FaultConfig(rate=0.5, kinds=(kind,), delay=1.0, seed=3)
+    faults = FaultConfig(rate=0.5, kinds=(kind,), delay=0.6, seed=3)
     app, cached, client, keys = run_batch("afd-sync", faults, tmp_path, 6)
     assert_each_clip_once(app, cached, keys)
     assert app.state.faults["i"].injected[kind] > 0
