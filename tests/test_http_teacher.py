@@ -56,7 +56,7 @@ def test_make_teacher_url_through_cache_is_the_training_path(tmp_path, world_pro
     teacher = WorldTeacher(fmt=VideoFormat(frames=32, height=32, width=32, fps=16.0))
     with serve(teacher) as (app, url):
         remote = make_teacher(url)
-        assert isinstance(remote, HTTPTeacher) and remote.id == f"http:{url}"
+        assert isinstance(remote, HTTPTeacher) and remote.id == url
         cached = CachedTeacher(remote, tmp_path, budget=10)
         prompts, seeds = world_prompts[:4], [0, 1, 0, 1]
         batch = stack(to_student_format(cached.sample(prompts, seeds), STUDENT))

@@ -127,7 +127,7 @@ class HTTPTeacher(Teacher):
     """A teacher reached over HTTP(S) at ``url``.
 
     ``api``: an ``APISpec``, a preset name (``afd-sync``, ``afd-jobs``) or a dict of its fields.
-    ``id``: the cache identity (default ``http:<url>``); set it if the same model moves URL.
+    ``id``: the cache identity (default: the URL); set it if the same model moves URL.
     ``concurrency``: requests (or jobs) in flight at once. ``connect_timeout``/``read_timeout``:
     per request, seconds. ``retries``: extra attempts per step after a transient failure, with
     backoff ``backoff * 2**n`` (capped at ``max_backoff``, jittered). ``deadline``: seconds per
@@ -155,7 +155,7 @@ class HTTPTeacher(Teacher):
                 raise ValueError(f"HTTPTeacher {name} must be a number > 0 (seconds), got {v!r}")
         self.url = url.rstrip("/")
         self.api = get_spec(api)
-        self._id = id or f"http:{self.url}"
+        self._id = id or self.url
         self.concurrency, self.retries, self.deadline = concurrency, retries, float(deadline)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.token_env = token_env
