@@ -247,3 +247,12 @@ read_timeout: 5
     assert seen["storage_auth"] == [None, None]  # the key never went to the storage origin
     journal = JobJournal(tmp_path / "journal.jsonl")
     assert {r["state"] for r in journal._jobs.values()} == {"collected", "failed"}
+
+
+def test_finished_jobs_are_evicted_beyond_max_jobs():
+    with serve(TinyTeacher(), max_jobs=2) as (app, url):
+        with httpx.Client(base_url=url, timeout=10) as http:
+            ids = [http.post("/v1/videos", json={"prompt": f"p{i}", "seed": 0}).headers["X-AFD-Job"]
+                   for i in range(4)]
+            assert http.get(f"/v1/jobs/{ids[0]}").status_code == 404
+            assert http.get(f"/v1/jobs/{ids[3]}").json()["status"] == "succeeded"

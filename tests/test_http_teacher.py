@@ -190,3 +190,18 @@ def test_cli_sample_from_url(tmp_path, capsys):
     assert "afd teacher: error:" in err and "'refuse me'" in err and "Traceback" not in err
     assert cli_main(["teacher", "serve", "--host", "0.0.0.0", "--fault-rate", "0.2"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_journaled_job_unknown_to_the_server_is_submitted_again(tmp_path, caplog):
+    from afd.teacher.cache import clip_key
+    from afd.teacher.jobs import JobJournal
+
+    with serve(TinyTeacher()) as (app, url):
+        client = HTTPTeacher(url, api={"preset": "afd-jobs", "poll_interval": 0.02},
+                             journal=tmp_path / "jobs.jsonl", **fast_client_kwargs())
+        JobJournal(tmp_path / "jobs.jsonl").record(clip_key(url, "a cat", 0), "a cat", 0, "lost-job", "submitted")
+        with caplog.at_level(logging.WARNING, logger="afd.teacher.http"):
+            assert client.sample(["a cat"], [0])[0].frames.shape == (6, 3, 16, 16)
+        assert "lost-job is unknown to the server" in caplog.text
+        assert client.stats["jobs_resumed"] == 1 and client.stats["jobs_submitted"] == 1
+        assert JobJournal(tmp_path / "jobs.jsonl").get(clip_key(url, "a cat", 0))["state"] == "collected"

@@ -160,7 +160,9 @@ class ClipService:
     def _evict(self) -> None:
         # Oldest finished jobs go first; unfinished ones are never dropped. Caller holds the lock.
         excess = len(self.jobs) - self.max_jobs
-        for jid in [j for j, job in self.jobs.items() if job.future.done()][:max(0, excess)]:
+        if excess <= 0:
+            return
+        for jid in [j for j, job in self.jobs.items() if job.future.done()][:excess]:
             job = self.jobs.pop(jid)
             if job.key is not None and self.by_key.get(job.key) == jid:
                 del self.by_key[job.key]
