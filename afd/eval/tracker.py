@@ -67,7 +67,6 @@ def track(video: Video) -> Track:
     color = np.full((T, 3), np.nan)
     n_obj = np.zeros(T, int)
     obj_mask = np.zeros((T, H, W), bool)
-    sal = np.zeros((T, H, W))
     contrast_all = []
     for t in range(T):
         d = dist[t]
