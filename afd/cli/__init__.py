@@ -9,7 +9,7 @@ import sys
 from afd.teacher.base import TeacherError
 
 # Modules that define ``register(subparsers)``; order is the order in ``afd --help``.
-COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher"]
+COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher", "afd.cli.train", "afd.cli.sample"]
 
 
 class CLIError(Exception):
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("afd: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, TeacherError) as e:
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, TeacherError) as e:
         # Expected failures (bad prompt, bad file, budget exhausted, ...) carry clear messages;
         # anything else is a bug and keeps its traceback. AFD_DEBUG=1 shows it for these too.
         if os.environ.get("AFD_DEBUG"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from afd.io_utils import atomic_write_bytes  # noqa: F401  (re-exported: older imports use afd.video.io)
 from afd.video.core import Video
 
 FORMATS = (".mp4", ".gif", ".npz")
@@ -30,25 +31,6 @@ def _suffix(path: Path) -> str:
     if s not in FORMATS:
         raise VideoFileError(f"{path}: unsupported extension {s or '(none)'!r}; use one of {', '.join(FORMATS)}")
     return s
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _encode(video: Video, suffix: str, record: dict | None) -> bytes:

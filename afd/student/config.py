@@ -1,0 +1,55 @@
+"""The student's architecture hyperparameters (saved as JSON next to its weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class StudentConfig:
+    """Shape of the causal AR video transformer.
+
+    The clip is ``frames`` frames of ``channels x height x width`` in the codec's space (pixels
+    for the built-in student), cut into blocks of ``block_frames`` frames (4 = chunk-wise,
+    1 = frame-wise) and into ``patch x patch`` patches per frame.
+    """
+
+    channels: int = 3
+    height: int = 32
+    width: int = 32
+    frames: int = 16
+    block_frames: int = 4
+    patch: int = 8
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    text_dim: int = 384
+    # "x0": the network predicts the clean block and the velocity is (x_t - x0_hat) / t;
+    # "velocity": it predicts v directly. x0 trained where velocity produced noise in a trial.
+    prediction: str = "x0"
+    codec: str = "pixel"
+    # Default few-step sampler (overridable at sampling time): ``steps`` denoising steps per
+    # block at levels 1 - i / steps, shifted by ``shift`` (method.md section 2).
+    steps: int = 4
+    shift: float = 5.0
+
+    def __post_init__(self):
+        if self.prediction not in ("x0", "velocity"):
+            raise ValueError(f"prediction must be 'x0' or 'velocity', got {self.prediction!r}")
+        if self.height % self.patch or self.width % self.patch:
+            raise ValueError(f"patch {self.patch} must divide height {self.height} and width {self.width}")
+        if self.frames % self.block_frames:
+            raise ValueError(f"block_frames {self.block_frames} must divide frames {self.frames}")
+        if self.steps < 1 or self.shift <= 0:
+            raise ValueError(f"steps must be >= 1 and shift > 0, got steps={self.steps}, shift={self.shift}")
+        if self.dim % self.heads:
+            raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.height // self.patch) * (self.width // self.patch)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.frames // self.block_frames

@@ -1,0 +1,336 @@
+"""The causal AR student: a block-causal pixel-space video transformer.
+
+Frames are cut into ``patch x patch`` patches (16 tokens per 32x32 frame at the default 8x8).
+Each transformer layer does, DiT-style: adaLN-modulated self-attention (block-causal), plain
+pre-norm cross-attention to the prompt's token states, adaLN-modulated MLP. The modulation comes
+from a per-frame conditioning vector: the frame's noise level t plus the prompt's pooled vector,
+so every frame of a block can sit at its own t and clean context frames sit at t = 0.
+
+Attention rule (method.md sections 3 and 6): tokens are either *clean* context or *noised*
+frames being denoised. A clean frame in block b sees clean frames of blocks <= b; a noised frame
+in block b sees clean frames of blocks < b and the noised frames of block b. One rule serves
+inference with a KV cache (which holds clean frames only), recomputation without a cache, and the
+training sequence ``[clean blocks | noised blocks]`` in one forward pass.
+
+The model keeps no state between calls: the KV cache is passed in and returned (``cache.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afd.student.cache import KVCache
+from afd.student.config import StudentConfig
+from afd.text.encoder import TextEncoding
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_NAME = "afd-student"
+T_MIN = 1e-3  # smallest t used to turn an x0 prediction into a velocity
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled to [0, 1000] like diffusion timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Layer(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        head_dim = dim // heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        # QK-norm keeps attention logits bounded at the high learning rates a small model wants.
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_q = nn.Linear(dim, dim)
+        self.cross_kv = nn.Linear(dim, 2 * dim)
+        self.cross_proj = nn.Linear(dim, dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Linear(dim, 6 * dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        return x.view(B, N, self.heads, D // self.heads).transpose(1, 2)
+
+    def forward(self, h, c, text_h, text_mask, attn_mask, past):
+        """h: (B, N, D) tokens in ``c.shape[1]`` frame slots; c: (B, slots, D) conditioning.
+
+        Returns the new h and this call's (keys, values), each (B, heads, N, head_dim).
+        """
+        B, N, D = h.shape
+        slots = c.shape[1]
+        mod = self.ada(F.silu(c)).unsqueeze(2)  # (B, slots, 1, 6D)
+        sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=-1)
+
+        def per_slot(x):
+            return x.view(B, slots, N // slots, D)
+
+        a = _modulate(self.norm1(per_slot(h)), sh1, sc1).view(B, N, D)
+        q, k, v = (self._heads(x) for x in self.qkv(a).chunk(3, dim=-1))
+        # RMSNorm in fp32 (its weight is fp32; a bf16 input would miss the fused kernel).
+        q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
+        if past is not None:
+            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
+            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
+        else:
+            k_all, v_all = k, v
+        o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attn_mask)
+        o = self.proj(o.transpose(1, 2).reshape(B, N, D))
+        h = h + (g1 * per_slot(o)).view(B, N, D)
+
+        cq = self._heads(self.cross_q(self.norm2(h)))
+        ck, cv = (self._heads(x) for x in self.cross_kv(text_h).chunk(2, dim=-1))
+        co = F.scaled_dot_product_attention(cq, ck.to(cq.dtype), cv.to(cq.dtype), attn_mask=text_mask)
+        h = h + self.cross_proj(co.transpose(1, 2).reshape(B, N, D))
+
+        m = self.mlp(_modulate(self.norm3(per_slot(h)), sh2, sc2))
+        h = h + (g2 * m).view(B, N, D)
+        return h, (k, v)
+
+
+class CausalVideoTransformer(nn.Module):
+    """Block-causal flow model over ``(B, T, C, H, W)`` clips (see the module docstring)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = cfg = config
+        D = cfg.dim
+        self.patch_dim = cfg.channels * cfg.patch * cfg.patch
+        self.patch_in = nn.Linear(self.patch_dim, D)
+        self.pos_frame = nn.Parameter(torch.randn(cfg.frames, D) * 0.02)
+        self.pos_row = nn.Parameter(torch.randn(cfg.height // cfg.patch, D) * 0.02)
+        self.pos_col = nn.Parameter(torch.randn(cfg.width // cfg.patch, D) * 0.02)
+        self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
+        self.pooled_proj = nn.Linear(cfg.text_dim, D)
+        self.text_proj = nn.Linear(cfg.text_dim, D)
+        self.layers = nn.ModuleList(Layer(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Linear(D, 2 * D)
+        self.patch_out = nn.Linear(D, self.patch_dim)
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        # adaLN-Zero: every residual branch and the output start at zero, so the untrained
+        # network is the identity on its tokens and training starts stable.
+        for layer in self.layers:
+            nn.init.zeros_(layer.ada.weight)
+            nn.init.zeros_(layer.ada.bias)
+        for m in (self.final_ada, self.patch_out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ----- tokens <-> frames -----
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, T * tokens_per_frame, C * P * P)."""
+        B, T, C, H, W = x.shape
+        P = self.config.patch
+        x = x.reshape(B, T, C, H // P, P, W // P, P).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, T * (H // P) * (W // P), C * P * P)
+
+    def unpatchify(self, tokens: torch.Tensor, T: int) -> torch.Tensor:
+        cfg = self.config
+        P, B = cfg.patch, tokens.shape[0]
+        h, w = cfg.height // P, cfg.width // P
+        x = tokens.reshape(B, T, h, w, cfg.channels, P, P).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, T, cfg.channels, cfg.height, cfg.width)
+
+    # ----- attention mask -----
+    def _mask(self, q_frames, q_clean, k_frames, k_clean) -> torch.Tensor | None:
+        """Bool (Nq, Nk) token mask from per-slot frame indices and clean flags (None = all visible)."""
+        F_ = self.config.block_frames
+        qb, kb = (q_frames // F_)[:, None], (k_frames // F_)[None, :]
+        qc, kc = q_clean[:, None], k_clean[None, :]
+        allowed = torch.where(kc, (kb < qb) | ((kb == qb) & qc), (kb == qb) & ~qc)
+        if bool(allowed.all()):
+            return None
+        S = self.config.tokens_per_frame
+        return allowed.repeat_interleave(S, dim=0).repeat_interleave(S, dim=1)
+
+    # ----- core -----
+    def _run(self, x, t, frames, clean, text: TextEncoding, cache: KVCache | None):
+        """x: (B, slots, C, H, W); t: (B, slots); frames/clean: (slots,) long/bool.
+
+        Returns raw predictions (B, slots, C, H, W) and per-layer (keys, values) of x's tokens.
+        """
+        cfg = self.config
+        B, slots = x.shape[:2]
+        if int(frames.max()) >= cfg.frames:
+            raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
+        pos = self.pos_frame[frames][:, None, :] + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None]
+        h = self.patch_in(self.patchify(x)) + pos.flatten(0, 1)[None]
+        c = self.t_mlp(timestep_embedding(t, 256)) + self.pooled_proj(text.pooled)[:, None, :]
+        text_h = self.text_proj(text.tokens)
+        text_mask = text.mask[:, None, None, :]
+        n_past = cache.n_frames if cache is not None else 0
+        k_frames = torch.cat([torch.arange(n_past), frames])
+        k_clean = torch.cat([torch.ones(n_past, dtype=torch.bool), clean])
+        mask = self._mask(frames, clean, k_frames, k_clean)
+        if mask is not None:
+            # An additive mask in the compute dtype: the CPU flash kernel's backward is ~25%
+            # faster with it than with a bool mask.
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else h.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            h, (k, v) = layer(h, c, text_h, text_mask, mask, cache.layer(i) if cache is not None else None)
+            new_k.append(k)
+            new_v.append(v)
+        sh, sc = self.final_ada(F.silu(c)).unsqueeze(2).chunk(2, dim=-1)
+        S = cfg.tokens_per_frame
+        h = _modulate(self.final_norm(h.view(B, slots, S, -1)), sh, sc).view(B, slots * S, -1)
+        out = self.unpatchify(self.patch_out(h), slots).float()
+        return out, new_k, new_v
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEncoding, cache: KVCache | None = None,
+                *, clean: bool = False) -> tuple[torch.Tensor, KVCache | None]:
+        """Run frames that follow the cached ones.
+
+        x: (B, T, C, H, W) frames number ``cache.n_frames ..`` (model space); t: (B, T) or (B,)
+        noise levels in [0, 1]. ``clean=True`` marks x as clean context (normally t = 0): its
+        frames attend block-causally to each other and the returned cache is extended with their
+        keys/values. ``clean=False``: x holds noised frames of one or more blocks, each seeing
+        the cached clean frames of earlier blocks and its own block; the cache is returned
+        unchanged. Returns (raw prediction (B, T, C, H, W) float32, cache).
+        """
+        B, T = x.shape[:2]
+        self._check_input(x, text)
+        t = t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)
+        n_past = cache.n_frames if cache is not None else 0
+        if cache is not None and n_past % self.config.block_frames:
+            raise ValueError(f"cache holds {n_past} frames, not a whole number of {self.config.block_frames}-frame blocks")
+        frames = torch.arange(n_past, n_past + T)
+        flags = torch.full((T,), clean, dtype=torch.bool)
+        out, k, v = self._run(x, t, frames, flags, text, cache)
+        if clean:
+            cache = (cache or KVCache.empty()).extended(k, v, T)
+        return out, cache
+
+    def forward_train(self, x_clean: torch.Tensor, x_noised: torch.Tensor, t: torch.Tensor,
+                      text: TextEncoding) -> torch.Tensor:
+        """Teacher-forced view of a whole clip in one pass: the sequence ``[clean | noised]``.
+
+        x_clean, x_noised: (B, T, C, H, W); t: (B, T) noise level of each noised frame (constant
+        within a block). Noised block k sees clean blocks < k and itself, exactly what the
+        rollout shows it at inference. Returns the raw prediction for the noised frames.
+        """
+        B, T = x_clean.shape[:2]
+        self._check_input(x_noised, text)
+        x = torch.cat([x_clean, x_noised], dim=1)
+        tt = torch.cat([torch.zeros_like(t), t], dim=1)
+        frames = torch.arange(T).repeat(2)
+        flags = torch.cat([torch.ones(T, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+        out, _, _ = self._run(x, tt, frames, flags, text, None)
+        return out[:, T:]
+
+    def forward_with_prefix(self, prefix: torch.Tensor | None, x_noised: torch.Tensor, t: torch.Tensor,
+                            text: TextEncoding) -> torch.Tensor:
+        """Cache-free view: clean prefix (B, n, C, H, W) and the noised frames after it, one pass.
+
+        The same attention rule as the cached path, recomputing the prefix's keys/values.
+        Returns the raw prediction for ``x_noised`` (B, T, C, H, W).
+        """
+        if prefix is None:
+            return self(x_noised, t, text)[0]
+        B, n = prefix.shape[:2]
+        T = x_noised.shape[1]
+        if n % self.config.block_frames:
+            raise ValueError(f"prefix of {n} frames is not a whole number of {self.config.block_frames}-frame blocks")
+        self._check_input(prefix, text)
+        self._check_input(x_noised, text)
+        x = torch.cat([prefix, x_noised], dim=1)
+        tt = torch.cat([torch.zeros(B, n), t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
+        frames = torch.arange(n + T)
+        flags = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+        out, _, _ = self._run(x, tt, frames, flags, text, None)
+        return out[:, n:]
+
+    def _check_input(self, x: torch.Tensor, text: TextEncoding) -> None:
+        cfg = self.config
+        if x.dim() != 5 or tuple(x.shape[2:]) != (cfg.channels, cfg.height, cfg.width):
+            raise ValueError(f"student input must be (B, T, {cfg.channels}, {cfg.height}, {cfg.width}), got {tuple(x.shape)}")
+        if len(text) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} clips but {len(text)} prompt encodings")
+
+    # ----- prediction <-> velocity / x0 -----
+    def to_x0(self, raw: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Clean estimate from a raw prediction; t: (B, T) broadcast over pixels."""
+        if self.config.prediction == "x0":
+            return raw
+        return x_t - t[..., None, None, None] * raw
+
+    def to_velocity(self, raw: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Velocity ``eps - x0`` from a raw prediction; t: (B, T) broadcast over pixels."""
+        if self.config.prediction == "velocity":
+            return raw
+        return (x_t - raw) / t[..., None, None, None].clamp_min(T_MIN)
+
+    # ----- persistence -----
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (plus ``extra`` under "extra") atomically."""
+        from afd.io_utils import atomic_write_text, save_safetensors_atomic
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
+        save_safetensors_atomic(state, directory / WEIGHTS_FILE)
+        meta = {"format": FORMAT_NAME, "config": asdict(self.config), "extra": extra or {}}
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "CausalVideoTransformer":
+        """Load a student saved by ``save_pretrained`` (never unpickles)."""
+        from afd.io_utils import load_safetensors_checked
+
+        directory = Path(directory)
+        config = read_student_config(directory)
+        model = cls(config)
+        load_safetensors_checked(model, directory / WEIGHTS_FILE)
+        return model.eval()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def read_student_config(directory: str | Path) -> StudentConfig:
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such student checkpoint directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (expected a student saved with save_pretrained)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: not an afd student config (expected format '{FORMAT_NAME}' with a 'config' object)")
+    valid = {f.name for f in fields(StudentConfig)}
+    unknown = set(meta["config"]) - valid
+    if unknown:
+        raise ValueError(f"{path}: unknown student config keys {sorted(unknown)}")
+    return StudentConfig(**meta["config"])

@@ -1,0 +1,97 @@
+"""The one AR rollout: prompts -> clips, block by block, a few denoising steps each.
+
+Used for inference (``afd sample``), on-policy data collection, evaluation, and - with
+``grad_steps`` - the gradient-through-rollout baselines. For each block k (method.md section 3):
+start from noise at t = 1; at each level predict x0, then re-noise to the next level with fresh
+noise; the last x0 estimate is the block. Then the clean block is run once at t = 0 to write its
+keys/values into the cache, which the next block attends to. With ``use_cache=False`` every
+denoising call instead recomputes the clean prefix in the same forward pass (same attention
+rule, quadratic cost) - the reference the cache is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+
+import torch
+
+from afd.student.cache import KVCache
+from afd.student.model import CausalVideoTransformer
+from afd.student.schedule import step_levels
+from afd.text.encoder import TextEncoding
+
+
+def clip_seed(prompt: str, seed: int) -> int:
+    """A 63-bit seed for one clip, so clip (prompt, seed) is the same whatever the batch."""
+    digest = hashlib.sha256(f"afd-student\x00{prompt}\x00{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def rollout_noise(prompts: list[str], seeds: list[int], model: CausalVideoTransformer, steps: int) -> torch.Tensor:
+    """All the noise a rollout draws: (B, K blocks, steps, F, C, H, W), float32 N(0, 1).
+
+    Index [:, k, 0] starts block k; [:, k, i] re-noises it before step i.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    cfg = model.config
+    shape = (cfg.n_blocks, steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width)
+    out = torch.empty((len(prompts), *shape))
+    for i, (p, s) in enumerate(zip(prompts, seeds)):
+        out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(clip_seed(p, s)))
+    return out
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def rollout(
+    model: CausalVideoTransformer,
+    text: TextEncoding,
+    noise: torch.Tensor,
+    levels: list[float] | None = None,
+    *,
+    use_cache: bool = True,
+    grad_steps: list[int] | None = None,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Generate clips in the model's space.
+
+    text: B prompt encodings; noise: (B, K, S, F, C, H, W) from ``rollout_noise`` with S >=
+    len(levels); levels: decreasing noise levels (default: the model config's step list).
+    grad_steps: one step index per block whose forward pass keeps its graph; that step's x0
+    estimate becomes the block (Self-Forcing's early exit), earlier steps and every cache
+    write run without gradient. None: no gradient anywhere.
+    Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec).
+    """
+    cfg = model.config
+    levels = levels if levels is not None else step_levels(cfg.steps, cfg.shift)
+    B, K, S = noise.shape[:3]
+    if K != cfg.n_blocks or S < len(levels):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {cfg.n_blocks}, >= {len(levels)}, ...)")
+    if grad_steps is not None and (len(grad_steps) != K or any(not 0 <= g < len(levels) for g in grad_steps)):
+        raise ValueError(f"grad_steps must give one step index in [0, {len(levels)}) per block, got {grad_steps}")
+    cache = KVCache.empty()
+    blocks: list[torch.Tensor] = []
+    for k in range(K):
+        x = noise[:, k, 0]
+        last = grad_steps[k] if grad_steps is not None else len(levels) - 1
+        for i in range(last + 1):
+            t = torch.full((B, cfg.block_frames), levels[i])
+            with torch.set_grad_enabled(grad_steps is not None and i == last), _autocast(amp):
+                if use_cache:
+                    raw, _ = model(x, t, text, cache if k else None)
+                else:
+                    prefix = torch.cat(blocks, dim=1).detach() if k else None
+                    raw = model.forward_with_prefix(prefix, x, t, text)
+            x0 = model.to_x0(raw, x, t)
+            if i < last:
+                nxt = levels[i + 1]
+                x = (1 - nxt) * x0 + nxt * noise[:, k, i + 1]
+        blocks.append(x0)
+        if use_cache and k < K - 1:
+            with torch.no_grad(), _autocast(amp):
+                _, cache = model(x0.detach(), torch.zeros(B, cfg.block_frames), text, cache if k else None, clean=True)
+    return torch.cat(blocks, dim=1)

