@@ -29,6 +29,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/afd bench world
+	$(BIN)/afd bench rollout
+	$(BIN)/afd bench train-step
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -12,8 +12,39 @@ def register(sub) -> None:
     q.add_argument("--mode", default="real", choices=("real", "loose"))
     q.set_defaults(func=_world)
 
+    q = bs.add_parser("rollout", help="student rollout frames/s: KV cache vs recomputing the prefix, 1..N blocks")
+    q.add_argument("--checkpoint", default=None,
+                   help="student directory (default: a randomly initialised default-size student; "
+                        "timing does not depend on the weights)")
+    q.add_argument("--batch", type=int, default=8)
+    q.add_argument("--max-blocks", type=int, default=8, help="time rollouts of 1..MAX_BLOCKS blocks")
+    q.add_argument("--steps", type=int, default=4, help="denoising steps per block")
+    q.add_argument("--repeats", type=int, default=3, help="timed runs per point (the median is reported)")
+    q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    q.set_defaults(func=_rollout)
+
+    q = bs.add_parser("train-step", help="pretraining ms/step and MFU against a measured bf16 matmul peak")
+    q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
+    q.add_argument("--config", default="configs/pretrain.yaml", help="pretraining YAML config giving the model size")
+    q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.dim=256")
+    q.set_defaults(func=_train_step)
+
 
 def _world(args) -> int:
     from afd.bench.world import main
+
+    return main(args)
+
+
+def _rollout(args) -> int:
+    from afd.bench.rollout import main
+
+    return main(args)
+
+
+def _train_step(args) -> int:
+    from afd.bench.train_step import main
 
     return main(args)

@@ -56,6 +56,7 @@ def rollout(
     use_cache: bool = True,
     grad_steps: list[int] | None = None,
     amp: bool = True,
+    n_blocks: int | None = None,
 ) -> torch.Tensor:
     """Generate clips in the model's space.
 
@@ -64,13 +65,24 @@ def rollout(
     grad_steps: one step index per block whose forward pass keeps its graph; that step's x0
     estimate becomes the block (Self-Forcing's early exit), earlier steps and every cache
     write run without gradient. None: no gradient anywhere.
+    n_blocks: generate only the first n_blocks blocks (1 <= n_blocks <= the config's n_blocks;
+    noise then needs at least n_blocks blocks, later ones are ignored), e.g. to time rollouts of
+    growing length with one model. None: all of the config's blocks (noise must have exactly that many).
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec).
     """
     cfg = model.config
     levels = levels if levels is not None else step_levels(cfg.steps, cfg.shift)
-    B, K, S = noise.shape[:3]
-    if K != cfg.n_blocks or S < len(levels):
-        raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {cfg.n_blocks}, >= {len(levels)}, ...)")
+    B, K_noise, S = noise.shape[:3]
+    if n_blocks is None:
+        K = cfg.n_blocks
+        if K_noise != K or S < len(levels):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {K}, >= {len(levels)}, ...)")
+    else:
+        K = n_blocks
+        if not 1 <= K <= cfg.n_blocks:
+            raise ValueError(f"n_blocks must be in [1, {cfg.n_blocks}] (the model's blocks), got {n_blocks}")
+        if K_noise < K or S < len(levels):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, >= {K}, >= {len(levels)}, ...)")
     if grad_steps is not None and (len(grad_steps) != K or any(not 0 <= g < len(levels) for g in grad_steps)):
         raise ValueError(f"grad_steps must give one step index in [0, {len(levels)}) per block, got {grad_steps}")
     cache = KVCache.empty()

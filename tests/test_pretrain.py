@@ -1,0 +1,106 @@
+"""Pretraining: a tiny run lowers the loss, resumes exactly, and the CLI reports bad configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from afd.cli import main
+from afd.config import load_config
+from afd.losses import flow_matching_loss
+from afd.student.model import CausalVideoTransformer
+from afd.text import get_text_encoder
+from afd.train.pretrain import PretrainConfig, batch_at, lr_at, pretrain
+from afd.world.splits import load_split
+
+TINY = ["batch_size=4", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0",
+        "eval.prompts_per_split=2", "eval.strip_clips=2", "log_every=1", "optim.warmup_steps=5"]
+
+
+def tiny_cfg(tmp_path, name, *extra) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [f"out={tmp_path / name}", *TINY, *extra])
+
+
+def held_out_loss(model, cfg) -> float:
+    pool = load_split(cfg.split)
+    total = 0.0
+    for step in (10_000, 10_001):  # steps the run never trains on
+        prompts, x0, _ = batch_at(step, cfg, pool)
+        gen = torch.Generator().manual_seed(step)
+        with torch.no_grad():
+            total += flow_matching_loss(model, x0, get_text_encoder().encode(prompts), gen).item()
+    return total / 2
+
+
+def test_tiny_pretrain_lowers_the_loss(tmp_path):
+    cfg = tiny_cfg(tmp_path, "run", "steps=60", "optim.lr=3e-3")
+    torch.manual_seed(cfg.seed)
+    before = held_out_loss(CausalVideoTransformer(cfg.model), cfg)
+    final = pretrain(cfg, progress=False)
+    after = held_out_loss(CausalVideoTransformer.from_pretrained(final), cfg)
+    assert after < 0.7 * before, (before, after)
+    out = tmp_path / "run"
+    assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
+    kinds = [json.loads(line)["kind"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert kinds.count("train") == 60 and kinds.count("eval") == 1
+    assert (out / "samples" / "step000060.png").is_file()
+    meta = json.loads((final / "config.json").read_text())
+    assert meta["extra"]["trained_with"]["steps"] == 60
+
+
+def test_resume_is_exact(tmp_path):
+    straight = tiny_cfg(tmp_path, "a", "steps=6", "save_every=3")
+    pretrain(straight, progress=False)
+    first = tiny_cfg(tmp_path, "b", "steps=3", "save_every=3")
+    pretrain(first, progress=False)
+    pretrain(tiny_cfg(tmp_path, "b", "steps=6", "save_every=3"), resume=True, progress=False)
+    for name in ("model", "ema", "optim-model"):
+        a = load_file(tmp_path / "a" / "checkpoint" / f"{name}.safetensors")
+        b = load_file(tmp_path / "b" / "checkpoint" / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()
+               if '"train"' in line] for d in ("a", "b")]
+    assert losses[0] == losses[1]
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = load_config(PretrainConfig, None, ["steps=100", "optim.warmup_steps=10", "optim.lr=1e-3"])
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] >= 1e-4
+
+
+def test_cli_errors(tmp_path, capsys):
+    args = [f"out={tmp_path / 'c'}", *TINY, "steps=2"]
+    assert main(["pretrain", "--no-progress", *args]) == 0
+    assert main(["pretrain", "--no-progress", *args]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["pretrain", "--no-progress", "--resume", *args[:-1], "steps=2", "optim.lr=1"]) == 2
+    assert "differs from the checkpoint" in capsys.readouterr().err
+    assert main(["pretrain", "optim.lrr=1"]) == 2
+    assert "unknown key 'optim.lrr'" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_sample_cli_writes_what_eval_reads(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = CausalVideoTransformer(load_config(PretrainConfig, None, TINY).model)
+    model.save_pretrained(tmp_path / "student")
+    (tmp_path / "prompts.txt").write_text("a small red ball falls on a black background\n# comment\n"
+                                          "a large green square stays still on a navy background\n")
+    assert main(["sample", "--checkpoint", str(tmp_path / "student"), "--prompts", str(tmp_path / "prompts.txt"),
+                 "--per-prompt", "2", "--seed", "3", "--out", str(tmp_path / "clips")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "clips" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [3, 4, 3, 4] and all((tmp_path / "clips" / r["path"]).is_file() for r in rows)
+    assert len(list((tmp_path / "clips").glob("*.mp4"))) == 4
+    capsys.readouterr()
+    assert main(["eval", "--videos", str(tmp_path / "clips"), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_videos"] == 4
+    assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval", "--out", str(tmp_path / "x")]) == 2
+    assert "no such student" in capsys.readouterr().err

@@ -1,0 +1,203 @@
+"""The causal student: attention rule, KV cache, training view, rollout, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from afd.student.cache import KVCache
+from afd.student.config import StudentConfig
+from afd.student.model import CausalVideoTransformer
+from afd.student.rollout import rollout, rollout_noise
+from afd.student.schedule import step_levels
+from afd.text import get_text_encoder
+
+PROMPTS = ["a small red ball falls on a black background", "a large blue square slides to the left on a gray background"]
+
+
+def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0) -> CausalVideoTransformer:
+    """A small student whose zero-initialised branches are perturbed, so every path matters."""
+    torch.manual_seed(seed)
+    cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
+                        heads=2, prediction=prediction)
+    model = CausalVideoTransformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def text():
+    return get_text_encoder().encode(PROMPTS)
+
+
+def clip(model, seed=0):
+    c = model.config
+    return torch.randn((2, c.frames, c.channels, c.height, c.width), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("block_frames", [4, 1])
+def test_block_causal_mask(text, block_frames):
+    """Changing block k+1 never changes the outputs of blocks <= k (clean and training views)."""
+    model = tiny_model(block_frames)
+    F = block_frames
+    x, noised = clip(model, 0), clip(model, 1)
+    t = torch.rand(2, model.config.frames)
+    with torch.no_grad():
+        base_clean, _ = model(x, torch.zeros(2, model.config.frames), text, clean=True)
+        base_train = model.forward_train(x, noised, t, text)
+        for k in range(model.config.n_blocks - 1):
+            x2, n2 = x.clone(), noised.clone()
+            x2[:, (k + 1) * F:] += 1.0
+            n2[:, (k + 1) * F:] -= 1.0
+            out_clean, _ = model(x2, torch.zeros(2, model.config.frames), text, clean=True)
+            out_train = model.forward_train(x2, n2, t, text)
+            upto = (k + 1) * F
+            assert torch.equal(out_clean[:, :upto], base_clean[:, :upto])
+            assert torch.allclose(out_train[:, :upto], base_train[:, :upto], atol=1e-6)
+            assert not torch.allclose(out_train[:, upto:], base_train[:, upto:], atol=1e-3)
+
+
+def test_training_view_equals_inference_view(text):
+    """forward_train's prediction for block k == the cached inference call for block k."""
+    model = tiny_model()
+    F = model.config.block_frames
+    x, noised = clip(model, 2), clip(model, 3)
+    t = torch.rand(2, model.config.n_blocks).repeat_interleave(F, dim=1)
+    with torch.no_grad():
+        train = model.forward_train(x, noised, t, text)
+        cache = None
+        for k in range(model.config.n_blocks):
+            sl = slice(k * F, (k + 1) * F)
+            pred, same = model(noised[:, sl], t[:, sl], text, cache)
+            assert same is cache  # a noised call never writes the cache
+            torch.testing.assert_close(pred, train[:, sl], atol=2e-5, rtol=1e-4)
+            _, cache = model(x[:, sl], torch.zeros(2, F), text, cache, clean=True)
+        assert isinstance(cache, KVCache) and cache.n_frames == model.config.frames
+
+
+@pytest.mark.parametrize("block_frames", [4, 1])
+def test_cache_and_recompute_give_the_same_rollout(text, block_frames):
+    model = tiny_model(block_frames)
+    noise = rollout_noise(PROMPTS, [0, 1], model, 3)
+    levels = step_levels(3, 2.0)
+    with torch.no_grad():
+        a = rollout(model, text, noise, levels, use_cache=True, amp=False)
+        b = rollout(model, text, noise, levels, use_cache=False, amp=False)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        # bf16 autocast: the two paths round differently; documented tolerance 0.05 max abs on
+        # values of order 1 (observed: below 0.02).
+        a16 = rollout(model, text, noise, levels, use_cache=True, amp=True)
+        b16 = rollout(model, text, noise, levels, use_cache=False, amp=True)
+        assert (a16 - b16).abs().max() < 0.05
+        assert (a16 - a).abs().mean() < 0.05
+
+
+def test_cache_is_explicit_and_not_mutated(text):
+    model = tiny_model()
+    F = model.config.block_frames
+    x = clip(model)[:, :F]
+    with torch.no_grad():
+        _, c1 = model(x, torch.zeros(2, F), text, None, clean=True)
+        keys_before = [k.clone() for k in c1.keys]
+        _, c2 = model(x, torch.zeros(2, F), text, c1, clean=True)
+    assert c1.n_frames == F and c2.n_frames == 2 * F
+    assert all(torch.equal(a, b) for a, b in zip(keys_before, c1.keys))
+    assert not any(isinstance(v, torch.Tensor) for v in vars(model).values())  # no hidden state
+    with pytest.raises(ValueError, match="whole number"):
+        bad = KVCache(1, c1.keys, c1.values)
+        model(x, torch.ones(2, F), text, bad)
+
+
+def test_rollout_is_deterministic_per_clip(text):
+    model = tiny_model()
+    both = rollout(model, text, rollout_noise(PROMPTS, [5, 6], model, 2), step_levels(2, 1.0))
+    one = rollout(model, text.index(slice(1, 2)), rollout_noise(PROMPTS[1:], [6], model, 2), step_levels(2, 1.0))
+    torch.testing.assert_close(both[1:], one, atol=1e-4, rtol=1e-4)
+    other_seed = rollout_noise(PROMPTS[1:], [7], model, 2)
+    assert not torch.equal(other_seed, rollout_noise(PROMPTS[1:], [6], model, 2))
+
+
+def test_rollout_gradient_through_one_step_per_block(text):
+    model = tiny_model()
+    model.train()
+    noise = rollout_noise(PROMPTS, [0, 1], model, 3)
+    out = rollout(model, text, noise, step_levels(3, 1.0), grad_steps=[0, 2, 1], amp=False)
+    assert out.requires_grad
+    out.pow(2).mean().backward()
+    assert model.patch_out.weight.grad is not None and model.patch_out.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        plain = rollout(model, text, noise, step_levels(3, 1.0), amp=False)
+    assert not plain.requires_grad
+    with pytest.raises(ValueError, match="grad_steps"):
+        rollout(model, text, noise, step_levels(3, 1.0), grad_steps=[0, 3, 1])
+
+
+@pytest.mark.parametrize("prediction", ["x0", "velocity"])
+def test_velocity_and_x0_views_agree(prediction):
+    model = tiny_model(prediction=prediction)
+    x_t, raw = torch.randn(2, 4, 3, 16, 16), torch.randn(2, 4, 3, 16, 16)
+    t = torch.rand(2, 4) * 0.9 + 0.1
+    x0 = model.to_x0(raw, x_t, t)
+    v = model.to_velocity(raw, x_t, t)
+    torch.testing.assert_close(x_t - t[..., None, None, None] * v, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_save_and_load_round_trip(tmp_path, text):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "s", extra={"note": "test"})
+    meta = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert meta["format"] == "afd-student" and meta["config"]["dim"] == 32 and meta["extra"]["note"] == "test"
+    loaded = CausalVideoTransformer.from_pretrained(tmp_path / "s")
+    assert loaded.config == model.config
+    noise = rollout_noise(PROMPTS, [0, 1], model, model.config.steps)
+    with torch.no_grad():
+        torch.testing.assert_close(rollout(model, text, noise, amp=False), rollout(loaded, text, noise, amp=False))
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such student"):
+        CausalVideoTransformer.from_pretrained(tmp_path / "nope")
+    tiny_model().save_pretrained(tmp_path / "s")
+    (tmp_path / "s" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        CausalVideoTransformer.from_pretrained(tmp_path / "s")
+    other = CausalVideoTransformer(StudentConfig(frames=12, height=16, width=16, patch=4, dim=64, depth=2, heads=2))
+    other.save_pretrained(tmp_path / "o")
+    meta = json.loads((tmp_path / "o" / "config.json").read_text())
+    meta["config"]["dim"] = 32
+    (tmp_path / "o" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="has shape"):
+        CausalVideoTransformer.from_pretrained(tmp_path / "o")
+    (tmp_path / "o" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        CausalVideoTransformer.from_pretrained(tmp_path / "o")
+
+
+def test_bad_input_shapes_are_clear(text):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"student input must be \(B, T, 3, 16, 16\)"):
+        model(torch.zeros(2, 4, 3, 32, 32), torch.zeros(2, 4), text)
+    with pytest.raises(ValueError, match="2 clips but 1 prompt"):
+        model(torch.zeros(2, 4, 3, 16, 16), torch.zeros(2, 4), text.index(slice(0, 1)))
+    with pytest.raises(ValueError, match="beyond the model's 12 frames"):
+        model(torch.zeros(2, 16, 3, 16, 16), torch.zeros(2, 16), text, clean=True)
+    with pytest.raises(ValueError, match="block_frames 5 must divide frames"):
+        StudentConfig(frames=16, block_frames=5)
+
+
+def test_text_encoder_caches_and_accepts_paraphrases():
+    enc = get_text_encoder()
+    a = enc.encode(["a tiny crimson sphere plummets onto a dark backdrop", PROMPTS[0]])
+    assert a.tokens.shape == (2, 32, 384) and a.mask.dtype == torch.bool and a.pooled.shape == (2, 384)
+    torch.testing.assert_close(a.pooled.norm(dim=-1), torch.ones(2))
+    b = enc.encode([PROMPTS[0]])
+    assert torch.equal(b.tokens[0], a.tokens[1])
+    assert (a.tokens[0][~a.mask[0]] == 0).all()
+    with pytest.raises(ValueError, match="non-empty"):
+        enc.encode([""])
+    with pytest.raises(TypeError):
+        enc.encode(PROMPTS[0])
