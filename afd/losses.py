@@ -41,3 +41,160 @@ def flow_matching_loss(model: CausalVideoTransformer, x0: torch.Tensor, text: Te
         raise ValueError(f"weighting must be 'x0' or 'velocity', got {weighting!r}")
     per = err.flatten(1).mean(1)
     return per if per_sample else per.mean()
+
+
+# ----- the student update of AFD: DiffusionNFT on the student's own rollouts (method.md section 6) -----
+
+NFT_SPACES = ("velocity", "x0")
+
+
+def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,): mean over every non-batch dim (so the loss scale ignores clip size)."""
+    return x.flatten(1).mean(1)
+
+
+def _check_weights(w: torch.Tensor, B: int) -> None:
+    if w.shape != (B,):
+        raise ValueError(f"weights must be (B,) = ({B},), got {tuple(w.shape)}")
+    if bool(((w < 0) | (w > 1) | ~torch.isfinite(w)).any()):
+        raise ValueError("weights must lie in [0, 1]")
+
+
+def nft_loss(v_theta: torch.Tensor, v_old: torch.Tensor, v_target: torch.Tensor, w: torch.Tensor,
+             beta: float, *, x_t: torch.Tensor | None = None, t: torch.Tensor | None = None,
+             x0: torch.Tensor | None = None, space: str = "velocity") -> tuple[torch.Tensor, torch.Tensor]:
+    """DiffusionNFT loss (paper Eq. 4): ``(loss scalar, per_sample (B,))``.
+
+    v_theta: (B, ...) current velocity (with gradient); v_old: (B, ...) the old policy's velocity
+    (detached here); v_target: (B, ...) the forward-process velocity ``eps - x0``; w: (B,) weights
+    in [0, 1]; beta > 0. With ``v+ = (1 - beta) v_old + beta v_theta`` and
+    ``v- = (1 + beta) v_old - beta v_theta``::
+
+        per_sample_i = w_i ||v+_i - v_i||^2 + (1 - w_i) ||v-_i - v_i||^2,   loss = mean_i per_sample_i
+
+    where ``||.||^2`` is the *mean* (not the sum) of squares over the non-batch dims, like
+    ``flow_matching_loss``, so the scale does not depend on the clip size. At v_theta = v_old the
+    gradient is ``beta (2 w - 1)`` times that of ``||v_theta - v||^2``, and the per-sample
+    minimiser is ``v_old + (2 w - 1)(v - v_old) / beta``: beta acts as an inverse step size.
+
+    ``space="x0"`` (an option of DiffusionNFT's reference code, not the paper's Eq. 4) needs
+    x_t (B, ...), t and x0 (B, ...); t is (B, T) per-frame for videos (any leading shape of
+    v_theta, broadcast over the remaining dims). The implicit policies are turned into clean
+    estimates ``x0+- = x_t - t v+-`` and each sample's squared error ``mean (x0+- - x0)^2`` is
+    divided by that same sample's mean absolute error ``mean |x0+- - x0|`` (computed without
+    gradient, floored at 1e-5), separately for the positive and the negative branch. The division
+    makes each sample's loss roughly scale-free: its gradient has about the same size whether the
+    sample is nearly right or far off. Since ``x0+- - x0 = -t (v+- - v)``, this is the velocity
+    loss weighted by ``t^2`` per frame, then renormalised per sample. The reference additionally
+    multiplies the loss by constants (a_max / beta); those only rescale the learning rate and
+    are left out here.
+    """
+    if space not in NFT_SPACES:
+        raise ValueError(f"space must be one of {NFT_SPACES}, got {space!r}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if v_theta.shape != v_old.shape or v_theta.shape != v_target.shape:
+        raise ValueError(f"v_theta {tuple(v_theta.shape)}, v_old {tuple(v_old.shape)} and "
+                         f"v_target {tuple(v_target.shape)} must have the same shape")
+    if v_theta.dim() < 2:
+        raise ValueError(f"velocities must be (B, ...) with at least 2 dims, got {tuple(v_theta.shape)}")
+    B = v_theta.shape[0]
+    _check_weights(w, B)
+    v_old = v_old.detach()
+    v_target = v_target.detach()
+    w = w.detach().to(v_theta.dtype)
+    v_plus = (1 - beta) * v_old + beta * v_theta
+    v_minus = (1 + beta) * v_old - beta * v_theta
+    if space == "velocity":
+        pos = _per_sample_mean((v_plus - v_target).pow(2))
+        neg = _per_sample_mean((v_minus - v_target).pow(2))
+    else:
+        if x_t is None or t is None or x0 is None:
+            raise ValueError("space='x0' needs x_t, t and x0")
+        if x_t.shape != v_theta.shape or x0.shape != v_theta.shape:
+            raise ValueError(f"x_t {tuple(x_t.shape)} and x0 {tuple(x0.shape)} must match v_theta {tuple(v_theta.shape)}")
+        if t.dim() > v_theta.dim() or tuple(t.shape) != tuple(v_theta.shape[:t.dim()]):
+            raise ValueError(f"t {tuple(t.shape)} must be a leading part of the velocity shape {tuple(v_theta.shape)}")
+        tt = t.detach().reshape(*t.shape, *([1] * (v_theta.dim() - t.dim())))
+        x_t, x0 = x_t.detach(), x0.detach()
+
+        def normalised(v_branch):
+            err = x_t - tt * v_branch - x0
+            with torch.no_grad():
+                scale = _per_sample_mean(err.abs().double()).clamp_min(1e-5).to(err.dtype)
+            return _per_sample_mean(err.pow(2)) / scale
+
+        pos, neg = normalised(v_plus), normalised(v_minus)
+    per_sample = w * pos + (1 - w) * neg
+    return per_sample.mean(), per_sample
+
+
+def prior_loss(v_theta: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``mean_i w_i ||v_theta_i - v_ref_i||^2`` (paper's L_prior); v_theta, v_ref: (B, ...), w: (B,).
+
+    v_ref (the frozen initial student) is detached; ``||.||^2`` is the mean over non-batch dims.
+    Weighting by w keeps rollouts the discriminator dislikes (w near 0) from being pulled back
+    towards the reference: only the positively judged ones are anchored.
+    """
+    if v_theta.shape != v_ref.shape:
+        raise ValueError(f"v_theta {tuple(v_theta.shape)} and v_ref {tuple(v_ref.shape)} must have the same shape")
+    _check_weights(w, v_theta.shape[0])
+    per = _per_sample_mean((v_theta - v_ref.detach()).pow(2))
+    return (w.detach().to(per.dtype) * per).mean()
+
+
+def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransformer,
+                     ref_model: CausalVideoTransformer | None, x0_rollouts: torch.Tensor, text: TextEncoding,
+                     w: torch.Tensor, generator: torch.Generator, beta: float, lambda_prior: float, *,
+                     shift: float = 1.0, space: str = "velocity") -> dict[str, torch.Tensor]:
+    """AFD's student objective ``L = L_NFT + lambda_prior L_prior`` on the student's own rollouts.
+
+    x0_rollouts: (B, T, C, H, W) finished rollouts in the model's space (detached here); w: (B,)
+    weights from ``afd.methods.advantages.compute_weights``; text: B prompt encodings. Every
+    block gets its own t (``block_timesteps``, in [0.02, 1]) and noise; the three models see the
+    same ``x_t`` through ``forward_train(x0_hat, x_t, t, text)``: noised block k attends to the
+    rollout's own clean blocks < k, exactly what it saw when the rollout was made. ``old_model``
+    (the EMA policy that collected the rollouts) and ``ref_model`` (the frozen initial student;
+    None skips the prior term) run without gradient; only ``model``'s parameters get gradients.
+    Any object with the same ``forward_train`` / ``to_velocity`` methods works for old/ref (e.g.
+    a LoRA student with adapters disabled). ``old_model`` may be ``model`` itself.
+
+    Implied weighting: an x0-predicting student's velocity is ``(x_t - x0_hat) / t`` (t floored
+    at 1e-3), so in ``space="velocity"`` an x0 error counts ``1 / t^2`` times (up to 2500x at
+    t = 0.02): low-noise blocks dominate the gradient. ``space="x0"`` compares ``x_t - t v``
+    with x0 instead (``nft_loss``), which for such a student is its own x0 prediction, and
+    normalises each sample by its mean absolute error.
+
+    Returns a dict of scalars: ``loss`` (with gradient), and detached diagnostics ``loss_nft``,
+    ``loss_prior``, ``fm_loss`` (plain ``||v_theta - v||^2`` on the rollouts), ``old_dev``
+    (``||v_theta - v_old||^2``), ``ref_dev`` (``||v_theta - v_ref||^2``, 0 without ref), plus
+    ``nft_per_sample`` (B,) detached.
+    """
+    x0 = x0_rollouts.detach()
+    B = x0.shape[0]
+    _check_weights(w, B)
+    t = block_timesteps(B, model.config, generator, shift).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = add_noise(x0, eps, t)
+    v = eps - x0
+
+    def velocity(m):
+        return m.to_velocity(m.forward_train(x0, x_t, t, text), x_t, t)
+
+    v_theta = velocity(model)
+    with torch.no_grad():
+        v_old = velocity(old_model)
+        v_ref = velocity(ref_model) if ref_model is not None else None
+    loss_nft, per_sample = nft_loss(v_theta, v_old, v, w, beta, x_t=x_t, t=t, x0=x0, space=space)
+    if v_ref is not None:
+        loss_prior = prior_loss(v_theta, v_ref, w)
+        loss = loss_nft + lambda_prior * loss_prior
+    else:
+        loss_prior = torch.zeros((), dtype=loss_nft.dtype)
+        loss = loss_nft
+    with torch.no_grad():
+        fm = (v_theta - v).pow(2).mean()
+        old_dev = (v_theta - v_old).pow(2).mean()
+        ref_dev = (v_theta - v_ref).pow(2).mean() if v_ref is not None else torch.zeros(())
+    return {"loss": loss, "loss_nft": loss_nft.detach(), "loss_prior": loss_prior.detach(),
+            "fm_loss": fm, "old_dev": old_dev, "ref_dev": ref_dev, "nft_per_sample": per_sample.detach()}

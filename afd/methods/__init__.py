@@ -1,0 +1,1 @@
+"""Adaptation methods (AFD and the baselines) and the pieces they share."""
