@@ -27,6 +27,7 @@ import torch
 from afd.bench.train_step import num_threads
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
+from afd.student.shipped import resolve_checkpoint
 from afd.student.rollout import rollout
 from afd.student.schedule import step_levels
 from afd.text.encoder import get_text_encoder
@@ -51,7 +52,7 @@ def build_model(max_blocks: int, checkpoint: str | Path | None = None,
         torch.manual_seed(0)
         cfg = replace(base, frames=max_blocks * base.block_frames)
         return CausalVideoTransformer(cfg).eval(), "random init (timing does not depend on weights)"
-    trained = CausalVideoTransformer.from_pretrained(checkpoint)
+    trained = CausalVideoTransformer.from_pretrained(resolve_checkpoint(checkpoint))
     tc = trained.config
     if max_blocks <= tc.n_blocks:
         return trained, f"weights from {checkpoint}"

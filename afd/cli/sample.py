@@ -7,7 +7,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="sample clips from a student checkpoint (mp4 + npz + manifest.jsonl)")
-    p.add_argument("--checkpoint", required=True, help="student directory (save_pretrained format)")
+    p.add_argument("--checkpoint", required=True, help="student directory (save_pretrained format) or a shipped name, e.g. base-chunk")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="a prompt split, e.g. physics-eval")
     src.add_argument("--prompts", help="text file with one prompt per line")
@@ -39,6 +39,7 @@ def cmd_sample(args) -> int:
     from afd.cli.common import write_manifest
     from afd.student.model import CausalVideoTransformer
     from afd.student.sample import generate
+    from afd.student.shipped import resolve_checkpoint
     from afd.video.core import Video
     from afd.video.io import write_video
     from afd.world.splits import load_split
@@ -46,7 +47,7 @@ def cmd_sample(args) -> int:
     if args.per_prompt < 1:
         raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")
     prompts = load_split(args.split) if args.split else read_prompt_file(args.prompts)
-    model = CausalVideoTransformer.from_pretrained(args.checkpoint)
+    model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint))
     fps = model.config.frames / 2.0  # the built-in student's clips span 2 s (16 frames at 8 fps)
     jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
     out = Path(args.out)
