@@ -68,3 +68,27 @@ def load_safetensors_checked(module: torch.nn.Module, path: str | os.PathLike, p
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{path}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
     module.load_state_dict(tensors, strict=True)
+
+
+def read_pretrained_meta(directory: str | os.PathLike, format_name: str, kind: str,
+                         config_file: str = "config.json") -> dict:
+    """Parse ``directory/config.json`` of a ``save_pretrained`` folder and check its format tag.
+
+    ``kind`` ("student checkpoint", "discriminator") only words the errors, which name the file and problem.
+    Returns the JSON object (it has a ``config`` mapping).
+    """
+    import json
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such {kind} directory")
+    path = directory / config_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (expected a {kind.split()[0]} saved with save_pretrained)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != format_name or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: not an afd {kind.split()[0]} config (expected format '{format_name}' with a 'config' object)")
+    return meta

@@ -144,16 +144,6 @@ class Discriminator(nn.Module):
 
 def read_disc_meta(directory: str | Path) -> dict:
     """Parse and check ``config.json`` of a saved discriminator (clear errors naming the file)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such discriminator directory")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected a discriminator saved with save_pretrained)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{path}: not an afd discriminator config (expected format '{FORMAT_NAME}' with a 'config' object)")
-    return meta
+    from afd.io_utils import read_pretrained_meta
+
+    return read_pretrained_meta(directory, FORMAT_NAME, "discriminator", CONFIG_FILE)

@@ -317,20 +317,10 @@ class CausalVideoTransformer(nn.Module):
 
 
 def read_student_config(directory: str | Path) -> StudentConfig:
-    directory = Path(directory)
-    path = directory / CONFIG_FILE
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such student checkpoint directory")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected a student saved with save_pretrained)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{path}: not an afd student config (expected format '{FORMAT_NAME}' with a 'config' object)")
-    valid = {f.name for f in fields(StudentConfig)}
-    unknown = set(meta["config"]) - valid
+    from afd.io_utils import read_pretrained_meta
+
+    meta = read_pretrained_meta(directory, FORMAT_NAME, "student checkpoint", CONFIG_FILE)
+    unknown = set(meta["config"]) - {f.name for f in fields(StudentConfig)}
     if unknown:
-        raise ValueError(f"{path}: unknown student config keys {sorted(unknown)}")
+        raise ValueError(f"{Path(directory) / CONFIG_FILE}: unknown student config keys {sorted(unknown)}")
     return StudentConfig(**meta["config"])
