@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the checkpoint's)")
     p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the checkpoint's)")
+    p.add_argument("--renoise", choices=["fresh", "ddim"], default=None,
+                   help="re-noising between steps (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-mp4", action="store_true", help="write only the lossless npz files")
     p.set_defaults(func=cmd_sample)
@@ -53,7 +55,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     t0 = time.time()
     with tqdm(total=len(jobs), desc="sample", dynamic_ncols=True) as bar:
-        videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift,
+        videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift, renoise=args.renoise,
                           batch_size=args.batch_size, progress=bar.update)
     entries = []
     for i, ((prompt, seed), v) in enumerate(zip(jobs, videos)):

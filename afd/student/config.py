@@ -33,6 +33,10 @@ class StudentConfig:
     # block at levels 1 - i / steps, shifted by ``shift`` (method.md section 2).
     steps: int = 4
     shift: float = 5.0
+    # Between steps: "fresh" re-noises x0_hat with new noise (method.md section 3, Self-Forcing);
+    # "ddim" reuses the noise the model implies, eps_hat = (x_t - (1 - t) x0_hat) / t, i.e. an
+    # Euler step of the probability-flow ODE - sharper for an undistilled flow model.
+    renoise: str = "fresh"
 
     def __post_init__(self):
         if self.prediction not in ("x0", "velocity"):
@@ -41,6 +45,8 @@ class StudentConfig:
             raise ValueError(f"patch {self.patch} must divide height {self.height} and width {self.width}")
         if self.frames % self.block_frames:
             raise ValueError(f"block_frames {self.block_frames} must divide frames {self.frames}")
+        if self.renoise not in ("fresh", "ddim"):
+            raise ValueError(f"renoise must be 'fresh' or 'ddim', got {self.renoise!r}")
         if self.steps < 1 or self.shift <= 0:
             raise ValueError(f"steps must be >= 1 and shift > 0, got steps={self.steps}, shift={self.shift}")
         if self.dim % self.heads:

@@ -57,6 +57,7 @@ def rollout(
     grad_steps: list[int] | None = None,
     amp: bool = True,
     n_blocks: int | None = None,
+    renoise: str | None = None,
 ) -> torch.Tensor:
     """Generate clips in the model's space.
 
@@ -68,10 +69,15 @@ def rollout(
     n_blocks: generate only the first n_blocks blocks (1 <= n_blocks <= the config's n_blocks;
     noise then needs at least n_blocks blocks, later ones are ignored), e.g. to time rollouts of
     growing length with one model. None: all of the config's blocks (noise must have exactly that many).
+    renoise: "fresh" | "ddim" between steps (default: the model config's ``renoise``); with
+    "ddim" only noise[:, k, 0] is used.
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec).
     """
     cfg = model.config
     levels = levels if levels is not None else step_levels(cfg.steps, cfg.shift)
+    renoise = renoise or cfg.renoise
+    if renoise not in ("fresh", "ddim"):
+        raise ValueError(f"renoise must be 'fresh' or 'ddim', got {renoise!r}")
     B, K_noise, S = noise.shape[:3]
     if n_blocks is None:
         K = cfg.n_blocks
@@ -101,7 +107,11 @@ def rollout(
             x0 = model.to_x0(raw, x, t)
             if i < last:
                 nxt = levels[i + 1]
-                x = (1 - nxt) * x0 + nxt * noise[:, k, i + 1]
+                if renoise == "fresh":
+                    eps = noise[:, k, i + 1]
+                else:
+                    eps = (x - (1 - levels[i]) * x0) / levels[i]
+                x = (1 - nxt) * x0 + nxt * eps
         blocks.append(x0)
         if use_cache and k < K - 1:
             with torch.no_grad(), _autocast(amp):

@@ -20,17 +20,15 @@ import numpy as np
 import torch
 
 from afd.config import config_from_dict, config_to_dict, save_config
-from afd.eval.score import evaluate
+from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
-from afd.student.sample import generate
 from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.ema import ema_update, make_ema, warmup_decay
 from afd.train.logger import RunLogger
-from afd.video.core import STUDENT, Video, stack
-from afd.video.strip import save_strip
+from afd.video.core import STUDENT, stack
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
 
@@ -102,38 +100,34 @@ def batch_at(step: int, cfg: PretrainConfig, pool: list[str]) -> tuple[list[str]
     return prompts, stack([c.video for c in clips]), gen
 
 
-def eval_prompts(cfg: PretrainEvalConfig) -> list[str]:
-    out = []
-    for split in ("physics-eval", "general-eval"):
-        prompts = load_split(split)
-        idx = np.linspace(0, len(prompts) - 1, min(cfg.prompts_per_split, len(prompts))).round().astype(int)
-        out += [prompts[i] for i in idx]
-    return out
-
-
-def evaluate_student(model: CausalVideoTransformer, cfg: PretrainEvalConfig, seed: int,
-                     strip_path: Path | None = None) -> dict:
-    """Sample the eval subset, score it with the exact metrics; optionally write a strip."""
-    prompts = [p for p in eval_prompts(cfg) for _ in range(cfg.per_prompt)]
-    seeds = [seed + k % cfg.per_prompt for k in range(len(prompts))]
-    videos = generate(model, prompts, seeds)
-    clips = [Video(v, STUDENT.fps) for v in videos]
-    report, scores = evaluate(clips, prompts)
-    if strip_path is not None and cfg.strip_clips:
-        pick = np.linspace(0, len(clips) - 1, min(cfg.strip_clips, len(clips))).round().astype(int)
-        save_strip(strip_path, [clips[i] for i in pick], [prompts[i] for i in pick], n_frames=16, cell=48)
-    groups = report["groups"]
-    pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
-    return {
-        "physics_total": groups["physics"]["total"] if groups["physics"] else float("nan"),
-        "general_total": groups["general"]["total"] if groups["general"] else float("nan"),
-        "physical_consistency": float(np.mean(pcs)) if pcs else float("nan"),
-        "pc_std": float(np.std(pcs)) if pcs else float("nan"),
-    }
-
-
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "final"
+
+
+# What may change on resume: the run length (to extend a finished run) and the student's default
+# sampler, which only affects evaluation and the exported config, never a training step.
+RESUME_MUTABLE = ("steps",)
+RESUME_MUTABLE_MODEL = ("steps", "shift", "renoise")
+
+
+def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) -> PretrainConfig:
+    """The config to resume with: ``saved`` updated with the fields of ``cfg`` that may change.
+
+    Raises ValueError naming the first differing field that may not change."""
+    a, b = config_to_dict(saved), config_to_dict(cfg)
+    for key in a:
+        if key == "model":
+            for mk in a["model"]:
+                if a["model"][mk] != b["model"][mk] and mk not in RESUME_MUTABLE_MODEL:
+                    raise ValueError(f"{where}: model.{mk} is {a['model'][mk]!r} in the checkpoint but "
+                                     f"{b['model'][mk]!r} now; only {', '.join(RESUME_MUTABLE)} and "
+                                     f"model.{{{','.join(RESUME_MUTABLE_MODEL)}}} may change on resume")
+        elif a[key] != b[key] and key not in RESUME_MUTABLE:
+            raise ValueError(f"{where}: {key} is {a[key]!r} in the checkpoint but {b[key]!r} now; only "
+                             f"{', '.join(RESUME_MUTABLE)} and model.{{{','.join(RESUME_MUTABLE_MODEL)}}} "
+                             "may change on resume")
+    model = type(saved.model)(**{**vars(saved.model), **{k: getattr(cfg.model, k) for k in RESUME_MUTABLE_MODEL}})
+    return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -146,10 +140,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if not ckpt_dir.exists():
             raise FileNotFoundError(f"{ckpt_dir}: nothing to resume")
         saved = config_from_dict(PretrainConfig, read_checkpoint_state(ckpt_dir)["config"])
-        if config_to_dict(saved) != config_to_dict(cfg) and saved.steps == cfg.steps:
-            raise ValueError(f"{ckpt_dir}: the config differs from the checkpoint's; resume with the same config")
-        # Only the length may change on resume (to extend a finished run).
-        cfg = saved if saved.steps == cfg.steps else type(cfg)(**{**vars(saved), "steps": cfg.steps})
+        cfg = resumable_config(saved, cfg, ckpt_dir)
 
     torch.manual_seed(cfg.seed)
     model = CausalVideoTransformer(cfg.model).train()
@@ -204,7 +195,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             t_last, losses = time.time(), []
         if (cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps:
             t0 = time.time()
-            scores = evaluate_student(ema, cfg.eval, seed=cfg.seed, strip_path=out / "samples" / f"step{step:06d}.png")
+            scores = evaluate_student(ema, cfg.eval.prompts_per_split, cfg.eval.per_prompt, seed=cfg.seed,
+                                      strip_path=out / "samples" / f"step{step:06d}.png",
+                                      strip_clips=cfg.eval.strip_clips)
             logger.log(step, "eval", **scores, seconds=time.time() - t0)
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
             t_last = time.time()

@@ -1,0 +1,67 @@
+"""Evaluate a student model in memory: sample prompts of the eval splits, score with the exact metrics.
+
+Kept apart from training (DiT style): the pretraining and adaptation loops call these, and so can
+anyone holding a ``CausalVideoTransformer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from afd.eval.score import ClipScore, evaluate
+from afd.student.model import CausalVideoTransformer
+from afd.student.sample import generate
+from afd.video.core import STUDENT, Video
+from afd.video.strip import save_strip
+from afd.world.splits import load_split
+
+EVAL_SPLITS = ("physics-eval", "general-eval")
+
+
+def eval_prompts(prompts_per_split: int | None) -> list[str]:
+    """Prompts spread evenly over physics-eval and general-eval (None: every prompt of both)."""
+    out = []
+    for split in EVAL_SPLITS:
+        prompts = load_split(split)
+        if prompts_per_split is None or prompts_per_split >= len(prompts):
+            out += prompts
+            continue
+        idx = np.linspace(0, len(prompts) - 1, prompts_per_split).round().astype(int)
+        out += [prompts[i] for i in idx]
+    return out
+
+
+def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prompt: int, seed: int
+                     ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
+    """Sample ``per_prompt`` clips per prompt (seeds seed .. seed + per_prompt - 1) and score them.
+
+    Returns (report in the ``afd eval`` JSON schema, per-clip scores, the clips, their prompts)."""
+    all_prompts = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
+    clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds)]
+    report, scores = evaluate(clips, all_prompts)
+    return report, scores, clips, all_prompts
+
+
+def summarize(report: dict, scores: list[ClipScore]) -> dict:
+    """The few numbers a training log tracks: physics/general totals and the PC mean and spread."""
+    groups = report["groups"]
+    pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
+    return {
+        "physics_total": groups["physics"]["total"] if groups["physics"] else float("nan"),
+        "general_total": groups["general"]["total"] if groups["general"] else float("nan"),
+        "physical_consistency": float(np.mean(pcs)) if pcs else float("nan"),
+        "pc_std": float(np.std(pcs)) if pcs else float("nan"),
+    }
+
+
+def evaluate_student(model: CausalVideoTransformer, prompts_per_split: int, per_prompt: int, seed: int,
+                     strip_path: Path | None = None, strip_clips: int = 6) -> dict:
+    """Sample the eval subset, score it; optionally write a strip of ``strip_clips`` clips."""
+    report, scores, clips, prompts = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed)
+    if strip_path is not None and strip_clips:
+        pick = np.linspace(0, len(clips) - 1, min(strip_clips, len(clips))).round().astype(int)
+        save_strip(strip_path, [clips[i] for i in pick], [prompts[i] for i in pick], n_frames=16, cell=48)
+    return summarize(report, scores)

@@ -1,0 +1,95 @@
+"""Optional LoRA on the student (peft), the paper's adaptation setting.
+
+Adapters are injected in place into the transformer layers' linear maps, so the model keeps its
+own class and methods (``forward_train``, ``to_velocity``, the rollout) and only the adapter
+weights train. With LoRA the frozen reference of the prior term is the same model with its
+adapters switched off (``adapters_disabled``), so no second copy of the base is held.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from afd.student.model import CausalVideoTransformer
+
+# Linear maps of each transformer layer that get adapters (self-attention, cross-attention, MLP).
+LORA_TARGETS = ["qkv", "proj", "cross_q", "cross_kv", "cross_proj", "mlp.0", "mlp.2"]
+
+
+def add_lora(model: CausalVideoTransformer, rank: int, alpha: float) -> CausalVideoTransformer:
+    """Inject LoRA adapters (rank, alpha) into ``model`` in place; freeze everything else.
+
+    The adapters' B matrices start at zero, so the model's outputs are unchanged at first."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    targets = [n for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and n.startswith("layers.") and n.split(".", 2)[2] in LORA_TARGETS]
+    model.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), model)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return model
+
+
+def lora_layers(model: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def has_lora(model: nn.Module) -> bool:
+    return bool(lora_layers(model))
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module):
+    """Run ``model`` as its base: every LoRA adapter off inside the block."""
+    layers = lora_layers(model)
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+class AdaptersOff:
+    """A view of a LoRA student as its frozen base, for the prior term's v_ref.
+
+    Exposes the two methods the losses call (``forward_train``, ``to_velocity``); the config is the
+    student's."""
+
+    def __init__(self, model: CausalVideoTransformer):
+        self.model = model
+        self.config = model.config
+
+    def forward_train(self, *args, **kwargs):
+        with adapters_disabled(self.model):
+            return self.model.forward_train(*args, **kwargs)
+
+    def to_velocity(self, *args, **kwargs):
+        return self.model.to_velocity(*args, **kwargs)
+
+
+@torch.no_grad()
+def merged_copy(model: CausalVideoTransformer) -> CausalVideoTransformer:
+    """A plain ``CausalVideoTransformer`` whose weights are ``model``'s with the adapters merged in
+    (what gets saved with ``save_pretrained``); ``model`` itself is unchanged."""
+    plain = CausalVideoTransformer(model.config)
+    state = {}
+    lora = {n: m for n, m in model.named_modules() if m in set(lora_layers(model))}
+    for name, tensor in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        state[name.replace(".base_layer.", ".")] = tensor.clone()
+    for n, m in lora.items():
+        for adapter in m.active_adapters:
+            state[f"{n}.weight"] += m.get_delta_weight(adapter)
+    plain.load_state_dict(state)
+    return plain

@@ -1,0 +1,138 @@
+"""The adaptation run's config (``afd train``): one dataclass tree, YAML in ``configs/``, overrides.
+
+Sections: ``run`` (where and how often to write), ``train`` (the loop shared by every method),
+``teacher`` (the black box and its budget), ``student`` (which base, full fine-tuning or LoRA),
+``disc`` (discriminator network, loss and eta_D), ``afd`` (the AFD update), ``eval``.
+Every field is documented where it is declared; the resolved config is saved as
+``<run.dir>/config.yaml`` and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from afd.disc.config import DiscConfig
+from afd.methods.advantages import AdvantageConfig
+
+METHODS = ("afd",)
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/afd"
+    save_every: int = 25  # iterations between checkpoints (and always at the end)
+    tensorboard: bool = True
+
+
+@dataclass
+class LoopConfig:
+    method: str = "afd"
+    steps: int = 200  # iterations (each: collect, n_D discriminator steps, n_S student steps)
+    seed: int = 0
+    split: str = "physics-train"  # adaptation prompts (the teacher is only asked about these)
+    prompts: int = 8  # P prompts per iteration (global, split over ranks)
+    rollouts: int = 4  # G rollouts per prompt (the per-prompt baseline needs G >= 2)
+    student_steps: int = 1  # n_S optimizer steps per iteration on the same collected batch
+    lr: float = 2e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    old_decay: float = 0.99  # EMA decay of the old (data-collecting) policy, per optimizer step
+    amp: bool = True  # bf16 autocast for forwards; losses and optimizer stay fp32
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("steps", "prompts", "rollouts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.student_steps < 0:
+            raise ValueError(f"student_steps must be >= 0, got {self.student_steps}")
+        if not 0 <= self.old_decay < 1:
+            raise ValueError(f"old_decay must be in [0, 1), got {self.old_decay}")
+        if self.lr < 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+
+
+@dataclass
+class TeacherConfig:
+    spec: str = "world"  # afd.teacher.make_teacher spec: world[:real], folder:DIR, http://..., api:FILE
+    cache_dir: str = "cache/teacher"  # shared by every run: a clip is paid for once
+    clips_per_prompt: int = 1  # teacher seeds 0 .. clips_per_prompt - 1 per adaptation prompt
+    budget: int | None = None  # max clips ever paid in the cache (None: len(split) * clips_per_prompt)
+    prefetch: bool = True  # pay for the whole budget before the first iteration
+
+    def __post_init__(self):
+        if self.clips_per_prompt < 1:
+            raise ValueError(f"clips_per_prompt must be >= 1, got {self.clips_per_prompt}")
+        if self.budget is not None and self.budget < 0:
+            raise ValueError(f"budget must be >= 0 or null, got {self.budget}")
+
+
+@dataclass
+class StudentInitConfig:
+    checkpoint: str = "base-chunk"  # a shipped name or a save_pretrained directory
+    lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA (peft) on the attention/MLP linears
+    lora_alpha: float = 16.0
+
+    def __post_init__(self):
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+
+
+@dataclass
+class DiscTrainConfig:
+    model: DiscConfig = field(default_factory=DiscConfig)
+    loss: str = "bt"  # "bt" (paper Eq. 1) or "gan" (BCE on absolute logits, Fig. 6)
+    lr: float = 2e-5  # eta_D; 0 freezes D (the Fig. 5 sweep's lower end)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-4
+    steps: int = 2  # n_D discriminator steps per iteration
+    grad_clip: float = 1.0
+    r1_gamma: float = 0.0  # R1 penalty weight on teacher clips (0: off)
+    augment: bool = True  # physics-preserving left/right mirroring of prompt-paired clips
+    warmup_iters: int = 0  # D-only iterations (teacher vs base rollouts) before the first update
+
+    def __post_init__(self):
+        if self.loss not in ("bt", "gan"):
+            raise ValueError(f"loss must be 'bt' or 'gan', got {self.loss!r}")
+        if self.lr < 0 or self.steps < 0 or self.warmup_iters < 0 or self.r1_gamma < 0:
+            raise ValueError("disc.lr, disc.steps, disc.warmup_iters and disc.r1_gamma must be >= 0")
+
+
+@dataclass
+class AFDMethodConfig:
+    beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
+    lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
+    nft_space: str = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
+    t_shift: float = 1.0  # shift of the NFT training timesteps
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.lambda_prior < 0:
+            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
+        if self.nft_space not in ("velocity", "x0"):
+            raise ValueError(f"nft_space must be 'velocity' or 'x0', got {self.nft_space!r}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 50  # iterations between subset evaluations (0: only before and after)
+    prompts_per_split: int = 12  # the fixed eval subset logged during training
+    per_prompt: int = 1
+    strip_prompts: int = 4  # rows of teacher | student before | student now in each strip
+    final_per_prompt: int = 2  # eval.json: every prompt of both eval splits, this many clips each
+    seed: int = 1000  # eval noise, fixed across runs and train seeds
+
+
+@dataclass
+class AdaptConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentInitConfig = field(default_factory=StudentInitConfig)
+    disc: DiscTrainConfig = field(default_factory=DiscTrainConfig)
+    afd: AFDMethodConfig = field(default_factory=AFDMethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

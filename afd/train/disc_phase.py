@@ -1,0 +1,79 @@
+"""The discriminator's part of an iteration: n_D steps on prompt-paired (teacher, rollout) clips,
+then scoring the rollouts for the method (method.md section 4)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from afd.disc.augment import augment_pair
+from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
+from afd.text.encoder import TextEncoding
+from afd.train import dist
+from afd.train.config import DiscTrainConfig
+
+LOSSES = {"bt": bt_loss, "gan": gan_loss}
+
+
+def _autocast(amp: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, teacher: torch.Tensor,
+                        student: torch.Tensor, prompts: list[str], text: TextEncoding,
+                        generator: torch.Generator, amp: bool = False) -> dict[str, float]:
+    """``cfg.steps`` optimizer steps of the D loss (``cfg.loss``) on the full local batch.
+
+    teacher: (P, T, 3, H, W) one clip per prompt; student: (P * G, T, 3, H, W), G rollouts per
+    prompt in consecutive rows; both [-1, 1], detached. text: the P prompt encodings. Each step
+    mirrors pairs left/right (``augment_pair``, never prompts with a direction) when
+    ``cfg.augment``. With lr 0 or 0 steps D stays frozen. Returns d_loss (mean over steps),
+    d_acc_train (pairwise accuracy of the last step, on augmented clips), d_grad_norm and r1.
+    """
+    if cfg.steps == 0 or cfg.lr == 0:
+        return {}
+    G = student.shape[0] // teacher.shape[0]
+    text_s = text.repeat_interleave(G)
+    loss_fn = LOSSES[cfg.loss]
+    disc.train()
+    losses, acc, gn, r1 = [], 0.0, 0.0, 0.0
+    for _ in range(cfg.steps):
+        if cfg.augment:
+            t_x, s_x, _ = augment_pair(teacher, student, prompts, generator)
+        else:
+            t_x, s_x = teacher, student
+        if cfg.r1_gamma > 0:
+            t_x = t_x.clone().requires_grad_(True)
+        with _autocast(amp):
+            d_t = disc(t_x, text).float()
+            d_s = disc(s_x, text_s).float()
+        loss = loss_fn(d_t, d_s)
+        if cfg.r1_gamma > 0:
+            pen = r1_penalty(d_t, t_x)
+            loss = loss + 0.5 * cfg.r1_gamma * pen
+            r1 = float(pen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in disc.parameters() if p.requires_grad]
+        dist.average_gradients(params)
+        gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        opt.step()
+        losses.append(float(loss.detach()))
+        acc = float(pairwise_accuracy(d_t.detach(), d_s.detach()))
+    return {"d_loss": sum(losses) / len(losses), "d_acc_train": acc, "d_grad_norm": gn, "d_r1": r1}
+
+
+@torch.no_grad()
+def score_pairs(disc, cfg: DiscTrainConfig, teacher: torch.Tensor, student: torch.Tensor, text: TextEncoding,
+                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """D's logits in eval mode (no instance noise, no augmentation): (P,) teacher, (P * G,) rollouts,
+    plus the loss, pairwise accuracy and r_phi = mean sigmoid(D(rollout) - D(teacher)) on them."""
+    G = student.shape[0] // teacher.shape[0]
+    disc.eval()
+    with _autocast(amp):
+        d_t = disc(teacher, text).float()
+        d_s = disc(student, text.repeat_interleave(G)).float()
+    stats = {"d_loss_eval": float(LOSSES[cfg.loss](d_t, d_s)), "d_acc": float(pairwise_accuracy(d_t, d_s)),
+             "r_phi": float(r_phi(d_t, d_s)), "d_teacher_mean": float(d_t.mean()), "d_student_mean": float(d_s.mean())}
+    return d_t, d_s, stats
