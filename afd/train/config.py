@@ -124,6 +124,7 @@ class EvalConfig:
     per_prompt: int = 1
     strip_prompts: int = 4  # rows of teacher | student before | student now in each strip
     final_per_prompt: int = 2  # eval.json: every prompt of both eval splits, this many clips each
+    final_prompts_per_split: int | None = None  # None: all eval prompts (a smaller value for smoke tests)
     seed: int = 1000  # eval noise, fixed across runs and train seeds
 
 

@@ -271,7 +271,7 @@ class Trainer:
             self.opt_s.step()
             ema_update(self.models.old, student, t.old_decay)
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + gn
         n = max(1, t.student_steps)
         return {k: dist.mean_scalar(v / n) for k, v in sums.items()}
@@ -317,7 +317,7 @@ class Trainer:
 
     def full_eval(self, model) -> dict:
         e = self.cfg.eval
-        report, _, _, _ = sample_and_score(model, eval_prompts(None), e.final_per_prompt, e.seed)
+        report, _, _, _ = sample_and_score(model, eval_prompts(e.final_prompts_per_split), e.final_per_prompt, e.seed)
         return report
 
     # ----- the loop -----

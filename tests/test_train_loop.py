@@ -1,0 +1,152 @@
+"""The adaptation loop (``afd train``): a tiny AFD run end to end, its output contract, exact
+resume, teacher-budget exhaustion, LoRA's reference and the reward-fidelity statistic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from afd.cli import main
+from afd.config import load_config
+from afd.student.config import StudentConfig
+from afd.student.lora import AdaptersOff, add_lora, merged_copy
+from afd.student.model import CausalVideoTransformer
+from afd.text import get_text_encoder
+from afd.train.config import AdaptConfig
+from afd.train.fidelity import spearman
+from afd.train.loop import Plan, train
+
+CONTRACT = ("step", "d_loss", "r_phi", "reward_fidelity", "loss_nft", "loss_prior", "teacher_calls_paid",
+            "teacher_calls_cached", "seconds")
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    """A tiny random student with non-zero output layers (adaLN-Zero would make it constant)."""
+    torch.manual_seed(0)
+    model = CausalVideoTransformer(StudentConfig(dim=32, depth=1, heads=2, steps=2, shift=1.0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model.save_pretrained(tmp_path_factory.mktemp("student") / "tiny")
+
+
+def tiny_args(student, run_dir, cache_dir, *extra):
+    return [f"run.dir={run_dir}", f"teacher.cache_dir={cache_dir}", f"student.checkpoint={student}",
+            "train.prompts=2", "train.rollouts=2", "teacher.prefetch=false", "disc.model.width=4",
+            "disc.model.hidden=16", "eval.every=2", "eval.prompts_per_split=1", "eval.strip_prompts=1",
+            "eval.final_prompts_per_split=2", "eval.final_per_prompt=1", "run.save_every=2",
+            "train.lr=1e-3", "disc.lr=1e-3", *extra]
+
+
+def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--config", "configs/afd.yaml", "--no-progress",
+                 *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=3")])
+    assert code == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert all(k in r for k in CONTRACT), sorted(set(CONTRACT) - set(r))
+        assert 0 <= r["r_phi"] <= 1 and 0 <= r["weight_min"] <= r["weight_max"] <= 1
+    # 2 prompts per iteration, no prefetch: each distinct clip paid once, repeats (and the strips'
+    # teacher row) are served from the cache
+    assert rows[-1]["teacher_calls_paid"] + rows[-1]["teacher_calls_cached"] >= 3 * 2
+    assert rows[-1]["teacher_calls_paid"] == rows[-1]["teacher_clips_total"] <= 3 * 2 + 1  # + the strip prompt
+    assert "eval_general_total" in rows[1]
+    for name in ("eval.json", "eval_base.json"):
+        report = json.loads((run / name).read_text())
+        assert report["n_videos"] == 4 and report["groups"]["physics"]["total"] >= 0
+    assert (run / "config.yaml").exists() and (run / "samples" / "iter00000.png").exists()
+    trained = CausalVideoTransformer.from_pretrained(run / "student")
+    base = CausalVideoTransformer.from_pretrained(tiny_student)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
+    out = capsys.readouterr().out
+    assert "base" in out and "afd" in out and "physical_consistency" in out
+
+
+def test_resume_gives_the_same_parameters(tiny_student, tmp_path):
+    cache = tmp_path / "cache"
+    straight = load_config(AdaptConfig, None, tiny_args(tiny_student, tmp_path / "a", cache, "train.steps=4"))
+    train(straight, progress=False)
+    first = load_config(AdaptConfig, None, tiny_args(tiny_student, tmp_path / "b", cache, "train.steps=2"))
+    train(first, progress=False)
+    resumed = load_config(AdaptConfig, None, tiny_args(tiny_student, tmp_path / "b", cache, "train.steps=4"))
+    train(resumed, resume=True, progress=False)
+    for name in ("student", "old", "disc"):
+        a = load_file(tmp_path / "a" / "checkpoint" / f"{name}.safetensors")
+        b = load_file(tmp_path / "b" / "checkpoint" / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    keys = ("d_loss", "loss_nft", "r_phi")
+    assert [[json.loads(r)[k] for k in keys] for r in rows_a] == [[json.loads(r)[k] for k in keys] for r in rows_b]
+
+
+def test_resume_refuses_a_changed_hyperparameter(tiny_student, tmp_path):
+    args = tiny_args(tiny_student, tmp_path / "r", tmp_path / "cache", "train.steps=1")
+    assert main(["train", "--no-progress", *args]) == 0
+    assert main(["train", "--no-progress", *args]) == 2  # exists, no --resume
+    assert main(["train", "--no-progress", "--resume", *args, "afd.beta=0.5"]) == 2
+
+
+def test_budget_exhaustion_stops_with_a_clear_error_and_a_checkpoint(tiny_student, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=5", "teacher.budget=3")
+    code = main(["train", "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "budget is 3" in err and "--resume" in err
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] >= 1 and state["teacher_calls_paid"] <= 3
+    # the checkpoint is usable: resuming with a larger budget finishes the run
+    assert main(["train", "--no-progress", "--resume", *args[:-1], "teacher.budget=20"]) == 0
+    assert (run / "eval.json").exists()
+
+
+def test_plan_is_pure_and_shards_prompts():
+    cfg = load_config(AdaptConfig, None, ["train.prompts=4", "train.rollouts=3", "teacher.clips_per_prompt=2"])
+    pool = [f"p{i}" for i in range(10)]
+    a, b = Plan(cfg, 7, pool), Plan(cfg, 7, pool)
+    assert a.prompts == b.prompts and a.seeds == b.seeds and a.clip_ids == b.clip_ids
+    assert len(set(a.prompts)) == 4 and all(0 <= k < 2 for k in a.clip_ids)
+    assert Plan(cfg, 8, pool).prompts != a.prompts or Plan(cfg, 8, pool).seeds != a.seeds
+
+
+def test_lora_reference_is_the_base_with_adapters_disabled():
+    torch.manual_seed(0)
+    model = CausalVideoTransformer(StudentConfig(dim=32, depth=2, heads=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    base = CausalVideoTransformer(model.config)
+    base.load_state_dict(model.state_dict())
+    add_lora(model, rank=4, alpha=8)
+    assert all(("lora_" in n) == p.requires_grad for n, p in model.named_parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    x, t = torch.randn(2, 16, 3, 32, 32), torch.rand(2, 16)
+    text = get_text_encoder().encode(["a small red ball falls on a black background"] * 2)
+    with torch.no_grad():
+        y_base = base.forward_train(x, x, t, text)
+        y_lora = model.forward_train(x, x, t, text)
+        y_ref = AdaptersOff(model).forward_train(x, x, t, text)
+        y_merged = merged_copy(model).forward_train(x, x, t, text)
+    assert (y_lora - y_base).abs().max() > 1e-3
+    torch.testing.assert_close(y_ref, y_base)
+    torch.testing.assert_close(y_merged, y_lora, atol=1e-5, rtol=1e-5)
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # scipy.stats.spearmanr
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
