@@ -15,7 +15,8 @@ A config is a ``@dataclass`` whose annotations are the schema; sections are nest
     cfg = load_config(PretrainConfig, "configs/pretrain.yaml", ["optim.lr=1e-3", "steps=500"])
 
 Layers are applied in that order and later ones win key by key, so a file only needs the keys it
-changes. The YAML file is a mapping whose keys are field names (sections are nested mappings);
+changes. A file may start from another with ``extends: other.yaml`` (relative to the file), which
+is applied first. The YAML file is a mapping whose keys are field names (sections are nested mappings);
 an override's key is a dotted path and its value is parsed as YAML, so ``1e-3``, ``true``,
 ``[1, 2]`` and ``null`` mean what they look like.
 
@@ -91,10 +92,29 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     overrides = _check_overrides(overrides)
     resolver = _Resolver(cls, _default_tree(cls))
     if path is not None:
-        resolver.merge(_read_yaml_mapping(Path(path)), source=str(path))
+        for file, data in _read_with_bases(Path(path)):
+            resolver.merge(data, source=str(file))
     for text in overrides:
         resolver.override(text, source=COMMAND_LINE)
     return resolver.build()
+
+
+EXTENDS_KEY = "extends"
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The file at ``path`` preceded by the files it ``extends:`` (a path relative to it), base
+    first, so a derived file (e.g. configs/sft.yaml) only states what differs from its base."""
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"{path}: '{EXTENDS_KEY}' forms a cycle ({chain})")
+    data = _read_yaml_mapping(path)
+    base = data.pop(EXTENDS_KEY, None)
+    if base is None:
+        return [(path, data)]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {EXTENDS_KEY}: expected a config file path, got {_describe(base)}")
+    return [*_read_with_bases(path.parent / base, (*seen, path.resolve())), (path, data)]
 
 
 def config_from_dict(cls: type[T], d: Mapping[str, Any], source: str = "checkpoint") -> T:

@@ -17,6 +17,29 @@ def block_timesteps(B: int, cfg, generator: torch.Generator, shift: float = 1.0,
     return t.repeat_interleave(cfg.block_frames, dim=1)
 
 
+def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: float = 1.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise each block of x0 (B, T, C, H, W) at its own level: returns (t (B, T), eps, x_t)."""
+    t = block_timesteps(x0.shape[0], cfg, generator, shift).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    return t, eps, add_noise(x0, eps, t)
+
+
+def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding) -> torch.Tensor:
+    """The model's velocity for noised frames x_t given the clean clip as context (one pass)."""
+    return model.to_velocity(model.forward_train(x_clean, x_t, t, text), x_t, t)
+
+
+def fm_error(v_hat: torch.Tensor, v: torch.Tensor, t: torch.Tensor, weighting: str = "x0") -> torch.Tensor:
+    """Per-sample flow-matching error (B,): mean of ``(v_hat - v)^2``, times t^2 for "x0" weighting."""
+    err = (v_hat - v).pow(2)
+    if weighting == "x0":
+        err = err * t[..., None, None, None].pow(2)
+    elif weighting != "velocity":
+        raise ValueError(f"weighting must be 'x0' or 'velocity', got {weighting!r}")
+    return err.flatten(1).mean(1)
+
+
 def flow_matching_loss(model: CausalVideoTransformer, x0: torch.Tensor, text: TextEncoding,
                        generator: torch.Generator, *, shift: float = 1.0, weighting: str = "x0",
                        per_sample: bool = False) -> torch.Tensor:
@@ -28,19 +51,20 @@ def flow_matching_loss(model: CausalVideoTransformer, x0: torch.Tensor, text: Te
     t^2, i.e. the x0 error ``||x0_hat - x0||^2`` (what made x0-prediction train, issue 3);
     ``"velocity"`` is the plain ``||v_hat - v||^2``. Returns the mean (or (B,) per sample).
     """
-    B = x0.shape[0]
-    t = block_timesteps(B, model.config, generator, shift)
-    eps = torch.randn(x0.shape, generator=generator)
-    x_t = add_noise(x0, eps, t)
-    raw = model.forward_train(x0, x_t, t, text)
-    v_hat = model.to_velocity(raw, x_t, t)
-    err = (v_hat - (eps - x0)).pow(2)
-    if weighting == "x0":
-        err = err * t[..., None, None, None].pow(2)
-    elif weighting != "velocity":
-        raise ValueError(f"weighting must be 'x0' or 'velocity', got {weighting!r}")
-    per = err.flatten(1).mean(1)
+    t, eps, x_t = forward_noise(x0, model.config, generator, shift)
+    per = fm_error(velocity(model, x0, x_t, t, text), eps - x0, t, weighting)
     return per if per_sample else per.mean()
+
+
+def prior_regulariser(model, ref, x0: torch.Tensor, text: TextEncoding, generator: torch.Generator,
+                      shift: float = 1.0) -> torch.Tensor:
+    """``mean ||v_theta - v_ref||^2`` on a forward-noised copy of the (detached) clips x0
+    (B, T, C, H, W): the unweighted prior term of the baselines (AFD weights it by w)."""
+    x0 = x0.detach()
+    t, _, x_t = forward_noise(x0, model.config, generator, shift)
+    with torch.no_grad():
+        v_ref = velocity(ref, x0, x_t, t, text)
+    return (velocity(model, x0, x_t, t, text) - v_ref).pow(2).mean()
 
 
 # ----- the student update of AFD: DiffusionNFT on the student's own rollouts (method.md section 6) -----
@@ -173,18 +197,12 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     x0 = x0_rollouts.detach()
     B = x0.shape[0]
     _check_weights(w, B)
-    t = block_timesteps(B, model.config, generator, shift).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-    x_t = add_noise(x0, eps, t)
+    t, eps, x_t = forward_noise(x0, model.config, generator, shift)
     v = eps - x0
-
-    def velocity(m):
-        return m.to_velocity(m.forward_train(x0, x_t, t, text), x_t, t)
-
-    v_theta = velocity(model)
+    v_theta = velocity(model, x0, x_t, t, text)
     with torch.no_grad():
-        v_old = velocity(old_model)
-        v_ref = velocity(ref_model) if ref_model is not None else None
+        v_old = velocity(old_model, x0, x_t, t, text)
+        v_ref = velocity(ref_model, x0, x_t, t, text) if ref_model is not None else None
     loss_nft, per_sample = nft_loss(v_theta, v_old, v, w, beta, x_t=x_t, t=t, x0=x0, space=space)
     if v_ref is not None:
         loss_prior = prior_loss(v_theta, v_ref, w)

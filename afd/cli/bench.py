@@ -31,6 +31,14 @@ def register(sub) -> None:
     q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.dim=256")
     q.set_defaults(func=_train_step)
 
+    q = bs.add_parser("iteration", help="s/iteration and peak RSS of each method vs an SFT step at the same batch")
+    q.add_argument("--methods", default="sft,afd,gan,dmd", help="comma-separated methods (sft is always included)")
+    q.add_argument("--config", default="configs/afd.yaml", help="the budget (batch, D steps, student) to time at")
+    q.add_argument("--iters", type=int, default=5, help="timed iterations per method (after one warm-up)")
+    q.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the method processes")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.prompts=4")
+    q.set_defaults(func=_iteration)
+
 
 def _world(args) -> int:
     from afd.bench.world import main
@@ -46,5 +54,11 @@ def _rollout(args) -> int:
 
 def _train_step(args) -> int:
     from afd.bench.train_step import main
+
+    return main(args)
+
+
+def _iteration(args) -> int:
+    from afd.bench.iteration import main
 
     return main(args)

@@ -2,7 +2,8 @@
 
 One iteration of the shared loop (``afd.train.loop``, paper Algorithm 1) is: draw prompts ->
 teacher clips (budgeted, cached) -> rollouts of the old policy (if the method uses them) ->
-discriminator steps (if it uses the shared discriminator) -> ``method.prepare`` -> n_S times
+discriminator steps (if it uses the shared discriminator) -> ``method.critic_steps`` (its own
+critics, e.g. DMD's fake score) -> ``method.prepare`` -> n_S times
 ``method.student_loss`` + optimizer step + old-policy EMA update. A method therefore says
 *which data it needs* (class flags) and *what its student objective is* (``student_loss``); it
 may own extra networks and optimizers (``modules`` / ``optimizers``) that the loop checkpoints.
@@ -57,10 +58,12 @@ class Batch:
 
 @dataclass
 class Prepared:
-    """A method's per-iteration preparation: per-rollout weights (logged against the true physics
-    as ``reward_fidelity``; None if the method has none) and scalars to log."""
+    """A method's per-iteration preparation: per-rollout weights or, failing those, scores (logged
+    against the true physics as ``reward_fidelity``; None if the method has neither) and scalars
+    to log."""
 
     weights: torch.Tensor | None = None
+    scores: torch.Tensor | None = None  # per-rollout critic scores, when there are no weights
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,6 +76,11 @@ class Method:
 
     def __init__(self, cfg, models: Models):
         self.cfg, self.models = cfg, models
+
+    def critic_steps(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
+        """Train the method's own critic networks on this batch (after the shared D phase);
+        returns scalars to log."""
+        return {}
 
     def prepare(self, batch: Batch) -> Prepared:
         return Prepared()

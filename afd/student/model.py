@@ -171,10 +171,11 @@ class CausalVideoTransformer(nn.Module):
         return allowed.repeat_interleave(S, dim=0).repeat_interleave(S, dim=1)
 
     # ----- core -----
-    def _run(self, x, t, frames, clean, text: TextEncoding, cache: KVCache | None):
+    def _run(self, x, t, frames, clean, text: TextEncoding, cache: KVCache | None, features: bool = False):
         """x: (B, slots, C, H, W); t: (B, slots); frames/clean: (slots,) long/bool.
 
-        Returns raw predictions (B, slots, C, H, W) and per-layer (keys, values) of x's tokens.
+        Returns raw predictions (B, slots, C, H, W) and per-layer (keys, values) of x's tokens;
+        with ``features`` also the last layer's tokens (B, slots * tokens_per_frame, dim).
         """
         cfg = self.config
         B, slots = x.shape[:2]
@@ -199,10 +200,13 @@ class CausalVideoTransformer(nn.Module):
             h, (k, v) = layer(h, c, text_h, text_mask, mask, cache.layer(i) if cache is not None else None)
             new_k.append(k)
             new_v.append(v)
+        feats = h
         sh, sc = self.final_ada(F.silu(c)).unsqueeze(2).chunk(2, dim=-1)
         S = cfg.tokens_per_frame
         h = _modulate(self.final_norm(h.view(B, slots, S, -1)), sh, sc).view(B, slots * S, -1)
         out = self.unpatchify(self.patch_out(h), slots).float()
+        if features:
+            return out, new_k, new_v, feats
         return out, new_k, new_v
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEncoding, cache: KVCache | None = None,
@@ -230,12 +234,14 @@ class CausalVideoTransformer(nn.Module):
         return out, cache
 
     def forward_train(self, x_clean: torch.Tensor, x_noised: torch.Tensor, t: torch.Tensor,
-                      text: TextEncoding) -> torch.Tensor:
+                      text: TextEncoding, *, return_features: bool = False):
         """Teacher-forced view of a whole clip in one pass: the sequence ``[clean | noised]``.
 
         x_clean, x_noised: (B, T, C, H, W); t: (B, T) noise level of each noised frame (constant
         within a block). Noised block k sees clean blocks < k and itself, exactly what the
-        rollout shows it at inference. Returns the raw prediction for the noised frames.
+        rollout shows it at inference. Returns the raw prediction for the noised frames; with
+        ``return_features`` also the last layer's tokens of the noised frames (B, T * tokens, dim)
+        (a feature extractor for critics built on the student architecture).
         """
         B, T = x_clean.shape[:2]
         self._check_input(x_noised, text)
@@ -243,6 +249,9 @@ class CausalVideoTransformer(nn.Module):
         tt = torch.cat([torch.zeros_like(t), t], dim=1)
         frames = torch.arange(T).repeat(2)
         flags = torch.cat([torch.ones(T, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+        if return_features:
+            out, _, _, feats = self._run(x, tt, frames, flags, text, None, features=True)
+            return out[:, T:], feats[:, feats.shape[1] // 2:]
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, T:]
 

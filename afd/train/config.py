@@ -2,7 +2,8 @@
 
 Sections: ``run`` (where and how often to write), ``train`` (the loop shared by every method),
 ``teacher`` (the black box and its budget), ``student`` (which base, full fine-tuning or LoRA),
-``disc`` (discriminator network, loss and eta_D), ``afd`` (the AFD update), ``eval``.
+``disc`` (discriminator network, loss and eta_D), one section per method (``afd``, ``sft``,
+``gan``, ``dmd``; only ``train.method``'s is used), ``eval``.
 Every field is documented where it is declared; the resolved config is saved as
 ``<run.dir>/config.yaml`` and inside every checkpoint.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from afd.disc.config import DiscConfig
 from afd.methods.advantages import AdvantageConfig
 
-METHODS = ("afd",)
+METHODS = ("afd", "sft", "gan", "dmd")
 
 
 @dataclass
@@ -118,6 +119,45 @@ class AFDMethodConfig:
 
 
 @dataclass
+class SFTMethodConfig:
+    lambda_prior: float = 0.0  # unweighted prior toward the frozen initial student (0: off)
+    t_shift: float = 1.0
+    weighting: str = "x0"  # as pretraining: "x0" (t^2-weighted velocity error) or "velocity"
+
+    def __post_init__(self):
+        if self.weighting not in ("x0", "velocity"):
+            raise ValueError(f"weighting must be 'x0' or 'velocity', got {self.weighting!r}")
+        if self.lambda_prior < 0:
+            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
+
+
+@dataclass
+class GANMethodConfig:
+    lambda_prior: float = 1e-4  # as AFD's, unweighted
+
+    def __post_init__(self):
+        if self.lambda_prior < 0:
+            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
+
+
+@dataclass
+class DMDMethodConfig:
+    lambda_prior: float = 1e-4
+    fake_lr: float = 1e-4  # the fake-score network and its classifier head
+    critic_steps: int = 1  # fake-score / head steps per iteration
+    cls_weight: float = 1.0  # classifier BCE relative to the fake score's flow-matching loss
+    head_hidden: int = 128
+    t_shift: float = 1.0
+    weighting: str = "x0"
+
+    def __post_init__(self):
+        if self.weighting not in ("x0", "velocity"):
+            raise ValueError(f"weighting must be 'x0' or 'velocity', got {self.weighting!r}")
+        if self.lambda_prior < 0 or self.fake_lr < 0 or self.critic_steps < 0 or self.cls_weight < 0:
+            raise ValueError("dmd.lambda_prior, fake_lr, critic_steps and cls_weight must be >= 0")
+
+
+@dataclass
 class EvalConfig:
     every: int = 50  # iterations between subset evaluations (0: only before and after)
     prompts_per_split: int = 12  # the fixed eval subset logged during training
@@ -136,4 +176,7 @@ class AdaptConfig:
     student: StudentInitConfig = field(default_factory=StudentInitConfig)
     disc: DiscTrainConfig = field(default_factory=DiscTrainConfig)
     afd: AFDMethodConfig = field(default_factory=AFDMethodConfig)
+    sft: SFTMethodConfig = field(default_factory=SFTMethodConfig)
+    gan: GANMethodConfig = field(default_factory=GANMethodConfig)
+    dmd: DMDMethodConfig = field(default_factory=DMDMethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -66,13 +66,16 @@ RESUME_MUTABLE = {("train", "steps"), ("run", "save_every"), ("run", "tensorboar
                   ("teacher", "budget")}
 
 # Streams of per-iteration randomness (so adding one never shifts another).
-PLAN, DISC, STUDENT_STEP, GLOBAL = 0, 1, 2, 3
+PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC = 0, 1, 2, 3, 4
 
 
 def make_method(cfg: AdaptConfig, models: Models) -> Method:
     from afd.methods.afd import AFD
+    from afd.methods.dmd import DMD
+    from afd.methods.gan import GAN
+    from afd.methods.sft import SFT
 
-    methods = {"afd": AFD}
+    methods = {"afd": AFD, "sft": SFT, "gan": GAN, "dmd": DMD}
     return methods[cfg.train.method](cfg, models)
 
 
@@ -358,29 +361,8 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and self.main), dynamic_ncols=True,
                    desc=cfg.train.method)
         while self.step < t.steps:
-            it = self.step
-            torch.manual_seed(_seed(t.seed, it, GLOBAL))
-            t_start = time.time()
-            batch, times = self.collect(it)
-            row: dict[str, float] = {}
-            if self.method.uses_discriminator:
-                t0 = time.time()
-                row.update(self.discriminator(batch, it))
-                times["t_disc"] = time.time() - t0
-            prepared = self.method.prepare(batch)
-            row.update(prepared.stats)
-            t0 = time.time()
-            row.update(self.student_steps(batch, prepared, it))
-            times["t_student"] = time.time() - t0
-            if batch.rollouts is not None:
-                t0 = time.time()
-                row.update(self.fidelity(batch, prepared.weights, batch.d_student))
-                times["t_fidelity"] = time.time() - t0
-            self.step = it + 1
-            row.update(times)
-            row.update({"teacher_calls_paid": self.teacher.paid, "teacher_calls_cached": self.teacher.cached,
-                        "teacher_clips_total": self.teacher.paid_total, "seconds": time.time() - t_start})
-            row.pop("loss", None)
+            row = self.iteration(self.step)
+            self.step += 1
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < t.steps:
                 t0 = time.time()
                 sub = self.eval_subset()
@@ -396,6 +378,38 @@ class Trainer:
                 self.save()
         bar.close()
         return self.finish(strip_before)
+
+    def iteration(self, it: int) -> dict[str, float]:
+        """One iteration (module docstring, steps 1-5); returns its log row (not yet written)."""
+        t = self.cfg.train
+        torch.manual_seed(_seed(t.seed, it, GLOBAL))
+        t_start = time.time()
+        batch, times = self.collect(it)
+        row: dict[str, float] = {}
+        if self.method.uses_discriminator:
+            t0 = time.time()
+            row.update(self.discriminator(batch, it))
+            times["t_disc"] = time.time() - t0
+        t0 = time.time()
+        critic = self.method.critic_steps(batch, _generator(t.seed, it, CRITIC))
+        if critic:
+            row.update(critic)
+            times["t_critic"] = time.time() - t0
+        prepared = self.method.prepare(batch)
+        row.update(prepared.stats)
+        t0 = time.time()
+        row.update(self.student_steps(batch, prepared, it))
+        times["t_student"] = time.time() - t0
+        if batch.rollouts is not None:
+            t0 = time.time()
+            row.update(self.fidelity(batch, prepared.weights,
+                                     prepared.scores if prepared.scores is not None else batch.d_student))
+            times["t_fidelity"] = time.time() - t0
+        row.update(times)
+        row.update({"teacher_calls_paid": self.teacher.paid, "teacher_calls_cached": self.teacher.cached,
+                    "teacher_clips_total": self.teacher.paid_total, "seconds": time.time() - t_start})
+        row.pop("loss", None)
+        return row
 
     def disc_warmup(self) -> None:
         """D-only iterations on teacher clips vs the base's rollouts, before any student update."""

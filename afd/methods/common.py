@@ -1,0 +1,50 @@
+"""Pieces the gradient-through-rollout baselines (GAN, DMD) share."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from afd.student.rollout import rollout, rollout_noise
+from afd.student.schedule import step_levels
+from afd.text.encoder import TextEncoding
+
+
+def draw_grad_steps(n_blocks: int, n_steps: int, generator: torch.Generator) -> list[int]:
+    """One denoising step per block that carries the gradient (Self-Forcing's random exit).
+
+    The generator is seeded identically on every rank (by (seed, iteration, student step)), so
+    every rank picks the same steps, as the issue requires."""
+    return [int(i) for i in torch.randint(0, n_steps, (n_blocks,), generator=generator)]
+
+
+def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator: torch.Generator,
+                      amp: bool = True) -> torch.Tensor:
+    """Fresh rollouts of the *current* student, differentiable through one step per block.
+
+    prompts: N prompt strings (one per rollout); text: their encodings. Returns x0 (N, T, C, H, W)
+    in the student's space with a graph through the chosen step of every block; earlier steps
+    and every cache write run without gradient (``rollout(grad_steps=...)``)."""
+    cfg = student.config
+    levels = step_levels(cfg.steps, cfg.shift)
+    grad_steps = draw_grad_steps(cfg.n_blocks, len(levels), generator)
+    seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator)]
+    noise = rollout_noise(prompts, seeds, student, len(levels))
+    return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp)
+
+
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """Parameters of ``module`` take no gradient inside the block (the graph still flows through
+    its activations to its inputs), and it runs in eval mode; both restored afterwards."""
+    flags = [p.requires_grad for p in module.parameters()]
+    was_training = module.training
+    module.requires_grad_(False)
+    module.eval()
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+        module.train(was_training)

@@ -1,0 +1,47 @@
+"""GAN: the student raises the shared discriminator's score of its own rollouts (method.md 9).
+
+Gradients go through the rollout, Self-Forcing style: through one randomly chosen denoising step
+per block (identical on every rank), with earlier steps and cache writes detached. The
+discriminator is the one the loop trains (``disc.loss``: "bt" pairs each rollout with its
+prompt's teacher clip, generator loss ``-log sigmoid(D(x) - D(x_T))``; "gan" is the
+non-saturating ``-log sigmoid(D(x))``). No NFT. The prior term is as in AFD, unweighted.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from afd.losses import prior_regulariser
+from afd.methods.base import Batch, Method, Prepared
+from afd.methods.common import frozen, rollout_with_grad
+
+
+class GAN(Method):
+    name = "gan"
+    uses_rollouts = True  # the discriminator still learns from old-policy rollouts each iteration
+    uses_discriminator = True
+
+    def prepare(self, batch: Batch) -> Prepared:
+        return Prepared(scores=batch.d_student)
+
+    def student_loss(self, batch: Batch, prepared: Prepared, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        c = self.cfg.gan
+        m = self.models
+        G = self.cfg.train.rollouts
+        prompts = [p for p in batch.prompts for _ in range(G)]
+        x0 = rollout_with_grad(m.student, prompts, batch.rollout_text, generator, amp=self.cfg.train.amp)
+        with frozen(m.disc):
+            d_s = m.disc(m.codec.decode(x0), batch.rollout_text).float()
+        if self.cfg.disc.loss == "bt":
+            loss_gen = F.softplus(batch.d_teacher.repeat_interleave(G) - d_s).mean()
+        else:
+            loss_gen = F.softplus(-d_s).mean()
+        out = {"loss_gen": loss_gen.detach(), "d_fake": d_s.detach().mean()}
+        loss = loss_gen
+        if c.lambda_prior > 0:
+            loss_prior = prior_regulariser(m.student, m.ref, x0, batch.rollout_text, generator)
+            loss = loss + c.lambda_prior * loss_prior
+            out["loss_prior"] = loss_prior.detach()
+        out["loss"] = loss
+        return out
