@@ -9,3 +9,11 @@ def eval_prompts():
     prompts = load_split("physics-eval") + load_split("general-eval")
     jobs = [(p, k) for p in prompts for k in range(2)]
     return [p for p, _ in jobs], [s for _, s in jobs]
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory):
+    """A saved tiny student (dim 32, one layer, 2 steps) for fast runs of the adaptation loop."""
+    from train_util import make_tiny_student
+
+    return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny")

@@ -19,28 +19,10 @@ from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
 from afd.train.fidelity import spearman
 from afd.train.loop import Plan, train
+from train_util import tiny_args
 
 CONTRACT = ("step", "d_loss", "r_phi", "reward_fidelity", "loss_nft", "loss_prior", "teacher_calls_paid",
             "teacher_calls_cached", "seconds")
-
-
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory):
-    """A tiny random student with non-zero output layers (adaLN-Zero would make it constant)."""
-    torch.manual_seed(0)
-    model = CausalVideoTransformer(StudentConfig(dim=32, depth=1, heads=2, steps=2, shift=1.0))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model.save_pretrained(tmp_path_factory.mktemp("student") / "tiny")
-
-
-def tiny_args(student, run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"teacher.cache_dir={cache_dir}", f"student.checkpoint={student}",
-            "train.prompts=2", "train.rollouts=2", "teacher.prefetch=false", "disc.model.width=4",
-            "disc.model.hidden=16", "eval.every=2", "eval.prompts_per_split=1", "eval.strip_prompts=1",
-            "eval.final_prompts_per_split=2", "eval.final_per_prompt=1", "run.save_every=2",
-            "train.lr=1e-3", "disc.lr=1e-3", *extra]
 
 
 def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):

@@ -61,6 +61,7 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
         opt.step()
         losses.append(float(loss.detach()))
         acc = float(pairwise_accuracy(d_t.detach(), d_s.detach()))
+    opt.zero_grad(set_to_none=True)  # nothing of D's update may leak into the student's step
     return {"d_loss": sum(losses) / len(losses), "d_acc_train": acc, "d_grad_norm": gn, "d_r1": r1}
 
 

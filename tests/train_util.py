@@ -1,0 +1,26 @@
+"""Shared settings for tests of the adaptation loop: a tiny student and tiny run overrides."""
+
+from __future__ import annotations
+
+import torch
+
+from afd.student.config import StudentConfig
+from afd.student.model import CausalVideoTransformer
+
+
+def make_tiny_student(directory):
+    """A tiny random student with non-zero output layers (adaLN-Zero would make it constant)."""
+    torch.manual_seed(0)
+    model = CausalVideoTransformer(StudentConfig(dim=32, depth=1, heads=2, steps=2, shift=1.0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model.save_pretrained(directory)
+
+
+def tiny_args(student, run_dir, cache_dir, *extra) -> list[str]:
+    return [f"run.dir={run_dir}", f"teacher.cache_dir={cache_dir}", f"student.checkpoint={student}",
+            "train.prompts=2", "train.rollouts=2", "teacher.prefetch=false", "disc.model.width=4",
+            "disc.model.hidden=16", "eval.every=2", "eval.prompts_per_split=1", "eval.strip_prompts=1",
+            "eval.final_prompts_per_split=2", "eval.final_per_prompt=1", "run.save_every=2",
+            "train.lr=1e-3", "disc.lr=1e-3", "dmd.head_hidden=8", *extra]
