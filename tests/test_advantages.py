@@ -202,3 +202,15 @@ def test_errors(scores, ids, match):
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         AdvantageConfig(**kwargs)
+
+
+def test_residual_std_ignores_per_prompt_offsets():
+    # two prompts, G = 2; prompt 1's scores carry a large offset (free under the BT loss)
+    scores = torch.tensor([0.1, -0.1, 100.1, 99.9])
+    ids = torch.tensor([0, 0, 1, 1])
+    plain = compute_weights(scores, ids, AdvantageConfig())
+    resid = compute_weights(scores, ids, AdvantageConfig(std_over="residuals"))
+    # residuals are +-0.1 with std 0.1: A = +-1 -> w = 0.5 +- 0.1
+    torch.testing.assert_close(resid.weights, torch.tensor([0.6, 0.4, 0.6, 0.4]), atol=1e-3, rtol=0)
+    assert float((plain.weights - 0.5).abs().max()) < 0.001  # squeezed by the offset
+    assert resid.std == pytest.approx(0.1, abs=1e-6)

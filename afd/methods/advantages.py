@@ -39,11 +39,18 @@ REWARDS = ("logit", "ratio")
 @dataclass
 class AdvantageConfig:
     """``reward``: "logit" (r = s) or "ratio" (r = exp(s)); ``a_max``: advantage clip (Table 3:
-    5.0), also the scale mapping A to w; ``std_eps``: added to the global std (1e-4)."""
+    5.0), also the scale mapping A to w; ``std_eps``: added to the global std (1e-4);
+    ``std_over``: what the global std is taken over (see below)."""
 
     reward: str = "logit"
     a_max: float = 5.0
     std_eps: float = 1e-4
+    # "rewards": the std of all rewards of the global batch (method.md section 5, the default).
+    # "residuals": the std of r - b over the global batch. With a Bradley-Terry discriminator
+    # each prompt's scores carry an arbitrary offset (Eq. 1 only sees within-prompt differences),
+    # which inflates the std of raw rewards and squeezes every weight toward 0.5; the residual
+    # std removes those offsets (an afd option, measured in the issue-4 note).
+    std_over: str = "rewards"
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -51,6 +58,8 @@ class AdvantageConfig:
         if not (math.isfinite(self.a_max) and self.a_max > 0):
             raise ValueError(f"a_max must be a positive finite number, got {self.a_max}")
         # std_eps > 0 keeps A defined (0 / eps = 0) when every reward in the batch is equal.
+        if self.std_over not in ("rewards", "residuals"):
+            raise ValueError(f"std_over must be 'rewards' or 'residuals', got {self.std_over!r}")
         if not (math.isfinite(self.std_eps) and self.std_eps > 0):
             raise ValueError(f"std_eps must be a positive finite number, got {self.std_eps}")
 
@@ -143,6 +152,8 @@ def compute_weights(scores: torch.Tensor, group_ids: torch.Tensor, cfg: Advantag
         # A prompt with a single rollout among larger groups is its own baseline: A = 0, w = 0.5.
         sums = torch.zeros(counts.shape[0], dtype=torch.float64, device=r.device).index_add_(0, inverse, r)
         baseline = (sums / counts.to(torch.float64))[inverse]
+    if cfg.std_over == "residuals":
+        std = float(gather((r - baseline)[:, None])[:, 0].std(unbiased=False))
     raw = (r - baseline) / (std + cfg.std_eps)
     adv = raw.clamp(-cfg.a_max, cfg.a_max)
     w = (0.5 + 0.5 * adv / cfg.a_max).clamp(0.0, 1.0)
