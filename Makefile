@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install afd demo test test-all bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+afd: $(STAMP)
+	$(BIN)/afd train --config configs/afd.yaml
 
 demo: $(STAMP)
 	$(BIN)/afd demo --out demo
@@ -31,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/afd bench world
 	$(BIN)/afd bench rollout
 	$(BIN)/afd bench train-step
+	$(BIN)/afd bench iteration
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

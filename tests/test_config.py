@@ -309,3 +309,38 @@ def test_apply_overrides_on_restored_config():
     assert cfg.model == base.model and base.optim.lr == 1e-8  # original untouched
     with error("command line: model: dim must be even"):
         apply_overrides(base, ["model.dim=3"])
+
+
+def test_extends_applies_the_base_file_first(tmp_path):
+    write(tmp_path, "seed: 7\nname: base\n", "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nname: child\n", "child.yaml")
+    cfg = load_config(RunCfg, child, ["seed=9"])
+    assert cfg.name == "child" and cfg.seed == 9
+    assert load_config(RunCfg, child).seed == 7
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    a = write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with error("cycle"):
+        load_config(RunCfg, a)
+    bad = write(tmp_path, "extends: [1]\n", "bad.yaml")
+    with error("bad.yaml: extends: expected a config file path"):
+        load_config(RunCfg, bad)
+    missing = write(tmp_path, "extends: nope.yaml\n", "m.yaml")
+    with error("nope.yaml: config file not found"):
+        load_config(RunCfg, missing)
+
+
+def test_shipped_method_configs_share_the_afd_budget():
+    from afd.config import config_to_dict
+    from afd.train.config import AdaptConfig
+
+    afd = config_to_dict(load_config(AdaptConfig, "configs/afd.yaml"))
+    for method in ("sft", "gan", "dmd"):
+        other = config_to_dict(load_config(AdaptConfig, f"configs/{method}.yaml"))
+        assert other["train"]["method"] == method and other["run"]["dir"] == f"runs/{method}"
+        for section in ("teacher", "student", "disc", "eval", "afd"):
+            assert other[section] == afd[section]
+        same = {k: v for k, v in other["train"].items() if k != "method"}
+        assert same == {k: v for k, v in afd["train"].items() if k != "method"}

@@ -43,7 +43,8 @@ def child(method: str, config: str, iters: int, overrides: list[str]) -> dict:
                                                     "run.tensorboard=false",
                                                     f"train.prompts={cfg.train.prompts * cfg.train.rollouts}"])
         trainer = Trainer(cfg, resume=False, progress=False)
-        trainer.teacher.prefetch()
+        if cfg.teacher.prefetch:
+            trainer.teacher.prefetch()
         trainer.iteration(0)  # warm-up: allocator, kernels, text cache
         rows, t0 = [], time.time()
         for i in range(1, iters + 1):
