@@ -80,7 +80,13 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["pretrain", "--no-progress", *args]) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert main(["pretrain", "--no-progress", "--resume", *args[:-1], "steps=2", "optim.lr=1"]) == 2
-    assert "differs from the checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "optim is" in err and "may change on resume" in err
+    # the sampler default only affects evaluation and the export: it may change on resume
+    assert main(["pretrain", "--no-progress", "--resume", *args, "model.dim=64"]) == 2
+    assert "model.dim is 32" in capsys.readouterr().err
+    assert main(["pretrain", "--no-progress", "--resume", *args, "model.renoise=ddim"]) == 0
+    assert json.loads((tmp_path / "c" / "final" / "config.json").read_text())["config"]["renoise"] == "ddim"
     assert main(["pretrain", "optim.lrr=1"]) == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
     assert main(["pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
