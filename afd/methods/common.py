@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import torch
 
+from afd.losses import prior_regulariser
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.schedule import step_levels
 from afd.text.encoder import TextEncoding
@@ -48,3 +49,17 @@ def frozen(module: torch.nn.Module):
         for p, f in zip(module.parameters(), flags):
             p.requires_grad_(f)
         module.train(was_training)
+
+
+def adversarial_objective(loss_gen: torch.Tensor, stats: dict, models, x0: torch.Tensor, text: TextEncoding,
+                          generator: torch.Generator, lambda_prior: float) -> dict[str, torch.Tensor]:
+    """A gradient-through-rollout method's result: ``loss_gen`` plus, if ``lambda_prior`` > 0, the
+    unweighted prior toward the initial student on forward-noised copies of the rollouts x0."""
+    out = {"loss_gen": loss_gen.detach(), **stats}
+    loss = loss_gen
+    if lambda_prior > 0:
+        loss_prior = prior_regulariser(models.student, models.ref, x0, text, generator)
+        loss = loss + lambda_prior * loss_prior
+        out["loss_prior"] = loss_prior.detach()
+    out["loss"] = loss
+    return out

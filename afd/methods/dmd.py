@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from afd.disc.losses import gan_loss
-from afd.losses import fm_error, forward_noise, prior_regulariser, velocity
+from afd.losses import fm_error, forward_noise, velocity
 from afd.methods.base import Batch, Method, Prepared
-from afd.methods.common import frozen, rollout_with_grad
+from afd.methods.common import adversarial_objective, frozen, rollout_with_grad
 from afd.student.lora import merged_copy
 from afd.train import dist
 
@@ -105,11 +105,5 @@ class DMD(Method):
         with frozen(self.fake):
             logit = self.fake.logits(x0, x_t, t, batch.rollout_text).float()
         loss_gen = F.softplus(-logit).mean()
-        out = {"loss_gen": loss_gen.detach(), "fake_logit": logit.detach().mean()}
-        loss = loss_gen
-        if c.lambda_prior > 0:
-            loss_prior = prior_regulariser(m.student, m.ref, x0, batch.rollout_text, generator)
-            loss = loss + c.lambda_prior * loss_prior
-            out["loss_prior"] = loss_prior.detach()
-        out["loss"] = loss
-        return out
+        return adversarial_objective(loss_gen, {"fake_logit": logit.detach().mean()}, m, x0, batch.rollout_text, generator,
+                                     c.lambda_prior)

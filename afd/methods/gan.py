@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from afd.losses import prior_regulariser
 from afd.methods.base import Batch, Method, Prepared
-from afd.methods.common import frozen, rollout_with_grad
+from afd.methods.common import adversarial_objective, frozen, rollout_with_grad
 
 
 class GAN(Method):
@@ -37,11 +36,5 @@ class GAN(Method):
             loss_gen = F.softplus(batch.d_teacher.repeat_interleave(G) - d_s).mean()
         else:
             loss_gen = F.softplus(-d_s).mean()
-        out = {"loss_gen": loss_gen.detach(), "d_fake": d_s.detach().mean()}
-        loss = loss_gen
-        if c.lambda_prior > 0:
-            loss_prior = prior_regulariser(m.student, m.ref, x0, batch.rollout_text, generator)
-            loss = loss + c.lambda_prior * loss_prior
-            out["loss_prior"] = loss_prior.detach()
-        out["loss"] = loss
-        return out
+        return adversarial_objective(loss_gen, {"d_fake": d_s.detach().mean()}, m, x0, batch.rollout_text, generator,
+                                     c.lambda_prior)

@@ -31,11 +31,17 @@ class RunLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a resumed run rewrites them)."""
-        if not self.path.exists():
-            return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        truncate_jsonl(self.path, step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep only the lines of a JSONL log whose ``step`` is <= ``step`` (rewritten atomically)."""
+    from afd.io_utils import atomic_write_text
+
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))

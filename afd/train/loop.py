@@ -54,7 +54,7 @@ from afd.train.config import AdaptConfig
 from afd.train.disc_phase import score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
 from afd.train.fidelity import rollout_physics, spearman
-from afd.train.logger import RunLogger
+from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.teacher_clips import TeacherClips
 from afd.video.core import STUDENT, Video, VideoFormat
 from afd.video.strip import save_strip
@@ -187,7 +187,7 @@ class Trainer:
         self.logger = RunLogger(self.out, tensorboard=cfg.run.tensorboard) if self.main else None
         if self.main:
             self.logger.truncate_after(self.step)
-            _truncate_jsonl(self.out / "metrics.jsonl", self.step)
+            truncate_jsonl(self.out / "metrics.jsonl", self.step)
             save_config(cfg, self.out / "config.yaml")
 
     # ----- state -----
@@ -452,12 +452,6 @@ class Trainer:
               f"seed {self.cfg.eval.seed}):")
         print(format_reports({"base": before, self.cfg.train.method: after}))
         return self.out
-
-
-def _truncate_jsonl(path: Path, step: int) -> None:
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def train(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> Path:
