@@ -35,6 +35,14 @@ def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator
     return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp)
 
 
+def batch_rollout_with_grad(models, batch, rollouts_per_prompt: int, generator: torch.Generator,
+                            amp: bool = True) -> torch.Tensor:
+    """``rollout_with_grad`` for G fresh rollouts of each prompt of a ``Batch`` (prompt i in rows
+    i*G .. i*G+G-1, matching ``batch.rollout_text``)."""
+    prompts = [p for p in batch.prompts for _ in range(rollouts_per_prompt)]
+    return rollout_with_grad(models.student, prompts, batch.rollout_text, generator, amp=amp)
+
+
 @contextmanager
 def frozen(module: torch.nn.Module):
     """Parameters of ``module`` take no gradient inside the block (the graph still flows through

@@ -27,7 +27,7 @@ from torch import nn
 from afd.disc.losses import gan_loss
 from afd.losses import fm_error, forward_noise, velocity
 from afd.methods.base import Batch, Method, Prepared
-from afd.methods.common import adversarial_objective, frozen, rollout_with_grad
+from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
 from afd.student.lora import merged_copy
 from afd.train import dist
 
@@ -99,8 +99,7 @@ class DMD(Method):
         c = self.cfg.dmd
         m = self.models
         G = self.cfg.train.rollouts
-        prompts = [p for p in batch.prompts for _ in range(G)]
-        x0 = rollout_with_grad(m.student, prompts, batch.rollout_text, generator, amp=self.cfg.train.amp)
+        x0 = batch_rollout_with_grad(m, batch, G, generator, amp=self.cfg.train.amp)
         t, _, x_t = forward_noise(x0, m.student.config, generator, c.t_shift)
         with frozen(self.fake):
             logit = self.fake.logits(x0, x_t, t, batch.rollout_text).float()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from afd.methods.base import Batch, Method, Prepared
-from afd.methods.common import adversarial_objective, frozen, rollout_with_grad
+from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
 
 
 class GAN(Method):
@@ -28,8 +28,7 @@ class GAN(Method):
         c = self.cfg.gan
         m = self.models
         G = self.cfg.train.rollouts
-        prompts = [p for p in batch.prompts for _ in range(G)]
-        x0 = rollout_with_grad(m.student, prompts, batch.rollout_text, generator, amp=self.cfg.train.amp)
+        x0 = batch_rollout_with_grad(m, batch, G, generator, amp=self.cfg.train.amp)
         with frozen(m.disc):
             d_s = m.disc(m.codec.decode(x0), batch.rollout_text).float()
         if self.cfg.disc.loss == "bt":
