@@ -110,3 +110,19 @@ def test_sample_cli_writes_what_eval_reads(tmp_path, capsys):
     assert report["n_videos"] == 4
     assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval", "--out", str(tmp_path / "x")]) == 2
     assert "no such student" in capsys.readouterr().err
+
+
+def test_init_from_another_family(tmp_path):
+    """A frame-wise run may start from chunk-wise weights; other shape changes are named errors."""
+    src = tiny_cfg(tmp_path, "chunk", "steps=2")
+    chunk_dir = pretrain(src, progress=False)
+    cfg = tiny_cfg(tmp_path, "frame", "steps=1", "model.block_frames=1", f"init={chunk_dir}", "optim.lr=0")
+    frame_dir = pretrain(cfg, progress=False)
+    a = CausalVideoTransformer.from_pretrained(chunk_dir).state_dict()
+    b = CausalVideoTransformer.from_pretrained(frame_dir)
+    assert b.config.block_frames == 1
+    # lr 0 and the EMA started at the init: the weights are the chunk-wise ones.
+    assert all(torch.equal(a[k], v) for k, v in b.state_dict().items())
+    bad = tiny_cfg(tmp_path, "bad", "steps=1", "model.dim=48", f"init={chunk_dir}")
+    with pytest.raises(ValueError, match=r"init=.*model\.dim is 32 .* but 48"):
+        pretrain(bad, progress=False)

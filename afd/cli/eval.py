@@ -1,4 +1,6 @@
-"""``afd eval``: score a clip folder with the world's exact metrics."""
+"""``afd eval``: score clips with the world's exact metrics - a clip folder, a student checkpoint
+(sampled here), or the world itself (the teacher's ``real`` physics or the ``loose`` world) as a
+reference row computed the same way."""
 
 from __future__ import annotations
 
@@ -8,18 +10,55 @@ from afd.eval import evaluate_folder, format_reports, format_spread
 from afd.eval.score import clip_scores_as_dicts
 from afd.video.io import atomic_write_bytes
 
+DEFAULT_PER_PROMPT = 2
+DEFAULT_SEED = 1000  # the adaptation loop's final eval uses the same prompts, clips and seeds
+
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="score a folder of clips (manifest.jsonl) with the exact world metrics")
-    p.add_argument("--videos", required=True, help="folder with manifest.jsonl ({prompt, seed, path} per line)")
+    p = sub.add_parser("eval", help="score clips with the exact world metrics: a clip folder, a checkpoint, or the world")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", help="folder with manifest.jsonl ({prompt, seed, path} per line)")
+    src.add_argument("--checkpoint", help="student directory or shipped name (e.g. base-chunk): sample, then score")
+    src.add_argument("--world", choices=["real", "loose"],
+                     help="score the world's own clips (real = the teacher, loose = the pretraining world)")
+    p.add_argument("--split", action="append", metavar="NAME",
+                   help="prompt split to sample (repeatable; default physics-eval and general-eval)")
+    p.add_argument("--prompts-per-split", type=int, default=None,
+                   help="only this many prompts of each split, spread evenly (default: all)")
+    p.add_argument("--per-prompt", type=int, default=DEFAULT_PER_PROMPT, help="clips per prompt (seeds seed..seed+N-1)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first sampling seed")
     p.add_argument("--json", help="write the report here (schema: n_videos, groups.physics, groups.general)")
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
-    report, scores = evaluate_folder(args.videos)
-    print(format_reports({"score": report}))
+    from afd.cli import CLIError
+
+    if args.videos:
+        if args.split or args.prompts_per_split is not None:
+            raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
+        report, scores = evaluate_folder(args.videos)
+        label = "score"
+    else:
+        if args.per_prompt < 1:
+            raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+        from afd.eval.student import EVAL_SPLITS, eval_prompts, sample_and_score, sample_world_and_score
+
+        if args.prompts_per_split is not None and args.prompts_per_split < 1:
+            raise CLIError(f"--prompts-per-split must be >= 1, got {args.prompts_per_split}")
+        prompts = eval_prompts(args.prompts_per_split, args.split or EVAL_SPLITS)
+        if args.checkpoint:
+            from afd.student.model import CausalVideoTransformer
+            from afd.student.shipped import resolve_checkpoint
+
+            model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
+            report, scores, _, _ = sample_and_score(model, prompts, args.per_prompt, args.seed)
+            label = str(args.checkpoint)
+        else:
+            report, scores, _, _ = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed)
+            label = f"world:{args.world}"
+    print(format_reports({label: report}))
     pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
     if pcs:
         print(format_spread(pcs))

@@ -15,15 +15,16 @@ from afd.student.model import CausalVideoTransformer
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video
 from afd.video.strip import save_strip
+from afd.world.sample import sample_world
 from afd.world.splits import load_split
 
 EVAL_SPLITS = ("physics-eval", "general-eval")
 
 
-def eval_prompts(prompts_per_split: int | None) -> list[str]:
-    """Prompts spread evenly over physics-eval and general-eval (None: every prompt of both)."""
+def eval_prompts(prompts_per_split: int | None, splits: tuple[str, ...] | list[str] = EVAL_SPLITS) -> list[str]:
+    """Prompts spread evenly over ``splits`` (default physics-eval and general-eval); None: all."""
     out = []
-    for split in EVAL_SPLITS:
+    for split in splits:
         prompts = load_split(split)
         if prompts_per_split is None or prompts_per_split >= len(prompts):
             out += prompts
@@ -41,6 +42,18 @@ def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prom
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
     clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds)]
+    report, scores = evaluate(clips, all_prompts)
+    return report, scores, clips, all_prompts
+
+
+def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int
+                           ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
+    """The reference rows: the world itself (``real`` = the teacher, ``loose`` = what the base was
+    shown) sampled at the student's format for the same prompts and seeds as ``sample_and_score``
+    uses, so its report sits in the same table. Returns the same tuple."""
+    all_prompts = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
+    clips = [c.video for c in sample_world(all_prompts, seeds, mode, STUDENT)]
     report, scores = evaluate(clips, all_prompts)
     return report, scores, clips, all_prompts
 

@@ -166,6 +166,9 @@ class EvalConfig:
     final_per_prompt: int = 2  # eval.json: every prompt of both eval splits, this many clips each
     final_prompts_per_split: int | None = None  # None: all eval prompts (a smaller value for smoke tests)
     seed: int = 1000  # eval noise, fixed across runs and train seeds
+    # Score the base student on the final-eval set first (eval_base.json, the "before" column).
+    # `afd reproduce` turns it off and evaluates each base once with `afd eval --checkpoint`.
+    before: bool = True
 
 
 @dataclass

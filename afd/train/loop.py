@@ -340,7 +340,7 @@ class Trainer:
             dist.barrier()  # other ranks then read the paid clips from the shared cache
         base = CausalVideoTransformer.from_pretrained(self.base_dir)  # the student before adaptation
         before_path = self.out / "eval_base.json"
-        if self.main and not before_path.exists():
+        if self.main and cfg.eval.before and not before_path.exists():
             t0 = time.time()
             atomic_write_text(before_path, json.dumps(self.full_eval(base), indent=1) + "\n")
             print(f"train: base student evaluated in {time.time() - t0:.1f}s -> {before_path}")
@@ -444,13 +444,14 @@ class Trainer:
         t0 = time.time()
         after = self.full_eval(final)
         atomic_write_text(self.out / "eval.json", json.dumps(after, indent=1) + "\n")
-        before = json.loads((self.out / "eval_base.json").read_text())
+        before_path = self.out / "eval_base.json"
+        reports = {"base": json.loads(before_path.read_text())} if before_path.exists() else {}
         self.logger.log(self.step, "final_eval", seconds=time.time() - t0)
         self.logger.close()
         print(f"train: {self.cfg.train.method} finished {self.step} iterations -> {self.out}")
         print(f"eval on {', '.join(EVAL_SPLITS)} ({self.cfg.eval.final_per_prompt} clips per prompt, "
               f"seed {self.cfg.eval.seed}):")
-        print(format_reports({"base": before, self.cfg.train.method: after}))
+        print(format_reports({**reports, self.cfg.train.method: after}))
         return self.out
 
 

@@ -24,6 +24,7 @@ from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
+from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.ema import ema_update, make_ema, warmup_decay
@@ -55,6 +56,10 @@ class PretrainEvalConfig:
 class PretrainConfig:
     out: str = "runs/pretrain"
     export: str | None = None  # where the final EMA student is saved (default: <out>/final)
+    # Start from these weights instead of a random init (a directory or a shipped name). The
+    # shapes must match; block_frames and the sampler defaults may differ, so a frame-wise student
+    # can start from the chunk-wise base (the attention rule has no weights of its own).
+    init: str | None = None
     seed: int = 0
     steps: int = 3000
     batch_size: int = 16
@@ -130,6 +135,25 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
 
 
+INIT_MAY_DIFFER = ("block_frames", "steps", "shift", "renoise")
+
+
+def init_from(model: CausalVideoTransformer, ema: CausalVideoTransformer, spec: str) -> None:
+    """Copy the weights of checkpoint ``spec`` into ``model`` and ``ema``.
+
+    Raises ValueError naming the first model field (other than INIT_MAY_DIFFER) that differs."""
+    src_dir = resolve_checkpoint(spec)
+    src = CausalVideoTransformer.from_pretrained(src_dir)
+    a, b = vars(src.config), vars(model.config)
+    for key in a:
+        if key not in INIT_MAY_DIFFER and a[key] != b[key]:
+            raise ValueError(f"init={spec}: model.{key} is {a[key]!r} in {src_dir} but {b[key]!r} in this config; "
+                             f"only {', '.join(INIT_MAY_DIFFER)} may differ")
+    state = src.state_dict()
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) pretraining; returns the directory of the final EMA student."""
     out = Path(cfg.out)
@@ -149,6 +173,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                             weight_decay=cfg.optim.weight_decay)
     step = 0
     logger = RunLogger(out)
+    if cfg.init and not resume:
+        init_from(model, ema, cfg.init)
     if resume:
         state = load_checkpoint(ckpt_dir, {"model": model, "ema": ema}, {"model": opt})
         step = state["step"]

@@ -1,0 +1,48 @@
+"""``afd reproduce``: the paper's tables and figures on the built-in world (see afd.reproduce)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reproduce", help="methods x families x seeds + sweeps as separate jobs -> reports/<name>/")
+    p.add_argument("--config", default=None, help="YAML config (see configs/reproduce.yaml)")
+    p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
+    p.add_argument("--list", action="store_true", help="print the jobs (done or not) and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0] steps=10")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    import time
+
+    from afd.config import load_config, save_config
+    from afd.reproduce.config import ReproduceConfig
+    from afd.reproduce.jobs import plan_jobs, run_jobs
+    from afd.reproduce.report import write_report
+
+    cfg = load_config(ReproduceConfig, args.config, args.overrides)
+    jobs = plan_jobs(cfg)
+    if args.list:
+        for j in jobs:
+            print(f"{'done' if j.done(cfg.work_dir) else 'todo'}  {j.id:<40} {','.join(j.tags)}")
+        return 0
+    from pathlib import Path
+
+    Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+    save_config(cfg, Path(cfg.work_dir) / "reproduce.yaml")
+    t0 = time.time()
+    if not args.report_only:
+        todo = sum(not j.done(cfg.work_dir) for j in jobs)
+        print(f"reproduce: {len(jobs)} jobs, {todo} to run, work dir {cfg.work_dir}")
+        from afd.cli import CLIError
+        from afd.reproduce.jobs import JobFailed
+
+        try:
+            counts = run_jobs(jobs, cfg.work_dir)
+        except JobFailed as e:
+            raise CLIError(str(e)) from None
+        print(f"reproduce: ran {counts['ran']}, skipped {counts['skipped']} finished, in {time.time() - t0:.0f}s")
+    path = write_report(cfg, jobs)
+    save_config(cfg, Path(cfg.report_dir) / "reproduce.yaml")
+    print(f"reproduce: report -> {path}")
+    return 0

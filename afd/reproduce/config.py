@@ -1,0 +1,60 @@
+"""The reproduction's config: what to run (methods x families x seeds, sweeps) and at what size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("base", "sft", "gan", "dmd", "afd")
+
+
+@dataclass
+class SweepsConfig:
+    """The paper's ablations, each on one family and one seed. An empty list skips a sweep."""
+
+    family: str = "chunk"
+    seed: int = 0
+    # Fig. 1: SFT for this many student updates each (0, the base, is always included).
+    sft_steps: list[int] = field(default_factory=lambda: [25, 50, 100, 200])
+    # Fig. 5: eta_D values. The paper sweeps {0, 1e-6, 5e-6, 1e-5, 5e-5} at student lr 1e-5; our
+    # student lr is 1e-4, so the same ratios eta_D / lr = {0, 0.1, 0.5, 1, 5} give these.
+    eta_d: list[float] = field(default_factory=lambda: [0.0, 1e-5, 5e-5, 1e-4, 5e-4])
+    # Fig. 6: discriminator loss, Bradley-Terry vs GAN-style.
+    disc_loss: list[str] = field(default_factory=lambda: ["bt", "gan"])
+    # Beyond the paper: teacher clips per physics-train prompt, for these methods.
+    budget_clips: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    budget_methods: list[str] = field(default_factory=lambda: ["sft", "afd"])
+
+
+@dataclass
+class ReproduceConfig:
+    name: str = "default"
+    report_dir: str = "reports/default"  # report.md, results.json, figures, strips
+    work_dir: str = "runs/reproduce/default"  # one directory per job (checkpoints, logs)
+    configs_dir: str = "configs"  # where <method>.yaml live (sft.yaml, gan.yaml, dmd.yaml, afd.yaml)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 100  # student updates per run (the same for every method)
+    overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
+    eval_per_prompt: int = 2  # clips per eval prompt for every row
+    eval_prompts_per_split: int | None = None  # None: every prompt of physics-eval and general-eval
+    eval_seed: int = 1000
+    sweeps: SweepsConfig = field(default_factory=SweepsConfig)
+
+    def __post_init__(self):
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
+        if not self.families:
+            raise ValueError("families must name at least one family: checkpoint")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if self.steps < 1 or self.eval_per_prompt < 1:
+            raise ValueError(f"steps and eval_per_prompt must be >= 1, got {self.steps}, {self.eval_per_prompt}")
+        if self.sweeps.family not in self.families:
+            raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families ({', '.join(self.families)})")
+        bad = [m for m in self.sweeps.budget_methods if m not in METHODS or m == "base"]
+        if bad:
+            raise ValueError(f"sweeps.budget_methods {bad}: expected training methods (sft, gan, dmd, afd)")
+        if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps):
+            raise ValueError("sweeps.budget_clips and sweeps.sft_steps must be >= 1")

@@ -1,0 +1,185 @@
+"""The reproduction as a list of jobs, each one ``afd`` process with its own directory.
+
+A job is finished when ``<work_dir>/<id>/eval.json`` exists; a training job killed halfway is
+resumed (``--resume``) from its checkpoint. Jobs that come out identical (a sweep point equal to
+the main run's config) share one id, so they run once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from afd.config import config_to_dict, load_config
+from afd.reproduce.config import ReproduceConfig
+from afd.train.config import AdaptConfig
+
+EVAL_FILE = "eval.json"
+JOB_FILE = "job.json"
+
+
+class JobFailed(RuntimeError):
+    """An ``afd`` subprocess of the reproduction exited non-zero."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str  # directory name under work_dir
+    kind: str  # "world" | "base" | "train"
+    argv: tuple[str, ...]  # the ``afd`` command line (without "afd")
+    method: str | None = None
+    family: str | None = None
+    seed: int | None = None
+    overrides: tuple[str, ...] = ()  # train: the keys this job sets beyond the common ones
+    tags: tuple[str, ...] = field(default=(), compare=False)  # "main", "sweep:eta_d", ...
+
+    def dir(self, work_dir: str | Path) -> Path:
+        return Path(work_dir) / self.id
+
+    def done(self, work_dir: str | Path) -> bool:
+        return (self.dir(work_dir) / EVAL_FILE).exists()
+
+
+def _slug(overrides: tuple[str, ...]) -> str:
+    return "-".join(o.replace("=", "").replace(".", "_").replace("/", "_") for o in overrides)
+
+
+def _eval_args(cfg: ReproduceConfig) -> list[str]:
+    args = ["--per-prompt", str(cfg.eval_per_prompt), "--seed", str(cfg.eval_seed)]
+    if cfg.eval_prompts_per_split is not None:
+        args += ["--prompts-per-split", str(cfg.eval_prompts_per_split)]
+    return args
+
+
+class JobPlanner:
+    """Expands a :class:`ReproduceConfig` into jobs (deduplicated, in run order)."""
+
+    def __init__(self, cfg: ReproduceConfig):
+        self.cfg = cfg
+        self.jobs: dict[str, Job] = {}
+        self._defaults: dict[str, dict] = {}
+
+    def method_config(self, method: str) -> Path:
+        path = Path(self.cfg.configs_dir) / f"{method}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no config for method {method!r} (configs_dir={self.cfg.configs_dir})")
+        return path
+
+    def _common(self, family: str, seed: int) -> list[str]:
+        c = self.cfg
+        return [f"student.checkpoint={c.families[family]}", f"train.seed={seed}", f"train.steps={c.steps}",
+                "eval.before=false", "eval.every=0", f"eval.final_per_prompt={c.eval_per_prompt}",
+                f"eval.final_prompts_per_split={'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
+                f"eval.seed={c.eval_seed}", *c.overrides]
+
+    def _resolved(self, method: str, overrides: list[str]) -> dict:
+        return config_to_dict(load_config(AdaptConfig, self.method_config(method), overrides))
+
+    def _canonical(self, method: str, family: str, seed: int, extra: list[str]) -> tuple[str, ...]:
+        """The overrides of ``extra`` that change the resolved config (others are the defaults)."""
+        common = self._common(family, seed)
+        key = f"{method}/{family}/{seed}"
+        if key not in self._defaults:
+            self._defaults[key] = self._resolved(method, common)
+        kept = []
+        for o in extra:
+            if self._resolved(method, common + [o]) != self._defaults[key]:
+                kept.append(o)
+        return tuple(kept)
+
+    def _add(self, job: Job, tag: str) -> Job:
+        old = self.jobs.get(job.id)
+        if old is None:
+            self.jobs[job.id] = job = Job(**{**job.__dict__, "tags": (tag,)})
+            return job
+        merged = Job(**{**old.__dict__, "tags": old.tags + (tag,)})
+        self.jobs[job.id] = merged
+        return merged
+
+    def world(self, mode: str) -> Job:
+        jid = "teacher" if mode == "real" else "loose"
+        argv = ("eval", "--world", mode, *_eval_args(self.cfg), "--json", str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
+        return self._add(Job(jid, "world", argv, method=jid), "reference")
+
+    def base(self, family: str) -> Job:
+        jid = f"base-{family}"
+        argv = ("eval", "--checkpoint", self.cfg.families[family], *_eval_args(self.cfg),
+                "--json", str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
+        return self._add(Job(jid, "base", argv, method="base", family=family, seed=None), "main")
+
+    def train(self, method: str, family: str, seed: int, extra: list[str] = (), tag: str = "main") -> Job:
+        extra_c = self._canonical(method, family, seed, list(extra))
+        jid = f"{method}-{family}-s{seed}" + (f"-{_slug(extra_c)}" if extra_c else "")
+        run_dir = Path(self.cfg.work_dir) / jid
+        argv = ("train", "--config", str(self.method_config(method)), "--no-progress", f"run.dir={run_dir}",
+                *self._common(family, seed), *extra_c)
+        return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c), tag)
+
+    def plan(self) -> list[Job]:
+        c, s = self.cfg, self.cfg.sweeps
+        self.world("real")
+        self.world("loose")
+        trained = [m for m in c.methods if m != "base"]
+        for fam in c.families:
+            self.base(fam)
+        # Seed-major: a partial reproduction still has every method at the first seed.
+        for i, seed in enumerate(c.seeds):
+            for fam in c.families:
+                for m in trained:
+                    self.train(m, fam, seed)
+            if i == 0:
+                self._sweeps(s)
+        return list(self.jobs.values())
+
+    def _sweeps(self, s) -> None:
+        # The main runs' step count is a point of the SFT curve too (same job, run once).
+        for k in sorted(set(s.sft_steps) | ({self.cfg.steps} if s.sft_steps else set())):
+            self.train("sft", s.family, s.seed, [f"train.steps={k}"], tag="sweep:sft_steps")
+        for v in s.eta_d:
+            self.train("afd", s.family, s.seed, [f"disc.lr={v}"], tag="sweep:eta_d")
+        for loss in s.disc_loss:
+            self.train("afd", s.family, s.seed, [f"disc.loss={loss}"], tag="sweep:disc_loss")
+        for m in s.budget_methods:
+            for k in s.budget_clips:
+                self.train(m, s.family, s.seed, [f"teacher.clips_per_prompt={k}"], tag="sweep:budget")
+
+
+def plan_jobs(cfg: ReproduceConfig) -> list[Job]:
+    """Every job of the reproduction, deduplicated, in the order they run."""
+    return JobPlanner(cfg).plan()
+
+
+def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
+    """Run the unfinished jobs one after another as ``afd`` subprocesses.
+
+    Each job logs to ``<dir>/job.log`` and records its command and wall time in ``<dir>/job.json``.
+    Raises :class:`JobFailed` naming the job and its log at the first failure (finished jobs stay
+    finished; rerun to continue). Returns counts {"ran", "skipped"}."""
+    ran = skipped = 0
+    for i, job in enumerate(jobs, 1):
+        d = job.dir(work_dir)
+        if job.done(work_dir):
+            skipped += 1
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        argv = list(job.argv)
+        resumed = job.kind == "train" and (d / "checkpoint").is_dir()
+        if resumed:
+            argv.insert(1, "--resume")
+        log(f"reproduce: [{i}/{len(jobs)}] {job.id}: afd {' '.join(argv)}")
+        t0 = time.time()
+        with open(d / "job.log", "a") as f:
+            rc = subprocess.run([sys.executable, "-m", "afd", *argv], stdout=f, stderr=subprocess.STDOUT).returncode
+        wall = time.time() - t0
+        if rc != 0 or not job.done(work_dir):
+            raise JobFailed(f"job {job.id} failed (exit {rc}) after {wall:.0f}s; see {d / 'job.log'}. "
+                            "Finished jobs are kept: rerun `afd reproduce` to continue.")
+        # A resumed job's wall time counts only its last part (the killed part is not known).
+        (d / JOB_FILE).write_text(json.dumps({"argv": argv, "wall_s": wall, "resumed": resumed}) + "\n")
+        log(f"reproduce: {job.id} done in {wall:.0f}s")
+        ran += 1
+    return {"ran": ran, "skipped": skipped}

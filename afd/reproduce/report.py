@@ -1,0 +1,418 @@
+"""Read the finished jobs of a reproduction and write ``results.json``, ``report.md``, the
+figures (Fig. 1, 5, 6 analogs and the teacher-budget curve) and per-method sample strips."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from afd.config import config_to_dict
+from afd.reproduce.config import ReproduceConfig
+from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
+from afd.world.splits import load_split
+
+# Table 1 analog: (group, key, header, higher is better)
+TABLE1 = [
+    ("physics", "physical_consistency", "PC", True),
+    ("physics", "gravity_error", "grav. err", False),
+    ("physics", "bounce_accuracy", "bounce", True),
+    ("physics", "dynamic_degree", "dynamic", True),
+    ("physics", "motion_smoothness", "smooth", True),
+    ("physics", "temporal_flickering", "flicker", True),
+    ("physics", "total", "physics total", True),
+    ("general", "total", "general total", True),
+]
+# Table 2 analog: physical consistency and a motion-quality score (defined in motion_quality).
+TABLE2 = [("pc", "physical consistency", True), ("mq", "motion quality", True),
+          ("grav", "gravity error", False), ("bounce", "bounce accuracy", True)]
+FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dynamic_degree", "dynamic"),
+             ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
+CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
+
+
+def metric(ev: dict, group: str, key: str) -> float:
+    g = ev["groups"].get(group) or {}
+    v = g.get(key)
+    return float("nan") if v is None else float(v)
+
+
+def motion_quality(ev: dict) -> float:
+    """Our stand-in for VideoAlign-MQ (a learned motion-quality judge we cannot run): the mean of
+    dynamic degree, motion smoothness and 100 * (1 - gravity error) on physics-eval, 0-100."""
+    parts = [metric(ev, "physics", "dynamic_degree"), metric(ev, "physics", "motion_smoothness"),
+             100 * (1 - metric(ev, "physics", "gravity_error"))]
+    return float(np.mean(parts))
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _train_overrides(job: Job) -> list[str]:
+    return [a for a in job.argv if "=" in a and not a.startswith("-")]
+
+
+def teacher_clips(job: Job) -> int:
+    """Teacher clips the run may use: its budget (prompts x clips per prompt unless capped)."""
+    if job.kind != "train":
+        return 0
+    from afd.config import load_config
+    from afd.train.config import AdaptConfig
+
+    cfg = load_config(AdaptConfig, job.argv[job.argv.index("--config") + 1], _train_overrides(job))
+    if cfg.teacher.budget is not None:
+        return int(cfg.teacher.budget)
+    return len(load_split(cfg.train.split)) * cfg.teacher.clips_per_prompt
+
+
+def curves(run_dir: Path) -> dict[str, list]:
+    """Per-iteration discriminator curves from a run's metrics.jsonl."""
+    out = {k: [] for k in ("step", *CURVE_KEYS)}
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "r_phi" not in row:
+            continue
+        out["step"].append(row.get("step"))
+        for k in CURVE_KEYS:
+            v = row.get(k)
+            out[k].append(None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
+    return out
+
+
+def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
+    """Every number of the finished jobs, shaped as documented in issue 6 (results.json)."""
+    work = Path(cfg.work_dir)
+    by_tag: dict[str, list[Job]] = {}
+    for j in jobs:
+        for t in j.tags:
+            by_tag.setdefault(t, []).append(j)
+    done = {j.id: j for j in jobs if j.done(work)}
+
+    def ev(j: Job) -> dict:
+        return _read_json(j.dir(work) / EVAL_FILE)
+
+    def wall(j: Job) -> float:
+        p = j.dir(work) / JOB_FILE
+        return float(_read_json(p)["wall_s"]) if p.exists() else float("nan")
+
+    res: dict = {"name": cfg.name, "config": config_to_dict(cfg), "teacher": None, "loose": None, "runs": [],
+                 "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []},
+                 "missing": [j.id for j in jobs if j.id not in done]}
+    for j in by_tag.get("reference", []):
+        if j.id in done:
+            res["teacher" if j.id == "teacher" else "loose"] = ev(j)
+    for j in by_tag.get("main", []):
+        if j.id not in done:
+            continue
+        seeds = cfg.seeds if j.kind == "base" else [j.seed]
+        for k, s in enumerate(seeds):
+            # The base has no training randomness: one deterministic eval stands for every seed,
+            # and its wall time is counted once.
+            res["runs"].append({"method": j.method, "family": j.family, "seed": s, "eval": ev(j),
+                                "teacher_clips": teacher_clips(j), "wall_s": wall(j) if k == 0 else 0.0,
+                                "id": j.id})
+    sw = cfg.sweeps
+    base_sweep = done.get(f"base-{sw.family}")
+    if base_sweep and by_tag.get("sweep:sft_steps"):
+        res["sweeps"]["sft_steps"].append({"steps": 0, "eval": ev(base_sweep), "id": base_sweep.id})
+    for j in by_tag.get("sweep:sft_steps", []):
+        if j.id in done:
+            steps = int(next((o.split("=")[1] for o in j.overrides if o.startswith("train.steps=")), cfg.steps))
+            res["sweeps"]["sft_steps"].append({"steps": steps, "eval": ev(j), "id": j.id})
+    res["sweeps"]["sft_steps"].sort(key=lambda r: r["steps"])
+
+    for tag, key, sweep, field_name in (("sweep:eta_d", "disc.lr", "eta_d", "eta_d"),
+                                        ("sweep:disc_loss", "disc.loss", "disc_loss", "loss")):
+        for j in by_tag.get(tag, []):
+            if j.id in done:
+                res["sweeps"][sweep].append({field_name: _resolved_value(j, key), "eval": ev(j),
+                                             "curves": curves(j.dir(work)), "id": j.id})
+    res["sweeps"]["eta_d"].sort(key=lambda r: float(r["eta_d"]))
+    for j in by_tag.get("sweep:budget", []):
+        if j.id in done:
+            res["sweeps"]["budget"].append({"method": j.method, "clips_per_prompt": int(_resolved_value(j, "teacher.clips_per_prompt")),
+                                            "teacher_clips": teacher_clips(j), "eval": ev(j), "id": j.id})
+    res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["clips_per_prompt"]))
+    return res
+
+
+def _resolved_value(job: Job, dotted: str):
+    from afd.config import load_config
+    from afd.train.config import AdaptConfig
+
+    cfg = config_to_dict(load_config(AdaptConfig, job.argv[job.argv.index("--config") + 1], _train_overrides(job)))
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+# ----- tables -----
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    a = np.asarray([x for x in xs if x is not None and math.isfinite(x)], float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def _cell(m: float, s: float | None, digits: int, bold: bool) -> str:
+    if not math.isfinite(m):
+        return "-"
+    txt = f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None and math.isfinite(s) else "")
+    return f"**{txt}**" if bold else txt
+
+
+def _table(rows: list[tuple[str, list[tuple[float, float | None]]]], headers: list[str], higher: list[bool],
+           digits: list[int], ref_rows: int) -> str:
+    """Markdown table; the best model row per column (rows after the first ``ref_rows``) in bold."""
+    best = []
+    for c in range(len(headers)):
+        vals = [r[1][c][0] for r in rows[ref_rows:] if math.isfinite(r[1][c][0])]
+        best.append((max(vals) if higher[c] else min(vals)) if vals else None)
+    out = ["| | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+    for i, (name, cells) in enumerate(rows):
+        out.append(f"| {name} | " + " | ".join(
+            _cell(m, s, digits[c], i >= ref_rows and best[c] is not None and math.isfinite(m)
+                  and abs(m - best[c]) < 0.5 * 10 ** -digits[c])
+            for c, (m, s) in enumerate(cells)) + " |")
+    return "\n".join(out)
+
+
+def _group_runs(res: dict) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in res["runs"]:
+        groups.setdefault((r["family"], r["method"]), []).append(r)
+    return groups
+
+
+def table1(res: dict, cfg: ReproduceConfig) -> str:
+    headers = [h for _, _, h, _ in TABLE1]
+    higher = [hb for *_, hb in TABLE1]
+    digits = [3 if k == "gravity_error" else 1 for _, k, _, _ in TABLE1]
+    rows, refs = [], 0
+    for name in ("teacher", "loose"):
+        if res[name]:
+            rows.append((f"world: {'real (teacher)' if name == 'teacher' else 'loose'}",
+                         [(metric(res[name], g, k), None) for g, k, _, _ in TABLE1]))
+            refs += 1
+    groups = _group_runs(res)
+    for fam in cfg.families:
+        for m in cfg.methods:
+            runs = groups.get((fam, m), [])
+            if runs:
+                cells = [_mean_std([metric(r["eval"], g, k) for r in runs]) for g, k, _, _ in TABLE1]
+                rows.append((f"{fam} / {m} (n={len(runs)})", cells))
+    return _table(rows, headers, higher, digits, refs)
+
+
+def _t2_values(ev: dict) -> dict[str, float]:
+    return {"pc": metric(ev, "physics", "physical_consistency"), "mq": motion_quality(ev),
+            "grav": metric(ev, "physics", "gravity_error"), "bounce": metric(ev, "physics", "bounce_accuracy")}
+
+
+def table2(res: dict, cfg: ReproduceConfig) -> str:
+    headers = [h for _, h, _ in TABLE2]
+    higher = [hb for *_, hb in TABLE2]
+    digits = [1, 1, 3, 1]
+    rows, refs = [], 0
+    for name in ("teacher", "loose"):
+        if res[name]:
+            v = _t2_values(res[name])
+            rows.append((f"world: {'real (teacher)' if name == 'teacher' else 'loose'}", [(v[k], None) for k, _, _ in TABLE2]))
+            refs += 1
+    groups = _group_runs(res)
+    for fam in cfg.families:
+        for m in cfg.methods:
+            runs = groups.get((fam, m), [])
+            if runs:
+                vals = [_t2_values(r["eval"]) for r in runs]
+                rows.append((f"{fam} / {m} (n={len(runs)})", [_mean_std([v[k] for v in vals]) for k, _, _ in TABLE2]))
+    return _table(rows, headers, higher, digits, refs)
+
+
+def _sweep_table(entries: list[dict], key: str, label: str) -> str:
+    lines = [f"| {label} | PC | physics total | general total | final r_phi | mean reward fidelity |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        c = e.get("curves") or {}
+        r = [x for x in c.get("r_phi", []) if x is not None]
+        fid = [x for x in c.get("reward_fidelity", []) if x is not None]
+        lines.append(f"| {e[key]} | {metric(e['eval'], 'physics', 'physical_consistency'):.1f} | "
+                     f"{metric(e['eval'], 'physics', 'total'):.1f} | {metric(e['eval'], 'general', 'total'):.1f} | "
+                     f"{np.mean(r[-5:]) if r else float('nan'):.3f} | {np.mean(fid) if fid else float('nan'):.3f} |")
+    return "\n".join(lines)
+
+
+# ----- figures -----
+
+def _smooth(xs: list, k: int = 5) -> np.ndarray:
+    a = np.asarray([np.nan if x is None else x for x in xs], float)
+    if a.size < k:
+        return a
+    return np.convolve(np.nan_to_num(a, nan=np.nanmean(a)), np.ones(k) / k, mode="valid")
+
+
+def figures(res: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    sw = res["sweeps"]
+    if sw["sft_steps"]:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = [e["steps"] for e in sw["sft_steps"]]
+        for g, k, lab in (("physics", "total", "physics total"), ("general", "total", "general total"),
+                          ("physics", "physical_consistency", "physical consistency")):
+            ax.plot(xs, [metric(e["eval"], g, k) for e in sw["sft_steps"]], "o-", label=lab)
+        ax.set_xlabel("SFT student updates (0 = base)")
+        ax.set_ylabel("score (0-100)")
+        ax.set_title("Fig. 1 analog: SFT steps sweep")
+        ax.legend(fontsize=8)
+        made.append(_save(fig, out / "fig1_sft_steps.png"))
+    if sw["eta_d"]:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for e in sw["eta_d"]:
+            c = e["curves"]
+            y = _smooth(c["r_phi"])
+            ax.plot(np.arange(len(y)) + (len(c["r_phi"]) - len(y)) // 2, y, label=f"eta_D = {e['eta_d']:g}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("r_phi on student rollouts (5-iter mean)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("Fig. 5 analog: discriminator learning rate")
+        ax.legend(fontsize=8)
+        made.append(_save(fig, out / "fig5_eta_d.png"))
+    if sw["disc_loss"]:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        width = 0.8 / len(sw["disc_loss"])
+        for i, e in enumerate(sw["disc_loss"]):
+            vals = [100 * (1 - metric(e["eval"], "physics", "gravity_error")) if k == "gravity_score"
+                    else metric(e["eval"], "physics", k) for k, _ in FIG6_KEYS]
+            ax.bar(np.arange(len(FIG6_KEYS)) + i * width, vals, width, label=f"{e['loss']} loss")
+        ax.set_xticks(np.arange(len(FIG6_KEYS)) + 0.4 - width / 2, [lab for _, lab in FIG6_KEYS], fontsize=8)
+        ax.set_ylabel("score (0-100)")
+        ax.set_title("Fig. 6 analog: BT vs GAN-style discriminator loss")
+        ax.legend(fontsize=8)
+        made.append(_save(fig, out / "fig6_disc_loss.png"))
+    if sw["budget"]:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+        for m in sorted({e["method"] for e in sw["budget"]}):
+            es = [e for e in sw["budget"] if e["method"] == m]
+            xs = [e["clips_per_prompt"] for e in es]
+            axes[0].plot(xs, [metric(e["eval"], "physics", "physical_consistency") for e in es], "o-", label=m)
+            axes[1].plot(xs, [metric(e["eval"], "physics", "total") for e in es], "o-", label=m)
+        for ax, lab in zip(axes, ("physical consistency", "physics total")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("teacher clips per physics-train prompt")
+            ax.set_ylabel(lab)
+            ax.legend(fontsize=8)
+        fig.suptitle("Teacher budget: paid clips vs physics")
+        made.append(_save(fig, out / "fig_budget.png"))
+    return made
+
+
+def _save(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path.name
+
+
+def copy_strips(cfg: ReproduceConfig, jobs: list[Job], out: Path) -> list[str]:
+    """The final teacher | base | student strip of each method's first-seed run, per family."""
+    made = []
+    for j in jobs:
+        if j.kind != "train" or "main" not in j.tags or j.seed != cfg.seeds[0] or not j.done(cfg.work_dir):
+            continue
+        pngs = sorted((j.dir(cfg.work_dir) / "samples").glob("iter*.png"))
+        if pngs:
+            dst = out / "strips" / f"{j.method}-{j.family}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pngs[-1], dst)
+            made.append(f"strips/{dst.name}")
+    return made
+
+
+# ----- report -----
+
+def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
+    """Write results.json, report.md, figures and strips into ``cfg.report_dir``; returns report.md."""
+    out = Path(cfg.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    res = collect(cfg, jobs)
+    job_wall = sum(r["wall_s"] for r in res["runs"] if math.isfinite(r["wall_s"]))
+    res["job_wall_s"] = _all_job_wall(cfg, jobs)
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    figs = figures(res, out)
+    strips = copy_strips(cfg, jobs, out)
+    sw = res["sweeps"]
+    lines = [f"# Reproduction `{cfg.name}` on the built-in world", ""]
+    lines += [f"Produced by `afd reproduce --config <this config>`; results.json holds every number. "
+              f"Sum of job wall times: {res['job_wall_s'] / 60:.1f} min on this machine "
+              f"(main-grid runs {job_wall / 60:.1f} min).", ""]
+    if res["missing"]:
+        lines += [f"**Incomplete:** {len(res['missing'])} job(s) not finished: {', '.join(res['missing'])}.", ""]
+    lines += ["Setup: " + f"methods {', '.join(cfg.methods)}; families "
+              + ", ".join(f"{f} = `{c}`" for f, c in cfg.families.items())
+              + f"; seeds {cfg.seeds}; {cfg.steps} student updates per run; eval on "
+              + ("every prompt" if cfg.eval_prompts_per_split is None else f"{cfg.eval_prompts_per_split} prompts")
+              + f" of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from {cfg.eval_seed})."
+              + (f" Extra overrides: `{' '.join(cfg.overrides)}`." if cfg.overrides else ""), "",
+              "Mean ± sample std over seeds; the best model row per column in bold (world rows are for "
+              "scale and are not ranked). The base has no training randomness: its one eval stands for "
+              "every seed (std 0).", ""]
+    lines += ["## Table 1 analog: physics dimensions and totals, general total", "", table1(res, cfg), ""]
+    lines += ["## Table 2 analog: physical consistency and motion quality", "",
+              "Motion quality stands in for VideoAlign-MQ: mean of dynamic degree, motion smoothness and "
+              "100 x (1 - gravity error) on physics-eval.", "", table2(res, cfg), ""]
+    if sw["sft_steps"]:
+        lines += ["## Fig. 1 analog: SFT steps", "", "![](fig1_sft_steps.png)", "",
+                  "| SFT updates | PC | physics total | general total |", "|---|---|---|---|"]
+        lines += [f"| {e['steps']} | {metric(e['eval'], 'physics', 'physical_consistency'):.1f} | "
+                  f"{metric(e['eval'], 'physics', 'total'):.1f} | {metric(e['eval'], 'general', 'total'):.1f} |"
+                  for e in sw["sft_steps"]]
+        lines.append("")
+    if sw["eta_d"]:
+        lines += ["## Fig. 5 analog: eta_D sweep", "",
+                  "Paper: eta_D in {0, 1e-6, 5e-6, 1e-5, 5e-5} at student lr 1e-5. Scaled by our student lr "
+                  "(1e-4 / 1e-5 = 10), i.e. the same ratios eta_D / lr.", "", "![](fig5_eta_d.png)", "",
+                  _sweep_table(sw["eta_d"], "eta_d", "eta_D"), ""]
+    if sw["disc_loss"]:
+        lines += ["## Fig. 6 analog: BT vs GAN-style discriminator loss", "", "![](fig6_disc_loss.png)", "",
+                  _sweep_table(sw["disc_loss"], "loss", "D loss"), ""]
+    if sw["budget"]:
+        lines += ["## Teacher budget (beyond the paper)", "", "![](fig_budget.png)", "",
+                  "| method | clips / prompt | teacher clips | PC | physics total | general total |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {e['method']} | {e['clips_per_prompt']} | {e['teacher_clips']} | "
+                  f"{metric(e['eval'], 'physics', 'physical_consistency'):.1f} | {metric(e['eval'], 'physics', 'total'):.1f} | "
+                  f"{metric(e['eval'], 'general', 'total'):.1f} |" for e in sw["budget"]]
+        lines.append("")
+    if strips:
+        lines += ["## Samples (teacher | base | adapted, first seed)", ""]
+        lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
+    lines += ["## Runs", "", "| run | method | family | seed | teacher clips | wall (s) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {r['teacher_clips']} | {r['wall_s']:.0f} |"
+              for r in res["runs"]]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _all_job_wall(cfg: ReproduceConfig, jobs: list[Job]) -> float:
+    total = 0.0
+    for j in jobs:
+        p = j.dir(cfg.work_dir) / JOB_FILE
+        if p.exists():
+            total += float(_read_json(p)["wall_s"])
+    return total

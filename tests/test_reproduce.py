@@ -1,0 +1,136 @@
+"""``afd reproduce``: job planning (dedup, order, resume), the subprocess runner, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from afd.cli import main
+from afd.config import load_config
+from afd.reproduce.config import ReproduceConfig
+from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, plan_jobs, run_jobs
+from afd.reproduce.report import collect, motion_quality, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "reproduce-smoke.yaml"
+
+
+def smoke_cfg(tmp_path, *extra) -> ReproduceConfig:
+    return load_config(ReproduceConfig, SMOKE, [f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
+                                                f"configs_dir={REPO / 'configs'}", *extra])
+
+
+def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
+    jobs = plan_jobs(smoke_cfg(tmp_path))
+    ids = [j.id for j in jobs]
+    assert len(ids) == len(set(ids))
+    assert ids[:3] == ["teacher", "loose", "base-chunk"]
+    by_id = {j.id: j for j in jobs}
+    # eta_D 1e-4, BT loss and 1 clip per prompt are afd.yaml's defaults: the main run serves them.
+    assert set(by_id["afd-chunk-s0"].tags) == {"main", "sweep:eta_d", "sweep:disc_loss", "sweep:budget"}
+    assert "sweep:sft_steps" in by_id["sft-chunk-s0"].tags  # steps=2 is on the SFT curve too
+    assert by_id["afd-chunk-s0-disc_lr0_0"].overrides == ("disc.lr=0.0",)
+    # Seed-major: every method at seed 0 (and the sweeps) before any seed-1 job.
+    first_s1 = min(i for i, j in enumerate(jobs) if j.seed == 1)
+    assert all(j.seed in (None, 0) for j in jobs[:first_s1])
+    argv = by_id["gan-chunk-s1"].argv
+    assert argv[:3] == ("train", "--config", str(REPO / "configs" / "gan.yaml"))
+    assert "train.seed=1" in argv and "eval.before=false" in argv
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("methods=[afd,ppo]", "unknown methods ['ppo']"),
+    ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
+    ("sweeps.budget_methods=[base]", "expected training methods"),
+])
+def test_config_errors(tmp_path, override, msg):
+    with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        smoke_cfg(tmp_path, override)
+
+
+def test_missing_method_config_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config for method 'sft'"):
+        plan_jobs(smoke_cfg(tmp_path, f"configs_dir={tmp_path}"))
+
+
+def test_runner_skips_finished_jobs_and_names_a_failure(tmp_path):
+    work = tmp_path / "jobs"
+    ok = Job("teacher", "world", ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1",
+                                  "--per-prompt", "1", "--json", str(work / "teacher" / EVAL_FILE)))
+    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 1, "skipped": 0}
+    assert json.loads((work / "teacher" / "job.json").read_text())["wall_s"] > 0
+    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 0, "skipped": 1}
+    bad = Job("broken", "world", ("eval", "--world", "real", "--split", "nope", "--json", str(work / "broken" / EVAL_FILE)))
+    with pytest.raises(JobFailed, match=r"job broken failed \(exit 2\).*broken/job.log"):
+        run_jobs([ok, bad], work, log=lambda s: None)
+    assert "unknown split 'nope'" in (work / "broken" / "job.log").read_text()
+
+
+def _fake_eval(pc: float, general: float) -> dict:
+    phys = {"total": 50 + pc / 10, "physical_consistency": pc, "gravity_error": 0.5, "bounce_accuracy": 50.0,
+            "dynamic_degree": 80.0, "motion_smoothness": 99.0, "temporal_flickering": 99.0}
+    gen = {"total": general, "persistence": 70.0, "color_accuracy": 90.0, "size_accuracy": 80.0,
+           "background_accuracy": 100.0, "direction_accuracy": 50.0, "frechet_distance": 100.0}
+    return {"n_videos": 4, "groups": {"physics": phys, "general": gen}}
+
+
+def test_report_from_finished_jobs(tmp_path):
+    """Tables (mean ± std, best in bold), sweeps, figures and results.json from fabricated job dirs."""
+    cfg = smoke_cfg(tmp_path, "seeds=[0,1]")
+    jobs = plan_jobs(cfg)
+    for n, j in enumerate(jobs):
+        if j.id == "dmd-chunk-s1":
+            continue  # left unfinished: the report says so
+        d = j.dir(cfg.work_dir)
+        d.mkdir(parents=True)
+        pc = {"teacher": 95.0, "loose": 40.0}.get(j.id, 10.0 + (5 if j.method == "afd" else 0) + (j.seed or 0))
+        (d / EVAL_FILE).write_text(json.dumps(_fake_eval(pc, 60.0 + n)))
+        (d / "job.json").write_text(json.dumps({"argv": list(j.argv), "wall_s": 10.0, "resumed": False}))
+        if j.method == "afd":
+            rows = [{"step": i + 1, "r_phi": 0.5 - 0.05 * i, "d_acc": 0.6, "reward_fidelity": 0.1,
+                     "score_fidelity": None} for i in range(6)]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if j.kind == "train":
+            (d / "samples").mkdir()
+            (d / "samples" / "iter00002.png").write_bytes(b"\x89PNG not decoded: the report only copies it")
+    res = collect(cfg, jobs)
+    assert res["missing"] == ["dmd-chunk-s1"]
+    afd = [r for r in res["runs"] if r["method"] == "afd"]
+    assert [r["seed"] for r in afd] == [0, 1] and all(r["teacher_clips"] == 200 for r in afd)
+    base = [r for r in res["runs"] if r["method"] == "base"]
+    assert [r["seed"] for r in base] == [0, 1] and base[0]["teacher_clips"] == 0 and base[1]["wall_s"] == 0
+    assert [e["steps"] for e in res["sweeps"]["sft_steps"]] == [0, 1, 2, 3]
+    assert [e["eta_d"] for e in res["sweeps"]["eta_d"]] == [0.0, 1e-4]
+    assert res["sweeps"]["eta_d"][1]["curves"]["r_phi"][:2] == [0.5, 0.45]
+    assert {(e["method"], e["clips_per_prompt"], e["teacher_clips"]) for e in res["sweeps"]["budget"]} == \
+        {("sft", 1, 200), ("sft", 2, 400), ("afd", 1, 200), ("afd", 2, 400)}
+    report = write_report(cfg, jobs).read_text()
+    assert "**Incomplete:** 1 job(s)" in report
+    assert "| chunk / afd (n=2) | **15.5 ± 0.7** |" in report  # best PC among model rows, in bold
+    assert "| world: real (teacher) | 95.0 |" in report  # reference rows are not ranked
+    out = Path(cfg.report_dir)
+    for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved) >= {"teacher", "loose", "runs", "sweeps"} and saved["teacher"]["n_videos"] == 4
+
+
+def test_motion_quality_is_the_documented_mean():
+    assert motion_quality(_fake_eval(10, 60)) == pytest.approx((80 + 99 + 50) / 3)
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_end_to_end(tmp_path, capsys):
+    """configs/reproduce-smoke.yaml through the CLI, then a rerun that skips every finished job."""
+    args = ["reproduce", "--config", str(SMOKE), f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
+            f"configs_dir={REPO / 'configs'}", "seeds=[0]", f"overrides=[train.prompts=2, train.rollouts=2, "
+            f"disc.steps=1, eval.strip_prompts=1, eval.prompts_per_split=1, teacher.cache_dir={tmp_path / 'cache'}]"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert res["missing"] == [] and {r["method"] for r in res["runs"]} == {"base", "sft", "gan", "dmd", "afd"}
+    assert res["teacher"]["groups"]["physics"]["physical_consistency"] > 80
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "ran 0, skipped" in capsys.readouterr().out
