@@ -159,7 +159,8 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     a = np.asarray([x for x in xs if x is not None and math.isfinite(x)], float)
     if a.size == 0:
         return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+    # One value has no spread to report (nan prints as no "± ..." at all).
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
 
 
 def _cell(m: float, s: float | None, digits: int, bold: bool) -> str:
@@ -357,7 +358,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     strips = copy_strips(cfg, jobs, out)
     sw = res["sweeps"]
     lines = [f"# Reproduction `{cfg.name}` on the built-in world", ""]
-    lines += [f"Produced by `afd reproduce --config <this config>`; results.json holds every number. "
+    lines += [f"Produced by `afd reproduce` with the config saved here as `reproduce.yaml`; results.json holds every number. "
               f"Sum of job wall times: {res['job_wall_s'] / 60:.1f} min on this machine "
               f"(main-grid runs {job_wall / 60:.1f} min).", ""]
     if res["missing"]:
