@@ -28,7 +28,7 @@ TABLE1 = [
 ]
 # Table 2 analog: physical consistency and a motion-quality score (defined in motion_quality).
 TABLE2 = [("pc", "physical consistency", True), ("mq", "motion quality", True),
-          ("grav", "gravity error", False), ("bounce", "bounce accuracy", True)]
+          ("grav", "gravity error", False), ("bounce", "bounce accuracy", True)]  # columns of table2()
 FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dynamic_degree", "dynamic"),
              ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
 CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
@@ -193,49 +193,35 @@ def _group_runs(res: dict) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
-def table1(res: dict, cfg: ReproduceConfig) -> str:
-    headers = [h for _, _, h, _ in TABLE1]
-    higher = [hb for *_, hb in TABLE1]
-    digits = [3 if k == "gravity_error" else 1 for _, k, _, _ in TABLE1]
-    rows, refs = [], 0
-    for name in ("teacher", "loose"):
-        if res[name]:
-            rows.append((f"world: {'real (teacher)' if name == 'teacher' else 'loose'}",
-                         [(metric(res[name], g, k), None) for g, k, _, _ in TABLE1]))
-            refs += 1
+def _rows(res: dict, cfg: ReproduceConfig, values) -> tuple[list, int]:
+    """World rows (no spread), then one mean ± std row per family x method; ``values(eval)`` gives
+    a row's columns. Returns (rows, number of world rows)."""
+    rows = [(f"world: {'real (teacher)' if name == 'teacher' else 'loose'}", [(v, None) for v in values(res[name])])
+            for name in ("teacher", "loose") if res[name]]
+    refs = len(rows)
     groups = _group_runs(res)
     for fam in cfg.families:
         for m in cfg.methods:
             runs = groups.get((fam, m), [])
             if runs:
-                cells = [_mean_std([metric(r["eval"], g, k) for r in runs]) for g, k, _, _ in TABLE1]
-                rows.append((f"{fam} / {m} (n={len(runs)})", cells))
-    return _table(rows, headers, higher, digits, refs)
+                columns = zip(*(values(r["eval"]) for r in runs))
+                rows.append((f"{fam} / {m} (n={len(runs)})", [_mean_std(list(c)) for c in columns]))
+    return rows, refs
 
 
-def _t2_values(ev: dict) -> dict[str, float]:
-    return {"pc": metric(ev, "physics", "physical_consistency"), "mq": motion_quality(ev),
-            "grav": metric(ev, "physics", "gravity_error"), "bounce": metric(ev, "physics", "bounce_accuracy")}
+def table1(res: dict, cfg: ReproduceConfig) -> str:
+    rows, refs = _rows(res, cfg, lambda ev: [metric(ev, g, k) for g, k, _, _ in TABLE1])
+    return _table(rows, [h for _, _, h, _ in TABLE1], [hb for *_, hb in TABLE1],
+                  [3 if k == "gravity_error" else 1 for _, k, _, _ in TABLE1], refs)
 
 
 def table2(res: dict, cfg: ReproduceConfig) -> str:
-    headers = [h for _, h, _ in TABLE2]
-    higher = [hb for *_, hb in TABLE2]
-    digits = [1, 1, 3, 1]
-    rows, refs = [], 0
-    for name in ("teacher", "loose"):
-        if res[name]:
-            v = _t2_values(res[name])
-            rows.append((f"world: {'real (teacher)' if name == 'teacher' else 'loose'}", [(v[k], None) for k, _, _ in TABLE2]))
-            refs += 1
-    groups = _group_runs(res)
-    for fam in cfg.families:
-        for m in cfg.methods:
-            runs = groups.get((fam, m), [])
-            if runs:
-                vals = [_t2_values(r["eval"]) for r in runs]
-                rows.append((f"{fam} / {m} (n={len(runs)})", [_mean_std([v[k] for v in vals]) for k, _, _ in TABLE2]))
-    return _table(rows, headers, higher, digits, refs)
+    def values(ev):
+        return [metric(ev, "physics", "physical_consistency"), motion_quality(ev),
+                metric(ev, "physics", "gravity_error"), metric(ev, "physics", "bounce_accuracy")]
+
+    rows, refs = _rows(res, cfg, values)
+    return _table(rows, [h for _, h, _ in TABLE2], [hb for *_, hb in TABLE2], [1, 1, 3, 1], refs)
 
 
 def _sweep_table(entries: list[dict], key: str, label: str) -> str:
