@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from afd.cli import main
-from afd.config import load_config
+from afd.config import load_config, save_config
 from afd.reproduce.config import ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, plan_jobs, run_jobs
 from afd.reproduce.report import collect, motion_quality, write_report
+from afd.train.config import AdaptConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "reproduce-smoke.yaml"
@@ -92,7 +93,9 @@ def test_report_from_finished_jobs(tmp_path):
             rows = [{"step": i + 1, "r_phi": 0.5 - 0.05 * i, "d_acc": 0.6, "reward_fidelity": 0.1,
                      "score_fidelity": None} for i in range(6)]
             (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        if j.kind == "train":
+        if j.kind == "train":  # what the trainer leaves: the resolved config and strips
+            overrides = [a for a in j.argv if "=" in a and not a.startswith("-")]
+            save_config(load_config(AdaptConfig, j.argv[j.argv.index("--config") + 1], overrides), d / "config.yaml")
             (d / "samples").mkdir()
             (d / "samples" / "iter00002.png").write_bytes(b"\x89PNG not decoded: the report only copies it")
     res = collect(cfg, jobs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="methods x families x seeds + sweeps as separate jobs -> reports/<name>/")
@@ -26,8 +28,6 @@ def cmd_reproduce(args) -> int:
         for j in jobs:
             print(f"{'done' if j.done(cfg.work_dir) else 'todo'}  {j.id:<40} {','.join(j.tags)}")
         return 0
-    from pathlib import Path
-
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.work_dir) / "reproduce.yaml")
     t0 = time.time()

@@ -52,18 +52,19 @@ def _read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def _train_overrides(job: Job) -> list[str]:
-    return [a for a in job.argv if "=" in a and not a.startswith("-")]
-
-
-def teacher_clips(job: Job) -> int:
-    """Teacher clips the run may use: its budget (prompts x clips per prompt unless capped)."""
-    if job.kind != "train":
-        return 0
+def run_config(job: Job, work_dir: str | Path):
+    """The resolved AdaptConfig a finished training job ran with (its saved ``config.yaml``)."""
     from afd.config import load_config
     from afd.train.config import AdaptConfig
 
-    cfg = load_config(AdaptConfig, job.argv[job.argv.index("--config") + 1], _train_overrides(job))
+    return load_config(AdaptConfig, job.dir(work_dir) / "config.yaml")
+
+
+def teacher_clips(job: Job, work_dir: str | Path) -> int:
+    """Teacher clips the run may use: its budget (prompts x clips per prompt unless capped)."""
+    if job.kind != "train":
+        return 0
+    cfg = run_config(job, work_dir)
     if cfg.teacher.budget is not None:
         return int(cfg.teacher.budget)
     return len(load_split(cfg.train.split)) * cfg.teacher.clips_per_prompt
@@ -116,7 +117,7 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
             # The base has no training randomness: one deterministic eval stands for every seed,
             # and its wall time is counted once.
             res["runs"].append({"method": j.method, "family": j.family, "seed": s, "eval": ev(j),
-                                "teacher_clips": teacher_clips(j), "wall_s": wall(j) if k == 0 else 0.0,
+                                "teacher_clips": teacher_clips(j, work), "wall_s": wall(j) if k == 0 else 0.0,
                                 "id": j.id})
     sw = cfg.sweeps
     base_sweep = done.get(f"base-{sw.family}")
@@ -132,22 +133,19 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
                                         ("sweep:disc_loss", "disc.loss", "disc_loss", "loss")):
         for j in by_tag.get(tag, []):
             if j.id in done:
-                res["sweeps"][sweep].append({field_name: _resolved_value(j, key), "eval": ev(j),
+                res["sweeps"][sweep].append({field_name: _resolved_value(j, work, key), "eval": ev(j),
                                              "curves": curves(j.dir(work)), "id": j.id})
     res["sweeps"]["eta_d"].sort(key=lambda r: float(r["eta_d"]))
     for j in by_tag.get("sweep:budget", []):
         if j.id in done:
-            res["sweeps"]["budget"].append({"method": j.method, "clips_per_prompt": int(_resolved_value(j, "teacher.clips_per_prompt")),
-                                            "teacher_clips": teacher_clips(j), "eval": ev(j), "id": j.id})
+            res["sweeps"]["budget"].append({"method": j.method, "clips_per_prompt": int(_resolved_value(j, work, "teacher.clips_per_prompt")),
+                                            "teacher_clips": teacher_clips(j, work), "eval": ev(j), "id": j.id})
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["clips_per_prompt"]))
     return res
 
 
-def _resolved_value(job: Job, dotted: str):
-    from afd.config import load_config
-    from afd.train.config import AdaptConfig
-
-    cfg = config_to_dict(load_config(AdaptConfig, job.argv[job.argv.index("--config") + 1], _train_overrides(job)))
+def _resolved_value(job: Job, work_dir: str | Path, dotted: str):
+    cfg = config_to_dict(run_config(job, work_dir))
     for part in dotted.split("."):
         cfg = cfg[part]
     return cfg
