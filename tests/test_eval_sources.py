@@ -24,6 +24,31 @@ def test_eval_checkpoint_and_world_rows(tiny_student, tmp_path, capsys):
     assert r["physical_consistency"] > 80 and r["physical_consistency"] >= lo["physical_consistency"]
     capsys.readouterr()
 
+    # --compare puts saved reports side by side, named after their folder or NAME=.
+    run = tmp_path / "run-a"
+    run.mkdir()
+    (run / "eval.json").write_text(real.read_text())
+    assert main(["eval", "--compare", str(run / "eval.json"), f"base={loose}", str(out)]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[-3:] == ["run-a", "base", "ckpt"]
+
+
+def test_eval_compare_errors(tmp_path, capsys):
+    bad, other = tmp_path / "bad.json", tmp_path / "other.json"
+    bad.write_text("{not json")
+    other.write_text(json.dumps({"groups": {"physics": None}}))
+    good = tmp_path / "x" / "eval.json"
+    good.parent.mkdir()
+    good.write_text(json.dumps({"n_videos": 1, "groups": {"physics": None, "general": None}}))
+    for argv, msg in [([str(tmp_path / "missing.json")], "no report at"),
+                      ([str(bad)], "bad.json is not JSON"),
+                      ([str(other)], "other.json is not an afd eval report"),
+                      ([str(good), str(good)], "two columns named 'x'")]:
+        assert main(["eval", "--compare", *argv]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["eval", "--compare", str(good), "--json", "o.json"]) == 2
+    assert "--compare prints saved reports" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("argv, msg", [
     (["--videos", "x", "--split", "physics-eval"], "--split and --prompts-per-split apply"),

@@ -21,6 +21,9 @@ def register(sub) -> None:
     src.add_argument("--checkpoint", help="student directory or shipped name (e.g. base-chunk): sample, then score")
     src.add_argument("--world", choices=["real", "loose"],
                      help="score the world's own clips (real = the teacher, loose = the pretraining world)")
+    src.add_argument("--compare", nargs="+", metavar="[NAME=]REPORT",
+                     help="print saved reports (eval.json of runs, --json outputs) side by side; a column is "
+                          "named NAME, or else after the report's folder")
     p.add_argument("--split", action="append", metavar="NAME",
                    help="prompt split to sample (repeatable; default physics-eval and general-eval)")
     p.add_argument("--prompts-per-split", type=int, default=None,
@@ -32,9 +35,43 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def load_reports(entries: list[str]) -> dict[str, dict]:
+    """``[NAME=]PATH`` entries -> {column name: report}; errors name the file and what is wrong."""
+    from pathlib import Path
+
+    from afd.cli import CLIError
+
+    reports: dict[str, dict] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            name, path = "", entry
+        f = Path(path)
+        if not f.is_file():
+            raise CLIError(f"--compare: no report at {f}")
+        try:
+            report = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CLIError(f"--compare: {f} is not JSON ({e})") from None
+        groups = report.get("groups") if isinstance(report, dict) else None
+        if not isinstance(groups, dict) or not {"physics", "general"} <= set(groups) or "n_videos" not in report:
+            raise CLIError(f"--compare: {f} is not an afd eval report (expected keys n_videos and "
+                           f"groups.physics/groups.general)")
+        name = name or (f.parent.name if f.name == "eval.json" else f.stem) or str(f)
+        if name in reports:
+            raise CLIError(f"--compare: two columns named {name!r}; name them, e.g. {name}-2={f}")
+        reports[name] = report
+    return reports
+
+
 def cmd_eval(args) -> int:
     from afd.cli import CLIError
 
+    if args.compare:
+        if args.split or args.prompts_per_split is not None or args.json or args.per_clip:
+            raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json and --per-clip do not apply")
+        print(format_reports(load_reports(args.compare)))
+        return 0
     if args.videos:
         if args.split or args.prompts_per_split is not None:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
