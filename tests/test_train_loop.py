@@ -17,7 +17,7 @@ from afd.student.lora import AdaptersOff, add_lora, merged_copy
 from afd.student.model import CausalVideoTransformer
 from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
-from afd.train.fidelity import spearman
+from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.loop import Plan, train
 from train_util import tiny_args
 
@@ -35,6 +35,7 @@ def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
     for r in rows:
         assert all(k in r for k in CONTRACT), sorted(set(CONTRACT) - set(r))
         assert 0 <= r["r_phi"] <= 1 and 0 <= r["weight_min"] <= r["weight_max"] <= 1
+        assert all(f"cue_{c}" in r for c in CUES)
     # 2 prompts per iteration, no prefetch: each distinct clip paid once, repeats (and the strips'
     # teacher row) are served from the cache
     assert rows[-1]["teacher_calls_paid"] + rows[-1]["teacher_calls_cached"] >= 3 * 2
@@ -125,6 +126,26 @@ def test_lora_reference_is_the_base_with_adapters_disabled():
     assert (y_lora - y_base).abs().max() > 1e-3
     torch.testing.assert_close(y_ref, y_base)
     torch.testing.assert_close(y_merged, y_lora, atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_measures_see_artefacts():
+    """The cue measures on hand-made clips: a clean world clip, the object erased from half the
+    frames, a second copy of the object beside it."""
+    from afd.video.core import STUDENT
+    from afd.world.sample import sample_world
+
+    p = "a large red ball falls on a black background"
+    clean = sample_world([p], [0], "real", STUDENT)[0].video.frames
+    erased = clean.clone()
+    erased[::2] = clean[:, :, :2, :2].mean((2, 3), keepdim=True).expand_as(clean)[::2]  # background only
+    doubled = torch.maximum(clean, clean.roll(14, -1))  # a twin 14 px over, on the black background
+    m = rollout_measures(torch.stack([clean, erased, doubled]), [p] * 3)
+    assert set(m) == {"physical_consistency", *CUES} and all(v.shape == (3,) for v in m.values())
+    assert m["visible"][0] == 1 and m["visible"][1] == pytest.approx(0.5)
+    assert m["single_object"][0] == 1 and m["single_object"][2] < 0.8
+    assert m["physical_consistency"][0] > 80 and m["steady_size"][0] > -0.1
+    with pytest.raises(ValueError, match="2 clips but 1 prompts"):
+        rollout_measures(clean.expand(2, -1, -1, -1, -1), [p])
 
 
 def test_spearman():

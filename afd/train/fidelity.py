@@ -4,6 +4,11 @@ The Spearman rank correlation, over one iteration's rollouts, between the NFT we
 rollouts' exact physical-consistency scores from the world's evaluator (``afd.eval``). It is
 logged only and never feeds training (the trainer stays black-box); only a simulator testbed can
 compute it. +1: D ranks rollouts exactly by physics; 0: unrelated; NaN: a constant side.
+
+Alongside it, the same rank agreement with three exact rendering measures (``CUES``): whether the
+object is visible, whether it is one object, whether its size holds steady. They say what else D
+rewards: a discriminator that separates teacher from student by the student's rendering artefacts
+has high cue agreement and little ``reward_fidelity``.
 """
 
 from __future__ import annotations
@@ -43,11 +48,26 @@ def spearman(a, b) -> float:
     return float((ra * rb).sum() / den) if den > 0 else math.nan
 
 
-def rollout_physics(clips: torch.Tensor, prompts: list[str]) -> np.ndarray:
-    """Exact physical consistency (0-100) of student-format clips (N, T, 3, H, W) in [-1, 1]
-    whose prompts are physics prompts: the world's evaluator, tracking and fit only."""
+CUES = ("visible", "single_object", "steady_size")
+
+
+def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
+    """Exact per-clip measures of student-format clips (N, T, 3, H, W) in [-1, 1] whose prompts
+    are physics prompts, each (N,): ``physical_consistency`` (0-100, the world's fit) and the
+    ``CUES``: ``visible`` (fraction of frames where the object is found, 0-1), ``single_object``
+    (fraction of frames with exactly one object, 0-1), ``steady_size`` (minus the coefficient of
+    variation of its area over the found frames, <= 0)."""
     if clips.shape[0] != len(prompts):
         raise ValueError(f"{clips.shape[0]} clips but {len(prompts)} prompts")
     tracks = [track(to_eval_format(Video(c.float().clamp(-1, 1), STUDENT.fps))) for c in clips]
-    scores, _ = physical_consistency(tracks, [parse_prompt(p) for p in prompts])
-    return scores
+    pc, _ = physical_consistency(tracks, [parse_prompt(p) for p in prompts])
+    steady = []
+    for t in tracks:
+        area = t.area[t.found]
+        steady.append(-float(area.std() / area.mean()) if len(area) and area.mean() > 0 else -1.0)
+    return {
+        "physical_consistency": pc,
+        "visible": np.array([t.found.mean() for t in tracks], float),
+        "single_object": np.array([(t.n_objects == 1).mean() for t in tracks], float),
+        "steady_size": np.array(steady),
+    }

@@ -53,7 +53,7 @@ from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_ch
 from afd.train.config import AdaptConfig
 from afd.train.disc_phase import score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
-from afd.train.fidelity import rollout_physics, spearman
+from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.teacher_clips import TeacherClips
 from afd.video.core import STUDENT, Video, VideoFormat
@@ -280,18 +280,27 @@ class Trainer:
         return {k: dist.mean_scalar(v / n) for k, v in sums.items()}
 
     def fidelity(self, batch: Batch, weights, scores) -> dict[str, float]:
-        """Log-only: rank agreement of the method's weights (or D's scores) with the true physics."""
-        pc = rollout_physics(batch.rollouts, [p for p in batch.prompts for _ in range(self.cfg.train.rollouts)])
+        """Log-only: rank agreement of the method's weights (or D's scores) with the true physics
+        (``reward_fidelity``) and with the rendering cues (``cue_<name>``, see afd.train.fidelity)."""
+        measures = rollout_measures(batch.rollouts, [p for p in batch.prompts for _ in range(self.cfg.train.rollouts)])
+        gathered = {k: self._gather(v) for k, v in measures.items()}
+        pc_all = gathered["physical_consistency"]
+        out = {"rollout_pc": float(pc_all.mean())}
         key = weights if weights is not None else scores
         if key is None:
-            return {"rollout_pc": float(pc.mean())}
-        key_all = dist.gather_cat(key.detach().double().reshape(-1, 1))[:, 0].numpy()
-        pc_all = dist.gather_cat(torch.as_tensor(pc, dtype=torch.float64).reshape(-1, 1))[:, 0].numpy()
-        out = {"reward_fidelity": spearman(key_all, pc_all), "rollout_pc": float(pc_all.mean())}
+            return out
+        key_all = self._gather(key)
+        out["reward_fidelity"] = spearman(key_all, pc_all)
+        out.update({f"cue_{c}": spearman(key_all, gathered[c]) for c in CUES})
         if scores is not None and weights is not None:
-            s_all = dist.gather_cat(scores.detach().double().reshape(-1, 1))[:, 0].numpy()
-            out["score_fidelity"] = spearman(s_all, pc_all)
+            out["score_fidelity"] = spearman(self._gather(scores), pc_all)
         return out
+
+    @staticmethod
+    def _gather(x) -> np.ndarray:
+        """A per-rollout vector (tensor or array) gathered over ranks, as float64 numpy."""
+        t = torch.as_tensor(x).detach().to(torch.float64).reshape(-1, 1)
+        return dist.gather_cat(t)[:, 0].numpy()
 
     # ----- evaluation and pictures -----
 
