@@ -90,8 +90,8 @@ def test_report_from_finished_jobs(tmp_path):
         (d / EVAL_FILE).write_text(json.dumps(_fake_eval(pc, 60.0 + n)))
         (d / "job.json").write_text(json.dumps({"argv": list(j.argv), "wall_s": 10.0, "resumed": False}))
         if j.method == "afd":
-            rows = [{"step": i + 1, "r_phi": 0.5 - 0.05 * i, "d_acc": 0.6, "reward_fidelity": 0.1,
-                     "score_fidelity": None} for i in range(6)]
+            rows = [{"step": i + 1, "r_phi": 0.5 - 0.05 * i, "d_acc": 0.6, "reward_fidelity": 0.1 * i,
+                     "score_fidelity": None, "cue_visible": 0.4} for i in range(6)]
             (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         if j.kind == "train":  # what the trainer leaves: the resolved config and strips
             overrides = [a for a in j.argv if "=" in a and not a.startswith("-")]
@@ -102,6 +102,8 @@ def test_report_from_finished_jobs(tmp_path):
     assert res["missing"] == ["dmd-chunk-s1"]
     afd = [r for r in res["runs"] if r["method"] == "afd"]
     assert [r["seed"] for r in afd] == [0, 1] and all(r["teacher_clips"] == 200 for r in afd)
+    # mean over the second half of the iterations (3 of 6: 0.3, 0.4, 0.5); an unlogged cue is None
+    assert afd[0]["fidelity"]["reward_fidelity"] == pytest.approx(0.4) and afd[0]["fidelity"]["cue_single_object"] is None
     base = [r for r in res["runs"] if r["method"] == "base"]
     assert [r["seed"] for r in base] == [0, 1] and base[0]["teacher_clips"] == 0 and base[1]["wall_s"] == 0
     assert [e["steps"] for e in res["sweeps"]["sft_steps"]] == [0, 1, 2, 3]
@@ -113,6 +115,7 @@ def test_report_from_finished_jobs(tmp_path):
     assert "**Incomplete:** 1 job(s)" in report
     assert "| chunk / afd (n=2) | **15.5 ± 0.7** |" in report  # best PC among model rows, in bold
     assert "| world: real (teacher) | 95.0 |" in report  # reference rows are not ranked
+    assert "| chunk / afd | +0.40 (n=2) | +0.40 (n=2) | - | - |" in report
     out = Path(cfg.report_dir)
     for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):
         assert (out / f).is_file(), f

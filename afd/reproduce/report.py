@@ -32,6 +32,8 @@ TABLE2 = [("pc", "physical consistency", True), ("mq", "motion quality", True),
 FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dynamic_degree", "dynamic"),
              ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
 CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
+# What the weights rank by (afd.train.fidelity): the true physics, then the rendering cues.
+FIDELITY_KEYS = ("reward_fidelity", "cue_visible", "cue_single_object", "cue_steady_size")
 
 
 def metric(ev: dict, group: str, key: str) -> float:
@@ -87,6 +89,19 @@ def curves(run_dir: Path) -> dict[str, list]:
     return out
 
 
+def fidelity_summary(run_dir: Path) -> dict[str, float | None]:
+    """Mean of each FIDELITY_KEYS statistic over the second half of a run's iterations (once D has
+    trained); None where the run did not log it."""
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = rows[len(rows) // 2:]
+    out: dict[str, float | None] = {}
+    for k in FIDELITY_KEYS:
+        xs = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        out[k] = float(np.mean(xs)) if xs else None
+    return out
+
+
 def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
     """Every number of the finished jobs, shaped as documented in issue 6 (results.json)."""
     work = Path(cfg.work_dir)
@@ -118,7 +133,7 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
             # and its wall time is counted once.
             res["runs"].append({"method": j.method, "family": j.family, "seed": s, "eval": ev(j),
                                 "teacher_clips": teacher_clips(j, work), "wall_s": wall(j) if k == 0 else 0.0,
-                                "id": j.id})
+                                "id": j.id, "fidelity": fidelity_summary(j.dir(work)) if j.kind == "train" else None})
     sw = cfg.sweeps
     base_sweep = done.get(f"base-{sw.family}")
     if base_sweep and by_tag.get("sweep:sft_steps"):
@@ -220,6 +235,22 @@ def table2(res: dict, cfg: ReproduceConfig) -> str:
 
     rows, refs = _rows(res, cfg, values)
     return _table(rows, [h for _, h, _ in TABLE2], [hb for *_, hb in TABLE2], [1, 1, 3, 1], refs)
+
+
+def fidelity_table(res: dict, cfg: ReproduceConfig) -> str:
+    """Per family x method with a D: mean (over seeds that logged it) of each FIDELITY_KEYS statistic."""
+    lines = ["| run | " + " | ".join(FIDELITY_KEYS) + " |", "|---" * (len(FIDELITY_KEYS) + 1) + "|"]
+    groups = _group_runs(res)
+    for fam in cfg.families:
+        for m in cfg.methods:
+            fids = [r["fidelity"] for r in groups.get((fam, m), []) if r.get("fidelity")]
+            cells = []
+            for k in FIDELITY_KEYS:
+                xs = [f[k] for f in fids if f.get(k) is not None]
+                cells.append(f"{np.mean(xs):+.2f} (n={len(xs)})" if xs else "-")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {fam} / {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _sweep_table(entries: list[dict], key: str, label: str) -> str:
@@ -360,6 +391,13 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     lines += ["## Table 2 analog: physical consistency and motion quality", "",
               "Motion quality stands in for VideoAlign-MQ: mean of dynamic degree, motion smoothness and "
               "100 x (1 - gravity error) on physics-eval.", "", table2(res, cfg), ""]
+    lines += ["## What the discriminator rewards", "",
+              "Spearman correlation, over each iteration's rollouts, of the training signal (AFD weights, "
+              "D scores for GAN; DMD's signal is per noised clip and is not ranked) with exact per-clip "
+              "measures: physical consistency (`reward_fidelity`) and three rendering cues (object found in every frame, "
+              "exactly one object, steady area). Mean over the second half of each run's iterations, "
+              "then over seeds (n = runs that logged it). Logged only; never used in training.", "",
+              fidelity_table(res, cfg), ""]
     if sw["sft_steps"]:
         lines += ["## Fig. 1 analog: SFT steps", "", "![](fig1_sft_steps.png)", "",
                   "| SFT updates | PC | physics total | general total |", "|---|---|---|---|"]
