@@ -283,15 +283,14 @@ class Trainer:
         """Log-only: rank agreement of the method's weights (or D's scores) with the true physics
         (``reward_fidelity``) and with the rendering cues (``cue_<name>``, see afd.train.fidelity)."""
         measures = rollout_measures(batch.rollouts, [p for p in batch.prompts for _ in range(self.cfg.train.rollouts)])
-        gathered = {k: self._gather(v) for k, v in measures.items()}
-        pc_all = gathered["physical_consistency"]
+        pc_all = self._gather(measures["physical_consistency"])
         out = {"rollout_pc": float(pc_all.mean())}
         key = weights if weights is not None else scores
         if key is None:
             return out
         key_all = self._gather(key)
         out["reward_fidelity"] = spearman(key_all, pc_all)
-        out.update({f"cue_{c}": spearman(key_all, gathered[c]) for c in CUES})
+        out.update({f"cue_{c}": spearman(key_all, self._gather(measures[c])) for c in CUES})
         if scores is not None and weights is not None:
             out["score_fidelity"] = spearman(self._gather(scores), pc_all)
         return out
