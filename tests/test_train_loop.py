@@ -130,7 +130,7 @@ def test_lora_reference_is_the_base_with_adapters_disabled():
 
 def test_rollout_measures_see_artefacts():
     """The cue measures on hand-made clips: a clean world clip, the object erased from half the
-    frames, a second copy of the object beside it."""
+    frames, a second copy of the object beside it, the object swelling every other frame."""
     from afd.video.core import STUDENT
     from afd.world.sample import sample_world
 
@@ -139,11 +139,15 @@ def test_rollout_measures_see_artefacts():
     erased = clean.clone()
     erased[::2] = clean[:, :, :2, :2].mean((2, 3), keepdim=True).expand_as(clean)[::2]  # background only
     doubled = torch.maximum(clean, clean.roll(14, -1))  # a twin 14 px over, on the black background
-    m = rollout_measures(torch.stack([clean, erased, doubled]), [p] * 3)
-    assert set(m) == {"physical_consistency", *CUES} and all(v.shape == (3,) for v in m.values())
+    pulsing = clean.clone()  # every other frame the object is smeared 2 px wider and taller
+    wide = torch.maximum(torch.maximum(clean, clean.roll(2, -1)), clean.roll(2, -2))
+    pulsing[1::2] = torch.maximum(wide, wide.roll(2, -1).roll(2, -2))[1::2]
+    m = rollout_measures(torch.stack([clean, erased, doubled, pulsing]), [p] * 4)
+    assert set(m) == {"physical_consistency", *CUES} and all(v.shape == (4,) for v in m.values())
     assert m["visible"][0] == 1 and m["visible"][1] == pytest.approx(0.5)
     assert m["single_object"][0] == 1 and m["single_object"][2] < 0.8
     assert m["physical_consistency"][0] > 80 and m["steady_size"][0] > -0.1
+    assert m["steady_size"][3] < m["steady_size"][0] - 0.2
     with pytest.raises(ValueError, match="2 clips but 1 prompts"):
         rollout_measures(clean.expand(2, -1, -1, -1, -1), [p])
 
