@@ -69,6 +69,61 @@ def test_runner_skips_finished_jobs_and_names_a_failure(tmp_path):
     assert "unknown split 'nope'" in (work / "broken" / "job.log").read_text()
 
 
+def _finish_train_job(job: Job, work_dir, *extra: str) -> Path:
+    """What a finished training job leaves that staleness reads: eval.json and the saved resolved
+    config (with ``extra`` overrides applied on top of the job's own)."""
+    d = job.dir(work_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / EVAL_FILE).write_text(json.dumps(_fake_eval(10.0, 60.0)))
+    overrides = [a for a in job.argv if "=" in a and not a.startswith("-")] + list(extra)
+    save_config(load_config(AdaptConfig, job.argv[job.argv.index("--config") + 1], overrides), d / "config.yaml")
+    return d
+
+
+def test_a_finished_job_whose_config_changed_is_stale(tmp_path):
+    cfg = smoke_cfg(tmp_path)
+    job = {j.id: j for j in plan_jobs(cfg)}["gan-chunk-s0"]
+    _finish_train_job(job, cfg.work_dir)
+    assert job.done(cfg.work_dir) and job.stale(cfg.work_dir) is None
+    # Where the run was written is not what it computed: a moved work dir stays finished.
+    _finish_train_job(job, cfg.work_dir, f"run.dir={tmp_path / 'elsewhere'}")
+    assert job.done(cfg.work_dir)
+    # A method config edited after the run (here: its learning rate) makes it stale, named.
+    _finish_train_job(job, cfg.work_dir, "train.lr=0.003")
+    assert not job.done(cfg.work_dir)
+    assert job.stale(cfg.work_dir) == "its resolved config changed: train.lr: 0.003 -> 1e-05"
+    assert job.id in collect(cfg, [job])["missing"]  # a stale run never reaches the report
+
+
+def test_list_names_stale_jobs(tmp_path, capsys):
+    cfg = smoke_cfg(tmp_path)
+    job = {j.id: j for j in plan_jobs(cfg)}["gan-chunk-s0"]
+    _finish_train_job(job, cfg.work_dir, "train.lr=0.003")
+    assert main(["reproduce", "--config", str(SMOKE), f"work_dir={cfg.work_dir}", f"report_dir={cfg.report_dir}",
+                 f"configs_dir={REPO / 'configs'}", "--list"]) == 0
+    lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert lines["gan-chunk-s0"].startswith("stale") and "train.lr: 0.003 -> 1e-05" in lines["gan-chunk-s0"]
+    assert lines["sft-chunk-s0"].startswith("todo")
+
+
+def test_runner_sets_a_stale_job_aside_and_runs_it_again(tmp_path):
+    work = tmp_path / "jobs"
+    args = ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1")
+    old = Job("teacher", "world", (*args, "--seed", "5", "--json", str(work / "teacher" / EVAL_FILE)))
+    assert run_jobs([old], work, log=lambda s: None) == {"ran": 1, "skipped": 0}
+    # Same job at a new output path: not stale. A different eval seed: stale.
+    moved = Job("teacher", "world", (*args, "--seed", "5", "--json", str(tmp_path / "x" / EVAL_FILE)))
+    assert moved.done(work)
+    new = Job("teacher", "world", (*args, "--seed", "6", "--json", str(work / "teacher" / EVAL_FILE)))
+    assert new.stale(work) == "its command changed" and not new.done(work)
+    logs = []
+    assert run_jobs([new], work, log=logs.append) == {"ran": 1, "skipped": 0}
+    assert any("teacher is stale (its command changed); moved to" in ln for ln in logs)
+    kept = work / ".stale" / "teacher"
+    assert "5" in json.loads((kept / "job.json").read_text())["argv"] and (kept / EVAL_FILE).is_file()
+    assert new.done(work) and "6" in json.loads((work / "teacher" / "job.json").read_text())["argv"]
+
+
 def _fake_eval(pc: float, general: float) -> dict:
     phys = {"total": 50 + pc / 10, "physical_consistency": pc, "gravity_error": 0.5, "bounce_accuracy": 50.0,
             "dynamic_degree": 80.0, "motion_smoothness": 99.0, "temporal_flickering": 99.0}
@@ -102,6 +157,7 @@ def test_report_from_finished_jobs(tmp_path):
     assert res["missing"] == ["dmd-chunk-s1"]
     afd = [r for r in res["runs"] if r["method"] == "afd"]
     assert [r["seed"] for r in afd] == [0, 1] and all(r["teacher_clips"] == 200 for r in afd)
+    assert {r["method"]: r["lr"] for r in res["runs"]} == {"base": None, "sft": 1e-4, "gan": 1e-5, "dmd": 1e-5, "afd": 1e-4}
     # mean over the second half of the iterations (3 of 6: 0.3, 0.4, 0.5); an unlogged cue is None
     assert afd[0]["fidelity"]["reward_fidelity"] == pytest.approx(0.4) and afd[0]["fidelity"]["cue_single_object"] is None
     base = [r for r in res["runs"] if r["method"] == "base"]
@@ -116,6 +172,7 @@ def test_report_from_finished_jobs(tmp_path):
     assert "| chunk / afd (n=2) | **15.5 ± 0.7** |" in report  # best PC among model rows, in bold
     assert "| world: real (teacher) | 95.0 |" in report  # reference rows are not ranked
     assert "| chunk / afd | +0.40 (n=2) | +0.40 (n=2) | - | - |" in report
+    assert "| gan-chunk-s0 | gan | chunk | 0 | 1e-05 | 200 | 10 |" in report
     out = Path(cfg.report_dir)
     for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):
         assert (out / f).is_file(), f

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser("reproduce", help="methods x families x seeds + sweeps as separate jobs -> reports/<name>/")
     p.add_argument("--config", default=None, help="YAML config (see configs/reproduce.yaml)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
-    p.add_argument("--list", action="store_true", help="print the jobs (done or not) and exit")
+    p.add_argument("--list", action="store_true", help="print the jobs (done, todo, or stale: finished under a "
+                   "config that has since changed, rerun by the next `afd reproduce`) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0] steps=10")
     p.set_defaults(func=cmd_reproduce)
 
@@ -26,7 +27,9 @@ def cmd_reproduce(args) -> int:
     jobs = plan_jobs(cfg)
     if args.list:
         for j in jobs:
-            print(f"{'done' if j.done(cfg.work_dir) else 'todo'}  {j.id:<40} {','.join(j.tags)}")
+            why = j.stale(cfg.work_dir)
+            status = "stale" if why else "done" if j.done(cfg.work_dir) else "todo"
+            print(f"{status:<5}  {j.id:<40} {','.join(j.tags)}" + (f"  ({why})" if why else ""))
         return 0
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.work_dir) / "reproduce.yaml")

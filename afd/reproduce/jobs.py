@@ -1,13 +1,17 @@
 """The reproduction as a list of jobs, each one ``afd`` process with its own directory.
 
-A job is finished when ``<work_dir>/<id>/eval.json`` exists; a training job killed halfway is
-resumed (``--resume``) from its checkpoint. Jobs that come out identical (a sweep point equal to
-the main run's config) share one id, so they run once.
+A job is finished when ``<work_dir>/<id>/eval.json`` exists and the job still is what the
+config asks for: a training run whose saved resolved config differs from the one planned now (a
+method's YAML was edited, say), or an eval whose recorded command differs, is stale. The runner
+moves a stale job's directory to ``<work_dir>/.stale/`` (nothing is deleted) and runs it again.
+A training job killed halfway is resumed (``--resume``) from its checkpoint. Jobs that come out
+identical (a sweep point equal to the main run's config) share one id, so they run once.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -36,12 +40,75 @@ class Job:
     seed: int | None = None
     overrides: tuple[str, ...] = ()  # train: the keys this job sets beyond the common ones
     tags: tuple[str, ...] = field(default=(), compare=False)  # "main", "sweep:eta_d", ...
+    config: str | None = field(default=None, compare=False)  # train: the resolved AdaptConfig, canonical JSON
 
     def dir(self, work_dir: str | Path) -> Path:
         return Path(work_dir) / self.id
 
     def done(self, work_dir: str | Path) -> bool:
-        return (self.dir(work_dir) / EVAL_FILE).exists()
+        """Finished, and finished as planned (see :meth:`stale`)."""
+        return (self.dir(work_dir) / EVAL_FILE).exists() and self.stale(work_dir) is None
+
+    def stale(self, work_dir: str | Path) -> str | None:
+        """Why a finished job no longer matches its plan, or None (also when it cannot be told)."""
+        d = self.dir(work_dir)
+        if not (d / EVAL_FILE).exists():
+            return None
+        if self.kind == "train" and self.config is not None:
+            saved = d / "config.yaml"
+            if not saved.exists():
+                return None
+            try:
+                ran = _canonical_json(_what_it_computes(config_to_dict(load_config(AdaptConfig, saved))))
+            except (ValueError, TypeError, KeyError) as e:
+                return f"its saved config {saved} no longer loads ({e})"
+            if ran != self.config:
+                return f"its resolved config changed: {_config_diff(json.loads(ran), json.loads(self.config))}"
+            return None
+        rec = d / JOB_FILE
+        if rec.exists():
+            argv = [a for a in json.loads(rec.read_text())["argv"] if a != "--resume"]
+            if _without_output(argv) != _without_output(list(self.argv)):
+                return "its command changed"
+        return None
+
+
+def _canonical_json(d: dict) -> str:
+    return json.dumps(d, sort_keys=True)
+
+
+def _what_it_computes(cfg: dict) -> dict:
+    """A resolved config without where the run is written: moving or renaming the work
+    directory (or spelling it absolute) does not make a finished run stale."""
+    return {**cfg, "run": {k: v for k, v in cfg["run"].items() if k != "dir"}}
+
+
+def _without_output(argv: list[str]) -> list[str]:
+    """An eval command without its ``--json`` output path (see :func:`_what_it_computes`)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--json":
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> str:
+    """``key: old -> new`` for the leaves that differ (at most 4 named)."""
+    out = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b:
+            out.append(f"{path}: {a} -> {b}")
+
+    walk(old, new, prefix)
+    return "; ".join(out[:4]) + (f" (+{len(out) - 4} more)" if len(out) > 4 else "")
 
 
 def _slug(overrides: tuple[str, ...]) -> str:
@@ -117,7 +184,9 @@ class JobPlanner:
         run_dir = Path(self.cfg.work_dir) / jid
         argv = ("train", "--config", str(self.method_config(method)), "--no-progress", f"run.dir={run_dir}",
                 *self._common(family, seed), *extra_c)
-        return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c), tag)
+        resolved = _canonical_json(_what_it_computes(self._resolved(method, list(argv[4:]))))
+        return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c,
+                             config=resolved), tag)
 
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps
@@ -153,16 +222,31 @@ def plan_jobs(cfg: ReproduceConfig) -> list[Job]:
     return JobPlanner(cfg).plan()
 
 
+def _set_aside(d: Path, stale_root: Path) -> Path:
+    stale_root.mkdir(parents=True, exist_ok=True)
+    dest, n = stale_root / d.name, 1
+    while dest.exists():
+        n += 1
+        dest = stale_root / f"{d.name}.{n}"
+    shutil.move(str(d), str(dest))
+    return dest
+
+
 def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
     """Run the unfinished jobs one after another as ``afd`` subprocesses.
 
     Each job logs to ``<dir>/job.log`` and records its command and wall time in ``<dir>/job.json``.
+    A stale job (see :meth:`Job.stale`) is moved to ``<work_dir>/.stale/`` and run again.
     Raises :class:`JobFailed` naming the job and its log at the first failure (finished jobs stay
     finished; rerun to continue). Returns counts {"ran", "skipped"}."""
     ran = skipped = 0
     for i, job in enumerate(jobs, 1):
         d = job.dir(work_dir)
-        if job.done(work_dir):
+        why = job.stale(work_dir)
+        if why is not None:
+            dest = _set_aside(d, Path(work_dir) / ".stale")
+            log(f"reproduce: {job.id} is stale ({why}); moved to {dest}, running it again")
+        elif job.done(work_dir):
             skipped += 1
             continue
         d.mkdir(parents=True, exist_ok=True)

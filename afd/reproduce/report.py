@@ -133,6 +133,7 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
             # and its wall time is counted once.
             res["runs"].append({"method": j.method, "family": j.family, "seed": s, "eval": ev(j),
                                 "teacher_clips": teacher_clips(j, work), "wall_s": wall(j) if k == 0 else 0.0,
+                                "lr": _resolved_value(j, work, "train.lr") if j.kind == "train" else None,
                                 "id": j.id, "fidelity": fidelity_summary(j.dir(work)) if j.kind == "train" else None})
     sw = cfg.sweeps
     base_sweep = done.get(f"base-{sw.family}")
@@ -424,12 +425,18 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     if strips:
         lines += ["## Samples (teacher | base | adapted, first seed)", ""]
         lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
-    lines += ["## Runs", "", "| run | method | family | seed | teacher clips | wall (s) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {r['teacher_clips']} | {r['wall_s']:.0f} |"
-              for r in res["runs"]]
+    lines += ["## Runs", "", "Each method runs from its own config (`configs/<method>.yaml`); they share the budget "
+              "and differ in the method and, where measured necessary, the student learning rate (lr).", "",
+              "| run | method | family | seed | lr | teacher clips | wall (s) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {_lr(r['lr'])} "
+              f"| {r['teacher_clips']} | {r['wall_s']:.0f} |" for r in res["runs"]]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _lr(lr: float | None) -> str:
+    return "-" if lr is None else f"{lr:g}"
 
 
 def _all_job_wall(cfg: ReproduceConfig, jobs: list[Job]) -> float:
