@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -87,6 +88,13 @@ def test_cli_errors(tmp_path, capsys):
     assert "model.dim is 32" in capsys.readouterr().err
     assert main(["pretrain", "--no-progress", "--resume", *args, "model.renoise=ddim"]) == 0
     assert json.loads((tmp_path / "c" / "final" / "config.json").read_text())["config"]["renoise"] == "ddim"
+    # a copy of the run, extended under a new out and export, leaves the original alone
+    shutil.copytree(tmp_path / "c", tmp_path / "copy")
+    before = (tmp_path / "c" / "final" / "model.safetensors").read_bytes()
+    assert main(["pretrain", "--no-progress", "--resume", *args[:-1], "steps=3", f"out={tmp_path / 'copy'}",
+                 f"export={tmp_path / 'exported'}"]) == 0
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
+    assert (tmp_path / "c" / "final" / "model.safetensors").read_bytes() == before
     assert main(["pretrain", "optim.lrr=1"]) == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
     assert main(["pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2

@@ -109,9 +109,11 @@ CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "final"
 
 
-# What may change on resume: the run length (to extend a finished run) and the student's default
-# sampler, which only affects evaluation and the exported config, never a training step.
-RESUME_MUTABLE = ("steps",)
+# What may change on resume: the run length (to extend a finished run), where the run and its
+# export are written (to extend a copy of a run without touching the original or the shipped
+# checkpoint), and the student's default sampler, which only affects evaluation and the exported
+# config. None of them changes a training step.
+RESUME_MUTABLE = ("steps", "out", "export")
 RESUME_MUTABLE_MODEL = ("steps", "shift", "renoise")
 
 
