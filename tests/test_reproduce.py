@@ -10,7 +10,7 @@ import pytest
 from afd.cli import main
 from afd.config import load_config, save_config
 from afd.reproduce.config import ReproduceConfig
-from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, plan_jobs, run_jobs
+from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, plan_jobs, run_jobs, weights_digest
 from afd.reproduce.report import collect, motion_quality, write_report
 from afd.train.config import AdaptConfig
 
@@ -93,6 +93,20 @@ def test_a_finished_job_whose_config_changed_is_stale(tmp_path):
     assert not job.done(cfg.work_dir)
     assert job.stale(cfg.work_dir) == "its resolved config changed: train.lr: 0.003 -> 1e-05"
     assert job.id in collect(cfg, [job])["missing"]  # a stale run never reaches the report
+
+
+def test_a_finished_job_whose_student_weights_changed_is_stale(tmp_path):
+    cfg = smoke_cfg(tmp_path)
+    job = {j.id: j for j in plan_jobs(cfg)}["afd-chunk-s0"]
+    assert job.student == weights_digest("base-chunk") and len(job.student) == 16
+    d = _finish_train_job(job, cfg.work_dir)
+    record = {"argv": list(job.argv), "wall_s": 1.0, "resumed": False}
+    (d / "job.json").write_text(json.dumps({**record, "student": job.student}))
+    assert job.done(cfg.work_dir)
+    (d / "job.json").write_text(json.dumps({**record, "student": "0" * 16}))  # ran from other weights
+    assert job.stale(cfg.work_dir) == "the weights of its student checkpoint changed"
+    (d / "job.json").write_text(json.dumps(record))  # an older record without the digest: cannot tell
+    assert job.done(cfg.work_dir)
 
 
 def test_list_names_stale_jobs(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 A job is finished when ``<work_dir>/<id>/eval.json`` exists and the job still is what the
 config asks for: a training run whose saved resolved config differs from the one planned now (a
-method's YAML was edited, say), or an eval whose recorded command differs, is stale. The runner
+method's YAML was edited, say), an eval whose recorded command differs, or a job whose student
+checkpoint's weights changed since it ran (a re-exported base) is stale. The runner
 moves a stale job's directory to ``<work_dir>/.stale/`` (nothing is deleted) and runs it again.
 A training job killed halfway is resumed (``--resume``) from its checkpoint. Jobs that come out
 identical (a sweep point equal to the main run's config) share one id, so they run once.
@@ -10,6 +11,7 @@ identical (a sweep point equal to the main run's config) share one id, so they r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from afd.config import config_to_dict, load_config
 from afd.reproduce.config import ReproduceConfig
+from afd.student.shipped import resolve_checkpoint
 from afd.train.config import AdaptConfig
 
 EVAL_FILE = "eval.json"
@@ -41,6 +44,7 @@ class Job:
     overrides: tuple[str, ...] = ()  # train: the keys this job sets beyond the common ones
     tags: tuple[str, ...] = field(default=(), compare=False)  # "main", "sweep:eta_d", ...
     config: str | None = field(default=None, compare=False)  # train: the resolved AdaptConfig, canonical JSON
+    student: str | None = field(default=None, compare=False)  # digest of the student checkpoint's weights
 
     def dir(self, work_dir: str | Path) -> Path:
         return Path(work_dir) / self.id
@@ -54,6 +58,9 @@ class Job:
         d = self.dir(work_dir)
         if not (d / EVAL_FILE).exists():
             return None
+        rec = json.loads((d / JOB_FILE).read_text()) if (d / JOB_FILE).exists() else {}
+        if self.student is not None and rec.get("student") not in (None, self.student):
+            return "the weights of its student checkpoint changed"
         if self.kind == "train" and self.config is not None:
             saved = d / "config.yaml"
             if not saved.exists():
@@ -65,12 +72,25 @@ class Job:
             if ran != self.config:
                 return f"its resolved config changed: {_config_diff(json.loads(ran), json.loads(self.config))}"
             return None
-        rec = d / JOB_FILE
-        if rec.exists():
-            argv = [a for a in json.loads(rec.read_text())["argv"] if a != "--resume"]
+        if rec:
+            argv = [a for a in rec["argv"] if a != "--resume"]
             if _without_output(argv) != _without_output(list(self.argv)):
                 return "its command changed"
         return None
+
+
+_DIGESTS: dict[str, str] = {}
+
+
+def weights_digest(spec: str) -> str:
+    """Short sha256 over a student checkpoint's ``*.safetensors`` files (a path or shipped name)."""
+    d = resolve_checkpoint(spec).resolve()
+    if str(d) not in _DIGESTS:
+        h = hashlib.sha256()
+        for f in sorted(d.glob("*.safetensors")):
+            h.update(f.read_bytes())
+        _DIGESTS[str(d)] = h.hexdigest()[:16]
+    return _DIGESTS[str(d)]
 
 
 def _canonical_json(d: dict) -> str:
@@ -176,7 +196,8 @@ class JobPlanner:
         jid = f"base-{family}"
         argv = ("eval", "--checkpoint", self.cfg.families[family], *_eval_args(self.cfg),
                 "--json", str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
-        return self._add(Job(jid, "base", argv, method="base", family=family, seed=None), "main")
+        return self._add(Job(jid, "base", argv, method="base", family=family, seed=None,
+                             student=weights_digest(self.cfg.families[family])), "main")
 
     def train(self, method: str, family: str, seed: int, extra: list[str] = (), tag: str = "main") -> Job:
         extra_c = self._canonical(method, family, seed, list(extra))
@@ -186,7 +207,7 @@ class JobPlanner:
                 *self._common(family, seed), *extra_c)
         resolved = _canonical_json(_what_it_computes(self._resolved(method, list(argv[4:]))))
         return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c,
-                             config=resolved), tag)
+                             config=resolved, student=weights_digest(self.cfg.families[family])), tag)
 
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps
@@ -263,7 +284,10 @@ def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
             raise JobFailed(f"job {job.id} failed (exit {rc}) after {wall:.0f}s; see {d / 'job.log'}. "
                             "Finished jobs are kept: rerun `afd reproduce` to continue.")
         # A resumed job's wall time counts only its last part (the killed part is not known).
-        (d / JOB_FILE).write_text(json.dumps({"argv": argv, "wall_s": wall, "resumed": resumed}) + "\n")
+        rec = {"argv": argv, "wall_s": wall, "resumed": resumed}
+        if job.student is not None:
+            rec["student"] = job.student
+        (d / JOB_FILE).write_text(json.dumps(rec) + "\n")
         log(f"reproduce: {job.id} done in {wall:.0f}s")
         ran += 1
     return {"ran": ran, "skipped": skipped}
