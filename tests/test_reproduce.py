@@ -211,3 +211,13 @@ def test_smoke_reproduction_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "ran 0, skipped" in capsys.readouterr().out
+
+
+def test_bold_marks_the_best_value_as_printed():
+    from afd.reproduce.report import _table
+
+    rows = [("ref", [(99.9, None)]), ("a", [(99.76, 0.0)]), ("b", [(99.72, 0.0)]), ("c", [(99.78, 0.0)])]
+    out = _table(rows, ["flicker"], [True], [1], ref_rows=1)
+    # 99.76 and 99.78 both print as 99.8 (a tie on the page); 99.72 prints as 99.7 and is not bold
+    assert "| a | **99.8 ± 0.0** |" in out and "| c | **99.8 ± 0.0** |" in out and "| b | 99.7 ± 0.0 |" in out
+    assert "| ref | 99.9 |" in out

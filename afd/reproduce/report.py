@@ -186,7 +186,8 @@ def _cell(m: float, s: float | None, digits: int, bold: bool) -> str:
 
 def _table(rows: list[tuple[str, list[tuple[float, float | None]]]], headers: list[str], higher: list[bool],
            digits: list[int], ref_rows: int) -> str:
-    """Markdown table; the best model row per column (rows after the first ``ref_rows``) in bold."""
+    """Markdown table; the best model row per column (rows after the first ``ref_rows``) in bold,
+    with every row that shows the same value at the printed precision (a tie on the page)."""
     best = []
     for c in range(len(headers)):
         vals = [r[1][c][0] for r in rows[ref_rows:] if math.isfinite(r[1][c][0])]
@@ -195,7 +196,7 @@ def _table(rows: list[tuple[str, list[tuple[float, float | None]]]], headers: li
     for i, (name, cells) in enumerate(rows):
         out.append(f"| {name} | " + " | ".join(
             _cell(m, s, digits[c], i >= ref_rows and best[c] is not None and math.isfinite(m)
-                  and abs(m - best[c]) < 0.5 * 10 ** -digits[c])
+                  and f"{m:.{digits[c]}f}" == f"{best[c]:.{digits[c]}f}")
             for c, (m, s) in enumerate(cells)) + " |")
     return "\n".join(out)
 
