@@ -93,6 +93,11 @@ def test_a_finished_job_whose_config_changed_is_stale(tmp_path):
     assert not job.done(cfg.work_dir)
     assert job.stale(cfg.work_dir) == "its resolved config changed: train.lr: 0.003 -> 1e-05"
     assert job.id in collect(cfg, [job])["missing"]  # a stale run never reaches the report
+    # A run killed halfway under the old config is stale too (it is set aside, not resumed).
+    (job.dir(cfg.work_dir) / EVAL_FILE).unlink()
+    assert job.stale(cfg.work_dir) == "its resolved config changed: train.lr: 0.003 -> 1e-05"
+    (job.dir(cfg.work_dir) / "job.json").write_text("{not json")
+    assert "job.json is not valid JSON" in job.stale(cfg.work_dir)
 
 
 def test_a_finished_job_whose_student_weights_changed_is_stale(tmp_path):

@@ -54,11 +54,17 @@ class Job:
         return (self.dir(work_dir) / EVAL_FILE).exists() and self.stale(work_dir) is None
 
     def stale(self, work_dir: str | Path) -> str | None:
-        """Why a finished job no longer matches its plan, or None (also when it cannot be told)."""
+        """Why a finished (or, for training, started) job no longer matches its plan, or None (also
+        when it cannot be told)."""
         d = self.dir(work_dir)
-        if not (d / EVAL_FILE).exists():
+        # A training run killed halfway is checked too: resuming it under a changed config would
+        # mix two configs in one run.
+        if not (d / EVAL_FILE).exists() and not (self.kind == "train" and (d / "config.yaml").exists()):
             return None
-        rec = json.loads((d / JOB_FILE).read_text()) if (d / JOB_FILE).exists() else {}
+        try:
+            rec = json.loads((d / JOB_FILE).read_text()) if (d / JOB_FILE).exists() else {}
+        except json.JSONDecodeError:
+            return f"its record {d / JOB_FILE} is not valid JSON"
         if self.student is not None and rec.get("student") not in (None, self.student):
             return "the weights of its student checkpoint changed"
         if self.kind == "train" and self.config is not None:
