@@ -11,7 +11,6 @@ identical (a sweep point equal to the main run's config) share one id, so they r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from afd.config import config_to_dict, load_config
+from afd.io_utils import file_sha256
 from afd.reproduce.config import ReproduceConfig
 from afd.student.shipped import resolve_checkpoint
 from afd.train.config import AdaptConfig
@@ -89,14 +89,12 @@ _DIGESTS: dict[str, str] = {}
 
 
 def weights_digest(spec: str) -> str:
-    """Short sha256 over a student checkpoint's ``*.safetensors`` files (a path or shipped name)."""
-    d = resolve_checkpoint(spec).resolve()
-    if str(d) not in _DIGESTS:
-        h = hashlib.sha256()
-        for f in sorted(d.glob("*.safetensors")):
-            h.update(f.read_bytes())
-        _DIGESTS[str(d)] = h.hexdigest()[:16]
-    return _DIGESTS[str(d)]
+    """Short sha256 of a student checkpoint's ``model.safetensors`` (a path or shipped name): the
+    identity ``afd train`` records as ``base_sha256``."""
+    path = (resolve_checkpoint(spec) / "model.safetensors").resolve()
+    if str(path) not in _DIGESTS:
+        _DIGESTS[str(path)] = file_sha256(path)[:16]
+    return _DIGESTS[str(path)]
 
 
 def _canonical_json(d: dict) -> str:
@@ -122,7 +120,7 @@ def _without_output(argv: list[str]) -> list[str]:
     return out
 
 
-def _config_diff(old: dict, new: dict, prefix: str = "") -> str:
+def _config_diff(old: dict, new: dict) -> str:
     """``key: old -> new`` for the leaves that differ (at most 4 named)."""
     out = []
 
@@ -133,7 +131,7 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> str:
         elif a != b:
             out.append(f"{path}: {a} -> {b}")
 
-    walk(old, new, prefix)
+    walk(old, new, "")
     return "; ".join(out[:4]) + (f" (+{len(out) - 4} more)" if len(out) > 4 else "")
 
 
@@ -273,7 +271,7 @@ def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
         if why is not None:
             dest = _set_aside(d, Path(work_dir) / ".stale")
             log(f"reproduce: {job.id} is stale ({why}); moved to {dest}, running it again")
-        elif job.done(work_dir):
+        elif (d / EVAL_FILE).exists():  # finished and not stale: done
             skipped += 1
             continue
         d.mkdir(parents=True, exist_ok=True)

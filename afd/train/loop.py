@@ -24,7 +24,6 @@ evaluator is used only for logging (``reward_fidelity``, evals), never for train
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -37,7 +36,7 @@ from afd.config import config_from_dict, config_to_dict, save_config
 from afd.disc.model import Discriminator
 from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample_and_score
 from afd.eval.table import format_reports
-from afd.io_utils import atomic_write_text
+from afd.io_utils import atomic_write_text, file_sha256
 from afd.methods.base import Batch, Method, Models
 from afd.student.codec import make_codec
 from afd.student.lora import AdaptersOff, add_lora, merged_copy
@@ -100,14 +99,6 @@ def resumable_config(saved: AdaptConfig, cfg: AdaptConfig, where: Path) -> Adapt
                                      f"{b[section][key]!r} now; only {allowed} may change on resume")
                 a[section][key] = b[section][key]
     return config_from_dict(AdaptConfig, a, source=str(where))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Plan:
