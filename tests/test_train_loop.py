@@ -130,7 +130,8 @@ def test_lora_reference_is_the_base_with_adapters_disabled():
 
 def test_rollout_measures_see_artefacts():
     """The cue measures on hand-made clips: a clean world clip, the object erased from half the
-    frames, a second copy of the object beside it, the object swelling every other frame."""
+    frames, a second copy of the object beside it, the object swelling every other frame, the
+    object jumping 1 px sideways at every 4-frame block boundary and back."""
     from afd.video.core import STUDENT
     from afd.world.sample import sample_world
 
@@ -142,8 +143,11 @@ def test_rollout_measures_see_artefacts():
     pulsing = clean.clone()  # every other frame the object is smeared 2 px wider and taller
     wide = torch.maximum(torch.maximum(clean, clean.roll(2, -1)), clean.roll(2, -2))
     pulsing[1::2] = torch.maximum(wide, wide.roll(2, -1).roll(2, -2))[1::2]
-    m = rollout_measures(torch.stack([clean, erased, doubled, pulsing]), [p] * 4)
-    assert set(m) == {"physical_consistency", *CUES} and all(v.shape == (4,) for v in m.values())
+    jumpy = clean.clone()
+    jumpy[4:8], jumpy[12:16] = clean[4:8].roll(1, -1), clean[12:16].roll(1, -1)
+    m = rollout_measures(torch.stack([clean, erased, doubled, pulsing, jumpy]), [p] * 5)
+    assert set(m) == {"physical_consistency", *CUES} and all(v.shape == (5,) for v in m.values())
+    assert m["steady_motion"][0] > -0.1 and m["steady_motion"][4] < m["steady_motion"][0] - 0.5
     assert m["visible"][0] == 1 and m["visible"][1] == pytest.approx(0.5)
     assert m["single_object"][0] == 1 and m["single_object"][2] < 0.8
     assert m["physical_consistency"][0] > 80 and m["steady_size"][0] > -0.1

@@ -52,7 +52,7 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
         if cfg.r1_gamma > 0:
             pen = r1_penalty(d_t, t_x)
             loss = loss + 0.5 * cfg.r1_gamma * pen
-            r1 = float(pen)
+            r1 = float(pen.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in disc.parameters() if p.requires_grad]

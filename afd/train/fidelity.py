@@ -5,10 +5,10 @@ rollouts' exact physical-consistency scores from the world's evaluator (``afd.ev
 logged only and never feeds training (the trainer stays black-box); only a simulator testbed can
 compute it. +1: D ranks rollouts exactly by physics; 0: unrelated; NaN: a constant side.
 
-Alongside it, the same rank agreement with three exact rendering measures (``CUES``): whether the
-object is visible, whether it is one object, whether its size holds steady. They say what else D
-rewards: a discriminator that separates teacher from student by the student's rendering artefacts
-has high cue agreement and little ``reward_fidelity``.
+Alongside it, the same rank agreement with four exact rendering measures (``CUES``): whether the
+object is visible, whether it is one object, whether its size holds steady, whether its track is
+free of jitter. They say what else D rewards: a discriminator that separates teacher from student
+by the student's rendering artefacts has high cue agreement and little ``reward_fidelity``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def spearman(a, b) -> float:
     return float((ra * rb).sum() / den) if den > 0 else math.nan
 
 
-CUES = ("visible", "single_object", "steady_size")
+CUES = ("visible", "single_object", "steady_size", "steady_motion")
+# steady_motion of a clip whose object is never seen in 4 consecutive frames (a jerk needs 4).
+_NO_MOTION = -10.0
 
 
 def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
@@ -56,7 +58,10 @@ def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.nd
     are physics prompts, each (N,): ``physical_consistency`` (0-100, the world's fit) and the
     ``CUES``: ``visible`` (fraction of frames where the object is found, 0-1), ``single_object``
     (fraction of frames with exactly one object, 0-1), ``steady_size`` (minus the coefficient of
-    variation of its area over the found frames, <= 0)."""
+    variation of its area over the found frames, <= 0), ``steady_motion`` (minus the median size
+    of the centroid's third difference in px/frame^3, <= 0: ballistic flight and rolling have
+    none, a bounce adds one or two large values the median ignores, and a track that jumps
+    between frames - e.g. at a student's block boundaries - has many)."""
     if clips.shape[0] != len(prompts):
         raise ValueError(f"{clips.shape[0]} clips but {len(prompts)} prompts")
     tracks = [track(to_eval_format(Video(c.float().clamp(-1, 1), STUDENT.fps))) for c in clips]
@@ -67,7 +72,18 @@ def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.nd
         steady.append(-float(area.std() / area.mean()) if len(area) and area.mean() > 0 else -1.0)
     return {
         "physical_consistency": pc,
+        "steady_motion": np.array([_steady_motion(t) for t in tracks]),
         "visible": np.array([t.found.mean() for t in tracks], float),
         "single_object": np.array([(t.n_objects == 1).mean() for t in tracks], float),
         "steady_size": np.array(steady),
     }
+
+
+def _steady_motion(t) -> float:
+    jerks = []
+    for run in np.split(np.arange(len(t.found)), np.nonzero(~t.found)[0]):
+        run = run[t.found[run]]
+        if len(run) >= 4:
+            d3 = np.diff(np.stack([t.cx[run], t.cy[run]], 1), n=3, axis=0)
+            jerks.append(np.hypot(d3[:, 0], d3[:, 1]))
+    return -float(np.median(np.concatenate(jerks))) if jerks else _NO_MOTION
