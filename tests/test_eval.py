@@ -145,13 +145,15 @@ def test_cli_eval_mixed_folder(tmp_path, capsys):
         lines.append(json.dumps({"prompt": c.record.prompt, "seed": c.record.seed, "path": f"c{i}{ext}"}))
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "r.json"
-    assert main(["eval", "--videos", str(tmp_path), "--json", str(out), "--per-clip", str(tmp_path / "pc.jsonl")]) == 0
+    assert main(["eval", "--videos", str(tmp_path), "--json", str(out), "--per-clip", str(tmp_path / "pc.jsonl"),
+                 "--fd-terms"]) == 0
     report = json.loads(out.read_text())
     assert report["n_videos"] == 3
     assert report["groups"]["physics"]["physical_consistency"] > 90  # lossy mp4 included
     assert report["groups"]["general"]["persistence"] == 100
     text = capsys.readouterr().out
     assert "physical_consistency" in text and "frechet_distance" in text
+    assert "Fréchet distance by descriptor" in text and "speed_std" in text
     assert len((tmp_path / "pc.jsonl").read_text().splitlines()) == 3
 
 
@@ -162,3 +164,24 @@ def test_cli_eval_bad_clip_is_one_line_error(tmp_path, capsys):
     assert main(["eval", "--videos", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "c.mp4" in err and "Traceback" not in err
+
+
+def test_frechet_terms_name_the_descriptor_that_differs():
+    from afd.eval import general as gen
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4000, 16)) * 5 + 50  # spreads above every floor: standardised = / 5
+    same = rng.normal(size=(4000, 16)) * 5 + 50
+    shifted = same.copy()
+    i = gen.DESCRIPTOR_NAMES.index("speed_std")
+    shifted[:, i] += 15  # 3 reference stds
+    shifted[:, gen.DESCRIPTOR_NAMES.index("area_cv")] *= 2  # mean 50 -> 100, spread 5 -> 10
+    terms = gen.frechet_terms(shifted, ref)
+    assert terms["speed_std"][0] == pytest.approx(9, abs=0.2) and terms["speed_std"][1] < 0.01
+    m, sp = terms["area_cv"]
+    assert m == pytest.approx(100, rel=0.02) and sp == pytest.approx(1, abs=0.1)
+    others = [sum(v) for k, v in terms.items() if k not in ("speed_std", "area_cv")]
+    assert max(others) < 0.02
+    # independent features: the diagonal terms add up to the full distance
+    assert sum(map(sum, terms.values())) == pytest.approx(gen.frechet_distance(shifted, ref), rel=0.02)
+    assert sum(map(sum, gen.frechet_terms(same, ref).values())) < 0.1

@@ -55,6 +55,8 @@ def test_eval_compare_errors(tmp_path, capsys):
     (["--world", "real", "--per-prompt", "0"], "--per-prompt must be >= 1"),
     (["--world", "real", "--split", "nope"], "unknown split 'nope'"),
     (["--checkpoint", "no-such-student"], "no such student checkpoint"),
+    (["--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1", "--fd-terms"],
+     "--fd-terms: no general-domain prompt"),
 ])
 def test_eval_errors(argv, msg, capsys):
     assert main(["eval", *argv]) == 2

@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first sampling seed")
     p.add_argument("--json", help="write the report here (schema: n_videos, groups.physics, groups.general)")
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
+    p.add_argument("--fd-terms", action="store_true",
+                   help="also print which descriptors the Fréchet distance comes from (general prompts)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -64,12 +66,32 @@ def load_reports(entries: list[str]) -> dict[str, dict]:
     return reports
 
 
+def _fd_terms(videos_dir, clips, prompts, report: dict) -> str:
+    from afd.cli import CLIError
+    from afd.eval.score import frechet_terms
+    from afd.eval.table import format_frechet_terms
+
+    if videos_dir is not None:
+        from afd.teacher.folder import read_manifest
+        from afd.video.io import read_video
+
+        entries = read_manifest(videos_dir)
+        clips, prompts = [read_video(e["path"]) for e in entries], [e["prompt"] for e in entries]
+    try:
+        terms = frechet_terms(clips, prompts)
+    except ValueError as e:
+        raise CLIError(f"--fd-terms: {e}") from None
+    general = report["groups"]["general"]
+    return format_frechet_terms(terms, general["frechet_distance"] if general else None)
+
+
 def cmd_eval(args) -> int:
     from afd.cli import CLIError
 
     if args.compare:
-        if args.split or args.prompts_per_split is not None or args.json or args.per_clip:
-            raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json and --per-clip do not apply")
+        if args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms:
+            raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip and "
+                           "--fd-terms do not apply")
         print(format_reports(load_reports(args.compare)))
         return 0
     if args.videos:
@@ -77,6 +99,7 @@ def cmd_eval(args) -> int:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
         report, scores = evaluate_folder(args.videos)
         label = "score"
+        clips = prompts = None  # read again only for --fd-terms
     else:
         if args.per_prompt < 1:
             raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
@@ -90,15 +113,17 @@ def cmd_eval(args) -> int:
             from afd.student.shipped import resolve_checkpoint
 
             model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
-            report, scores, _, _ = sample_and_score(model, prompts, args.per_prompt, args.seed)
+            report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed)
             label = str(args.checkpoint)
         else:
-            report, scores, _, _ = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed)
+            report, scores, clips, prompts = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed)
             label = f"world:{args.world}"
     print(format_reports({label: report}))
     pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
     if pcs:
         print(format_spread(pcs))
+    if args.fd_terms:
+        print(_fd_terms(args.videos, clips, prompts, report))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {args.json}")

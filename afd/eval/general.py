@@ -99,13 +99,27 @@ def descriptor(tr: Track) -> np.ndarray:
     ], float)
 
 
+def _standardise(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu_ref = b.mean(0)
+    scale = np.maximum(b.std(0), _SCALE_FLOOR)
+    return (a - mu_ref) / scale, (b - mu_ref) / scale
+
+
+def frechet_terms(a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Which descriptors the Fréchet distance comes from: per feature of DESCRIPTOR_NAMES,
+    (mean term (mu_a - mu_b)^2, spread term (sigma_a - sigma_b)^2), in the same standardised
+    units as ``frechet_distance``. They are the diagonal of the full distance: their sum equals
+    it when the features are uncorrelated, and otherwise approximates it."""
+    za, zb = _standardise(a, b)
+    return {n: (float((za[:, i].mean() - zb[:, i].mean()) ** 2), float((za[:, i].std() - zb[:, i].std()) ** 2))
+            for i, n in enumerate(DESCRIPTOR_NAMES)}
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to descriptor sets a (N, D) and b (M, D),
     both standardised by b's mean and spread (b is the reference). A small ridge keeps
     covariances of few clips well defined."""
-    mu_ref = b.mean(0)
-    scale = np.maximum(b.std(0), _SCALE_FLOOR)
-    za, zb = (a - mu_ref) / scale, (b - mu_ref) / scale
+    za, zb = _standardise(a, b)
     ridge = 1e-3 * np.eye(a.shape[1])
     ca = (np.cov(za, rowvar=False) if len(za) > 1 else np.zeros((a.shape[1],) * 2)) + ridge
     cb = (np.cov(zb, rowvar=False) if len(zb) > 1 else np.zeros((b.shape[1],) * 2)) + ridge

@@ -157,8 +157,8 @@ def frechet_score(fd: float) -> float:
     return 100.0 * math.exp(-fd / FD_SCALE)
 
 
-def _frechet(tracks: list[Track], prompts: list[str]) -> float:
-    """FD between the clips' descriptors and world clips of the same prompts (reference)."""
+def _descriptors(tracks: list[Track], prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the clips' descriptors, the reference's: world clips of the same prompts), each (N, 16)."""
     from afd.world.sample import sample_world
 
     uniq = sorted(set(prompts))
@@ -166,8 +166,23 @@ def _frechet(tracks: list[Track], prompts: list[str]) -> float:
     ref_seeds = [REF_SEED_BASE + k for _ in uniq for k in range(REF_PER_PROMPT)]
     ref = sample_world(ref_prompts, ref_seeds, "real", EVAL_FORMAT)
     ref_desc = np.stack([gen.descriptor(track(c.video)) for c in ref])
-    desc = np.stack([gen.descriptor(t) for t in tracks])
-    return gen.frechet_distance(desc, ref_desc)
+    return np.stack([gen.descriptor(t) for t in tracks]), ref_desc
+
+
+def _frechet(tracks: list[Track], prompts: list[str]) -> float:
+    """FD between the clips' descriptors and world clips of the same prompts (reference)."""
+    return gen.frechet_distance(*_descriptors(tracks, prompts))
+
+
+def frechet_terms(videos: list[Video], prompts: list[str]) -> dict[str, tuple[float, float]]:
+    """The Fréchet distance of the general-prompt clips among ``videos``, split by descriptor
+    (``afd.eval.general.frechet_terms``: {name: (mean term, spread term)}). Raises ValueError
+    if no prompt is a general prompt."""
+    pairs = [(v, p) for v, p in zip(videos, prompts, strict=True) if parse_prompt(p).domain == "general"]
+    if not pairs:
+        raise ValueError("no general-domain prompt among the clips: the Fréchet distance covers general prompts only")
+    tracks = [track(to_eval_format(v)) for v, _ in pairs]
+    return gen.frechet_terms(*_descriptors(tracks, [p for _, p in pairs]))
 
 
 def clip_scores_as_dicts(scores: list[ClipScore]) -> list[dict]:

@@ -45,3 +45,17 @@ def format_spread(pc_scores) -> str:
     return (f"physical consistency per clip: p10 {q[0]:.1f}  p25 {q[1]:.1f}  median {q[2]:.1f}  "
             f"p75 {q[3]:.1f}  p90 {q[4]:.1f};  >= 80: {100 * (x >= 80).mean():.0f}%  "
             f"<= 40: {100 * (x <= 40).mean():.0f}%")
+
+
+def format_frechet_terms(terms: dict[str, tuple[float, float]], distance: float | None = None) -> str:
+    """``afd.eval.score.frechet_terms`` as a table, the largest contributions first; ``distance``
+    (the report's full Fréchet distance) adds a line with what the correlations add to it."""
+    rows = sorted(terms.items(), key=lambda kv: -sum(kv[1]))
+    lines = ["Fréchet distance by descriptor (standardised; diagonal terms, their sum ~ the distance)",
+             f"  {'descriptor':<16}{'mean term':>11}{'spread term':>13}{'total':>9}"]
+    lines += [f"  {n:<16}{m:>11.2f}{s:>13.2f}{m + s:>9.2f}" for n, (m, s) in rows]
+    total = sum(m + s for m, s in terms.values())
+    lines.append(f"  {'sum':<16}{'':>11}{'':>13}{total:>9.2f}")
+    if distance is not None:
+        lines.append(f"  full distance {distance:.2f} (the difference comes from correlations between descriptors)")
+    return "\n".join(lines)
