@@ -161,3 +161,39 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # scipy.stats.spearmanr
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys):
+    from afd.student.codec import make_codec
+    from afd.train.disc_phase import rerender
+    from afd.video.core import STUDENT
+    from afd.world.sample import sample_world
+
+    model = CausalVideoTransformer.from_pretrained(tiny_student).eval()
+    prompts = ["a large red ball falls on a black background", "a small white ball rolls to the left on a navy background"]
+    clips = torch.stack([c.video.frames for c in sample_world(prompts, [0, 1], "real", STUDENT)])
+    text = get_text_encoder().encode(prompts)
+    codec = make_codec(model.config.codec)
+    a = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(0))
+    b = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(0))
+    c = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(1))
+    assert a.shape == clips.shape and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.allclose(a, clips, atol=0.05)
+
+    # end to end: D trains and scores on re-rendered clips, so its logits differ from a plain run's
+    logits = {}
+    for name, extra in (("plain", ()), ("rerender", ("disc.rerender_t=0.3",))):
+        run = tmp_path / name
+        assert main(["train", "--config", "configs/afd.yaml", "--no-progress",
+                     *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=1", "eval.final_prompts_per_split=1",
+                                *extra)]) == 0
+        row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        logits[name] = row["d_student_mean"]
+        assert np.isfinite(row["d_loss"]) and "reward_fidelity" in row
+    assert logits["plain"] != logits["rerender"]
+    capsys.readouterr()
+    args = tiny_args(tiny_student, tmp_path / "bad", tmp_path / "cache")
+    assert main(["train", "--config", "configs/afd.yaml", "--no-progress", *args, "disc.rerender_t=1.0"]) == 2
+    assert "disc.rerender_t must be in [0, 1), got 1.0" in capsys.readouterr().err
+    assert main(["train", "--config", "configs/sft.yaml", "--no-progress", *args, "disc.rerender_t=0.3"]) == 2
+    assert "disc.rerender_t applies to afd only" in capsys.readouterr().err

@@ -93,10 +93,17 @@ class DiscTrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight on teacher clips (0: off)
     augment: bool = True  # physics-preserving left/right mirroring of prompt-paired clips
     warmup_iters: int = 0  # D-only iterations (teacher vs base rollouts) before the first update
+    # > 0: D sees every clip, teacher and rollout alike, re-rendered by the frozen reference
+    # student (noised to this level, one x0 estimate; afd.train.disc_phase.rerender), so the
+    # student's rendering artefacts are on both sides and only what survives the noise - the
+    # motion - separates them. 0: D sees the clips as they are. AFD only (no gradient through D).
+    rerender_t: float = 0.0
 
     def __post_init__(self):
         if self.loss not in ("bt", "gan"):
             raise ValueError(f"loss must be 'bt' or 'gan', got {self.loss!r}")
+        if not 0 <= self.rerender_t < 1:
+            raise ValueError(f"disc.rerender_t must be in [0, 1), got {self.rerender_t}")
         if self.lr < 0 or self.steps < 0 or self.warmup_iters < 0 or self.r1_gamma < 0:
             raise ValueError("disc.lr, disc.steps, disc.warmup_iters and disc.r1_gamma must be >= 0")
 

@@ -20,6 +20,25 @@ def _autocast(amp: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if amp else nullcontext()
 
 
+@torch.no_grad()
+def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, generator: torch.Generator,
+             amp: bool = False) -> torch.Tensor:
+    """Clips as the frozen reference student draws them: noise each clip to level ``t`` and take
+    the reference's x0 estimate, block k seeing the clean blocks < k (``forward_train``).
+
+    clips: (B, T, 3, H, W) in [-1, 1]; text: their B encodings. ``t`` in (0, 1): low keeps the
+    clip's own rendering, high forgets its motion too. Returns (B, T, 3, H, W) in [-1, 1].
+    Teacher clips and rollouts re-rendered alike carry the same rendering artefacts, so a
+    discriminator trained on them has to separate the two by what survives the noise: where the
+    object is, frame by frame (the issue-4 trial's D keyed on artefacts instead)."""
+    x = codec.encode(clips.float())
+    tt = torch.full(x.shape[:2], float(t))
+    x_t = (1 - t) * x + t * torch.randn(x.shape, generator=generator)
+    with _autocast(amp):
+        v = ref.to_velocity(ref.forward_train(x, x_t, tt, text), x_t, tt).float()
+    return codec.decode(x_t - t * v).clamp(-1, 1)
+
+
 def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, teacher: torch.Tensor,
                         student: torch.Tensor, prompts: list[str], text: TextEncoding,
                         generator: torch.Generator, amp: bool = False) -> dict[str, float]:

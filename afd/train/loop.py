@@ -50,7 +50,7 @@ from afd.text.encoder import get_text_encoder
 from afd.train import dist
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.config import AdaptConfig
-from afd.train.disc_phase import score_pairs, train_discriminator
+from afd.train.disc_phase import rerender, score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
 from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.logger import RunLogger, truncate_jsonl
@@ -65,7 +65,7 @@ RESUME_MUTABLE = {("train", "steps"), ("run", "save_every"), ("run", "tensorboar
                   ("teacher", "budget")}
 
 # Streams of per-iteration randomness (so adding one never shifts another).
-PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC = 0, 1, 2, 3, 4
+PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC, RERENDER = 0, 1, 2, 3, 4, 5
 
 
 def make_method(cfg: AdaptConfig, models: Models) -> Method:
@@ -75,6 +75,9 @@ def make_method(cfg: AdaptConfig, models: Models) -> Method:
     from afd.methods.sft import SFT
 
     methods = {"afd": AFD, "sft": SFT, "gan": GAN, "dmd": DMD}
+    if cfg.disc.rerender_t > 0 and cfg.train.method != "afd":
+        raise ValueError(f"disc.rerender_t applies to afd only (train.method is {cfg.train.method!r}): "
+                         "a method with a gradient through D would need it through the re-rendering too")
     return methods[cfg.train.method](cfg, models)
 
 
@@ -239,10 +242,16 @@ class Trainer:
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:
         cfg = self.cfg
-        stats = train_discriminator(self.models.disc, self.opt_d, cfg.disc, batch.teacher, batch.rollouts,
+        teacher, rollouts = batch.teacher, batch.rollouts
+        if cfg.disc.rerender_t > 0:
+            gen = _generator(cfg.train.seed, it, RERENDER)
+            m = self.models
+            teacher = rerender(m.ref, m.codec, teacher, batch.text, cfg.disc.rerender_t, gen, cfg.train.amp)
+            rollouts = rerender(m.ref, m.codec, rollouts, batch.rollout_text, cfg.disc.rerender_t, gen, cfg.train.amp)
+        stats = train_discriminator(self.models.disc, self.opt_d, cfg.disc, teacher, rollouts,
                                     batch.prompts, batch.text, _generator(cfg.train.seed, it, DISC))
-        batch.d_teacher, batch.d_student, scored = score_pairs(self.models.disc, cfg.disc, batch.teacher,
-                                                               batch.rollouts, batch.text)
+        batch.d_teacher, batch.d_student, scored = score_pairs(self.models.disc, cfg.disc, teacher,
+                                                               rollouts, batch.text)
         stats.update({k: dist.mean_scalar(v) for k, v in scored.items()})
         return stats
 
