@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from afd.cli import main
@@ -57,7 +58,31 @@ def test_eval_compare_errors(tmp_path, capsys):
     (["--checkpoint", "no-such-student"], "no such student checkpoint"),
     (["--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1", "--fd-terms"],
      "--fd-terms: no general-domain prompt"),
+    (["--world", "real", "--block-drift"], "use it with --checkpoint"),
+    (["--checkpoint", "base-chunk", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1",
+      "--block-drift"], "--block-drift: block drift needs general prompts with a moving object"),
 ])
 def test_eval_errors(argv, msg, capsys):
     assert main(["eval", *argv]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_block_drift_on_the_shipped_base(capsys):
+    """The drift diagnostic on a real student: the world's own steps are equal inside blocks and
+    across boundaries (constant speed), and the student's generated frames are tracked."""
+    from afd.eval.blocks import block_drift, format_block_drift, moving_prompts
+    from afd.student.model import CausalVideoTransformer
+    from afd.student.shipped import resolve_checkpoint
+    from afd.world.splits import load_split
+
+    prompts = moving_prompts(load_split("general-eval"))[:3]
+    model = CausalVideoTransformer.from_pretrained(resolve_checkpoint("base-chunk"))
+    r = block_drift(model, prompts + ["a small red ball falls on a black background"])
+    assert r.n_clips == 3 and r.drift.shape == (3, 3, 4)
+    assert abs(r.world_inner_step - r.world_boundary_step) < 0.02 and r.world_inner_step > 0.1
+    assert np.isfinite(r.drift).mean() > 0.8 and np.isfinite([r.inner_step, r.boundary_step]).all()
+    text = format_block_drift(r)
+    assert "mean signed" in text and "across block boundaries" in text
+    assert main(["eval", "--checkpoint", "base-chunk", "--split", "general-eval", "--prompts-per-split", "2",
+                 "--per-prompt", "1", "--block-drift"]) == 0
+    assert "teacher-forced position error" in capsys.readouterr().out

@@ -134,3 +134,24 @@ def test_init_from_another_family(tmp_path):
     bad = tiny_cfg(tmp_path, "bad", "steps=1", "model.dim=48", f"init={chunk_dir}")
     with pytest.raises(ValueError, match=r"init=.*model\.dim is 32 .* but 48"):
         pretrain(bad, progress=False)
+
+
+def test_init_switches_on_frame_conditioning(tmp_path):
+    """A checkpoint without the per-frame adaLN embedding initialises a model with it: the new
+    embedding starts at zero, so the student computes exactly what the checkpoint did; the other
+    way round is a named error."""
+    src_dir = pretrain(tiny_cfg(tmp_path, "plain", "steps=2"), progress=False)
+    cfg = tiny_cfg(tmp_path, "fc", "steps=1", "model.frame_cond=true", f"init={src_dir}", "optim.lr=0")
+    fc_dir = pretrain(cfg, progress=False)
+    a = CausalVideoTransformer.from_pretrained(src_dir)
+    b = CausalVideoTransformer.from_pretrained(fc_dir)
+    assert b.config.frame_cond and torch.count_nonzero(b.frame_embed.weight) == 0
+    text = get_text_encoder().encode(["a small red ball falls on a black background"])
+    c = a.config
+    x = torch.randn(1, c.block_frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1, c.block_frames), 0.7)
+    with torch.no_grad():
+        assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
+    back = tiny_cfg(tmp_path, "back", "steps=1", f"init={fc_dir}")
+    with pytest.raises(ValueError, match=r"init=.*model\.frame_cond is True .* but False"):
+        pretrain(back, progress=False)

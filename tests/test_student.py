@@ -17,11 +17,12 @@ from afd.text import get_text_encoder
 PROMPTS = ["a small red ball falls on a black background", "a large blue square slides to the left on a gray background"]
 
 
-def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0) -> CausalVideoTransformer:
+def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0,
+               frame_cond: bool = True) -> CausalVideoTransformer:
     """A small student whose zero-initialised branches are perturbed, so every path matters."""
     torch.manual_seed(seed)
     cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
-                        heads=2, prediction=prediction)
+                        heads=2, prediction=prediction, frame_cond=frame_cond)
     model = CausalVideoTransformer(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -61,9 +62,10 @@ def test_block_causal_mask(text, block_frames):
             assert not torch.allclose(out_train[:, upto:], base_train[:, upto:], atol=1e-3)
 
 
-def test_training_view_equals_inference_view(text):
+@pytest.mark.parametrize("frame_cond", [False, True])
+def test_training_view_equals_inference_view(text, frame_cond):
     """forward_train's prediction for block k == the cached inference call for block k."""
-    model = tiny_model()
+    model = tiny_model(frame_cond=frame_cond)
     F = model.config.block_frames
     x, noised = clip(model, 2), clip(model, 3)
     t = torch.rand(2, model.config.n_blocks).repeat_interleave(F, dim=1)
@@ -134,6 +136,53 @@ def test_rollout_gradient_through_one_step_per_block(text):
     assert not plain.requires_grad
     with pytest.raises(ValueError, match="grad_steps"):
         rollout(model, text, noise, step_levels(3, 1.0), grad_steps=[0, 3, 1])
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_rollout_continues_a_prefix(text, use_cache):
+    """Continuing the first P blocks of a rollout with the same noise gives the same later blocks."""
+    model = tiny_model()
+    F = model.config.block_frames
+    noise = rollout_noise(PROMPTS, [3, 4], model, 2)
+    levels = step_levels(2, 1.0)
+    with torch.no_grad():
+        full = rollout(model, text, noise, levels, amp=False, use_cache=use_cache)
+        for P in (1, 2):
+            cont = rollout(model, text, noise, levels, amp=False, use_cache=use_cache, prefix=full[:, :P * F])
+            assert torch.equal(cont[:, :P * F], full[:, :P * F])
+            torch.testing.assert_close(cont[:, P * F:], full[:, P * F:], atol=1e-5, rtol=1e-5)
+        other = rollout(model, text, noise, levels, amp=False, use_cache=use_cache, prefix=-full[:, :F])
+        assert not torch.allclose(other[:, F:], full[:, F:], atol=1e-3)  # the later blocks read the prefix
+        with pytest.raises(ValueError, match="multiple of 4 frames"):
+            rollout(model, text, noise, levels, prefix=full[:, :F + 1])
+        with pytest.raises(ValueError, match="at least one of the 3 blocks"):
+            rollout(model, text, noise, levels, prefix=full)
+
+
+def test_first_block_gets_its_own_steps(text):
+    """config.first_steps gives block 0 (no context) more steps; later blocks keep ``steps``."""
+    import dataclasses
+
+    model = tiny_model()
+    model.config = dataclasses.replace(model.config, steps=2, shift=1.0, first_steps=5)
+    first, levels = model.config.sampler_levels()
+    assert first == step_levels(5, 1.0) and levels == step_levels(2, 1.0)
+    assert model.config.sampler_levels(steps=8)[0] == step_levels(8, 1.0)  # never fewer than steps
+    assert model.config.sampler_levels(first_steps=0)[0] == levels
+    noise = rollout_noise(PROMPTS, [0, 1], model, 5)
+    with torch.no_grad():
+        default = rollout(model, text, noise, amp=False)
+        explicit = rollout(model, text, noise, levels, first_levels=first, amp=False)
+        plain = rollout(model, text, noise, levels, amp=False)
+    assert torch.equal(default, explicit)
+    assert not torch.allclose(default[:, :4], plain[:, :4], atol=1e-4)
+    with pytest.raises(ValueError, match="expected"):
+        rollout(model, text, noise[:, :, :4], amp=False)  # 5 levels in block 0 need 5 noise slices
+    with pytest.raises(ValueError, match="grad_steps"):
+        rollout(model, text, noise, levels, first_levels=first, grad_steps=[4, 2, 0])
+    rollout(model, text, noise, levels, first_levels=first, grad_steps=[4, 1, 0], amp=False)
+    with pytest.raises(ValueError, match="first_steps must be >= 0"):
+        StudentConfig(first_steps=-1)
 
 
 @pytest.mark.parametrize("prediction", ["x0", "velocity"])

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
     p.add_argument("--fd-terms", action="store_true",
                    help="also print which descriptors the Fréchet distance comes from (general prompts)")
+    p.add_argument("--block-drift", action="store_true",
+                   help="with --checkpoint: also measure how the student's motion drifts inside its blocks and "
+                        "jumps at block boundaries (moving general prompts, one clip each)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -89,11 +92,14 @@ def cmd_eval(args) -> int:
     from afd.cli import CLIError
 
     if args.compare:
-        if args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms:
-            raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip and "
-                           "--fd-terms do not apply")
+        if (args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms
+                or args.block_drift):
+            raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
+                           "--fd-terms and --block-drift do not apply")
         print(format_reports(load_reports(args.compare)))
         return 0
+    if args.block_drift and not args.checkpoint:
+        raise CLIError("--block-drift measures a student: use it with --checkpoint")
     if args.videos:
         if args.split or args.prompts_per_split is not None:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
@@ -124,6 +130,13 @@ def cmd_eval(args) -> int:
         print(format_spread(pcs))
     if args.fd_terms:
         print(_fd_terms(args.videos, clips, prompts, report))
+    if args.block_drift:
+        from afd.eval.blocks import block_drift, format_block_drift
+
+        try:
+            print(format_block_drift(block_drift(model, sorted(set(prompts), key=prompts.index), args.seed)))
+        except ValueError as e:
+            raise CLIError(f"--block-drift: {e}") from None
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {args.json}")

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="clip k of a prompt uses seed + k")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the checkpoint's)")
+    p.add_argument("--first-steps", type=int, default=None,
+                   help="denoising steps of block 0, the one without context (default: the checkpoint's; "
+                        "never fewer than --steps)")
     p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the checkpoint's)")
     p.add_argument("--renoise", choices=["fresh", "ddim"], default=None,
                    help="re-noising between steps (default: the checkpoint's)")
@@ -48,6 +51,8 @@ def cmd_sample(args) -> int:
 
     if args.per_prompt < 1:
         raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    if args.first_steps is not None and args.first_steps < 0:
+        raise ValueError(f"--first-steps must be >= 0, got {args.first_steps}")
     prompts = load_split(args.split) if args.split else read_prompt_file(args.prompts)
     model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint))
     fps = model.config.frames / 2.0  # the built-in student's clips span 2 s (16 frames at 8 fps)
@@ -56,6 +61,7 @@ def cmd_sample(args) -> int:
     t0 = time.time()
     with tqdm(total=len(jobs), desc="sample", dynamic_ncols=True) as bar:
         videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift, renoise=args.renoise,
+                          first_steps=args.first_steps,
                           batch_size=args.batch_size, progress=bar.update)
     entries = []
     for i, ((prompt, seed), v) in enumerate(zip(jobs, videos)):

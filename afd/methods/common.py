@@ -8,7 +8,6 @@ import torch
 
 from afd.losses import prior_regulariser
 from afd.student.rollout import rollout, rollout_noise
-from afd.student.schedule import step_levels
 from afd.text.encoder import TextEncoding
 
 
@@ -28,11 +27,12 @@ def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator
     in the student's space with a graph through the chosen step of every block; earlier steps
     and every cache write run without gradient (``rollout(grad_steps=...)``)."""
     cfg = student.config
-    levels = step_levels(cfg.steps, cfg.shift)
+    first, levels = cfg.sampler_levels()
+    # Indices < len(levels) are valid in block 0 too (it has at least as many levels).
     grad_steps = draw_grad_steps(cfg.n_blocks, len(levels), generator)
     seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator)]
-    noise = rollout_noise(prompts, seeds, student, len(levels))
-    return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp)
+    noise = rollout_noise(prompts, seeds, student, len(first))
+    return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp, first_levels=first)
 
 
 def batch_rollout_with_grad(models, batch, rollouts_per_prompt: int, generator: torch.Generator,

@@ -122,6 +122,7 @@ class CausalVideoTransformer(nn.Module):
         self.pos_col = nn.Parameter(torch.randn(cfg.width // cfg.patch, D) * 0.02)
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.pooled_proj = nn.Linear(cfg.text_dim, D)
+        self.frame_embed = nn.Embedding(cfg.frames, D) if cfg.frame_cond else None
         self.text_proj = nn.Linear(cfg.text_dim, D)
         self.layers = nn.ModuleList(Layer(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -142,6 +143,8 @@ class CausalVideoTransformer(nn.Module):
         for m in (self.final_ada, self.patch_out):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if self.frame_embed is not None:
+            nn.init.zeros_(self.frame_embed.weight)
 
     # ----- tokens <-> frames -----
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +187,8 @@ class CausalVideoTransformer(nn.Module):
         pos = self.pos_frame[frames][:, None, :] + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None]
         h = self.patch_in(self.patchify(x)) + pos.flatten(0, 1)[None]
         c = self.t_mlp(timestep_embedding(t, 256)) + self.pooled_proj(text.pooled)[:, None, :]
+        if self.frame_embed is not None:
+            c = c + self.frame_embed(frames)[None]
         text_h = self.text_proj(text.tokens)
         text_mask = text.mask[:, None, None, :]
         n_past = cache.n_frames if cache is not None else 0

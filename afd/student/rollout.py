@@ -18,7 +18,6 @@ import torch
 
 from afd.student.cache import KVCache
 from afd.student.model import CausalVideoTransformer
-from afd.student.schedule import step_levels
 from afd.text.encoder import TextEncoding
 
 
@@ -58,11 +57,13 @@ def rollout(
     amp: bool = True,
     n_blocks: int | None = None,
     renoise: str | None = None,
+    prefix: torch.Tensor | None = None,
+    first_levels: list[float] | None = None,
 ) -> torch.Tensor:
     """Generate clips in the model's space.
 
-    text: B prompt encodings; noise: (B, K, S, F, C, H, W) from ``rollout_noise`` with S >=
-    len(levels); levels: decreasing noise levels (default: the model config's step list).
+    text: B prompt encodings; noise: (B, K, S, F, C, H, W) from ``rollout_noise`` with S >= the
+    number of levels of the longest block; levels: decreasing noise levels (default: the model config's step list).
     grad_steps: one step index per block whose forward pass keeps its graph; that step's x0
     estimate becomes the block (Self-Forcing's early exit), earlier steps and every cache
     write run without gradient. None: no gradient anywhere.
@@ -71,33 +72,62 @@ def rollout(
     growing length with one model. None: all of the config's blocks (noise must have exactly that many).
     renoise: "fresh" | "ddim" between steps (default: the model config's ``renoise``); with
     "ddim" only noise[:, k, 0] is used.
-    Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec).
+    prefix: (B, P * F, C, H, W) clean frames of the first P < K blocks to continue from (e.g. a
+    real clip's opening, for teacher-forced evaluation); they are written to the cache as they
+    are and only blocks P .. K-1 are generated (grad_steps then still lists one entry per block;
+    the prefix blocks' entries are ignored).
+    first_levels: the levels of block 0, which has no context (default: the config's
+    ``sampler_levels`` when ``levels`` is None, else ``levels``); noise then needs S >= the longer
+    list, and block 0's grad_steps entry indexes this list.
+    Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec); with a
+    prefix its frames come first, unchanged.
     """
     cfg = model.config
-    levels = levels if levels is not None else step_levels(cfg.steps, cfg.shift)
+    if levels is None:
+        default_first, levels = cfg.sampler_levels()
+        first_levels = first_levels if first_levels is not None else default_first
+    first_levels = first_levels if first_levels is not None else levels
+    n_levels = max(len(levels), len(first_levels))
     renoise = renoise or cfg.renoise
     if renoise not in ("fresh", "ddim"):
         raise ValueError(f"renoise must be 'fresh' or 'ddim', got {renoise!r}")
     B, K_noise, S = noise.shape[:3]
     if n_blocks is None:
         K = cfg.n_blocks
-        if K_noise != K or S < len(levels):
-            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {K}, >= {len(levels)}, ...)")
+        if K_noise != K or S < n_levels:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {K}, >= {n_levels}, ...)")
     else:
         K = n_blocks
         if not 1 <= K <= cfg.n_blocks:
             raise ValueError(f"n_blocks must be in [1, {cfg.n_blocks}] (the model's blocks), got {n_blocks}")
-        if K_noise < K or S < len(levels):
-            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, >= {K}, >= {len(levels)}, ...)")
-    if grad_steps is not None and (len(grad_steps) != K or any(not 0 <= g < len(levels) for g in grad_steps)):
-        raise ValueError(f"grad_steps must give one step index in [0, {len(levels)}) per block, got {grad_steps}")
+        if K_noise < K or S < n_levels:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, >= {K}, >= {n_levels}, ...)")
+    if grad_steps is not None and (len(grad_steps) != K or any(
+            not 0 <= g < len(first_levels if k == 0 else levels) for k, g in enumerate(grad_steps))):
+        raise ValueError(f"grad_steps must give one step index per block in [0, number of that block's levels), "
+                         f"got {grad_steps} for {len(first_levels)} levels in block 0 and {len(levels)} after")
+    n_pre = 0
+    if prefix is not None:
+        F_ = cfg.block_frames
+        if prefix.dim() != 5 or prefix.shape[0] != B or prefix.shape[2:] != noise.shape[4:] or prefix.shape[1] % F_:
+            raise ValueError(f"prefix must be (B={B}, a multiple of {F_} frames, {', '.join(map(str, noise.shape[4:]))}), "
+                             f"got {tuple(prefix.shape)}")
+        n_pre = prefix.shape[1] // F_
+        if not 1 <= n_pre < K:
+            raise ValueError(f"prefix holds {n_pre} blocks; it must leave at least one of the {K} blocks to generate")
     cache = KVCache.empty()
     blocks: list[torch.Tensor] = []
-    for k in range(K):
+    if n_pre:
+        blocks = list(prefix.float().split(cfg.block_frames, dim=1))
+        if use_cache:
+            with torch.no_grad(), _autocast(amp):
+                _, cache = model(prefix, torch.zeros(B, prefix.shape[1]), text, None, clean=True)
+    for k in range(n_pre, K):
+        lv = first_levels if k == 0 else levels
         x = noise[:, k, 0]
-        last = grad_steps[k] if grad_steps is not None else len(levels) - 1
+        last = grad_steps[k] if grad_steps is not None else len(lv) - 1
         for i in range(last + 1):
-            t = torch.full((B, cfg.block_frames), levels[i])
+            t = torch.full((B, cfg.block_frames), lv[i])
             with torch.set_grad_enabled(grad_steps is not None and i == last), _autocast(amp):
                 if use_cache:
                     raw, _ = model(x, t, text, cache if k else None)
@@ -106,11 +136,11 @@ def rollout(
                     raw = model.forward_with_prefix(prefix, x, t, text)
             x0 = model.to_x0(raw, x, t)
             if i < last:
-                nxt = levels[i + 1]
+                nxt = lv[i + 1]
                 if renoise == "fresh":
                     eps = noise[:, k, i + 1]
                 else:
-                    eps = (x - (1 - levels[i]) * x0) / levels[i]
+                    eps = (x - (1 - lv[i]) * x0) / lv[i]
                 x = (1 - nxt) * x0 + nxt * eps
         blocks.append(x0)
         if use_cache and k < K - 1:

@@ -7,22 +7,25 @@ import torch
 from afd.student.codec import make_codec
 from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
-from afd.student.schedule import step_levels
 from afd.text.encoder import get_text_encoder
 
 
 @torch.no_grad()
 def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int], *, steps: int | None = None,
              shift: float | None = None, batch_size: int = 32, amp: bool = True, use_cache: bool = True,
-             renoise: str | None = None, progress=None) -> torch.Tensor:
+             renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
+             progress=None) -> torch.Tensor:
     """Sample one clip per (prompt, seed): (B, T, 3, H, W) float in [-1, 1].
 
+    ``prefix``: (B, n, 3, H, W) in [-1, 1], the opening frames of each clip (whole blocks); the
+    student continues them (``rollout(prefix=...)``) and the returned clips start with them.
+
     Deterministic per clip (the noise is keyed by prompt and seed, not by batch position).
-    ``steps``/``shift``/``renoise`` default to the model config's sampler. ``progress``: an optional
+    ``steps``/``shift``/``renoise``/``first_steps`` (block 0's steps) default to the model config's sampler. ``progress``: an optional
     callable told how many clips finished after each batch.
     """
     cfg = model.config
-    levels = step_levels(steps or cfg.steps, shift or cfg.shift)
+    first, levels = cfg.sampler_levels(steps, shift, first_steps)
     codec = make_codec(cfg.codec)
     encoder = get_text_encoder()
     was_training = model.training
@@ -31,8 +34,10 @@ def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int]
     try:
         for i in range(0, len(prompts), batch_size):
             p, s = prompts[i:i + batch_size], seeds[i:i + batch_size]
-            noise = rollout_noise(p, s, model, len(levels))
-            x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise)
+            noise = rollout_noise(p, s, model, len(first))
+            pre = codec.encode(prefix[i:i + batch_size]) if prefix is not None else None
+            x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise,
+                         prefix=pre, first_levels=first)
             out.append(codec.decode(x0))
             if progress is not None:
                 progress(len(p))

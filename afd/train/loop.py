@@ -43,7 +43,6 @@ from afd.student.lora import AdaptersOff, add_lora, merged_copy
 from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import generate
-from afd.student.schedule import step_levels
 from afd.student.shipped import resolve_checkpoint
 from afd.teacher import TeacherBudgetExceeded
 from afd.text.encoder import get_text_encoder
@@ -168,7 +167,7 @@ class Trainer:
         self.fmt = VideoFormat(frames=sc.frames, height=sc.height, width=sc.width, fps=STUDENT.fps)
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
         self.encoder = get_text_encoder()
-        self.levels = step_levels(sc.steps, sc.shift)
+        self.first_levels, self.levels = sc.sampler_levels()
 
         self.step = 0
         self.warmup_done = cfg.disc.warmup_iters == 0
@@ -236,8 +235,9 @@ class Trainer:
         flat_p = [p for p in prompts for _ in range(G)]
         flat_s = [s for row in seeds for s in row]
         old = self.models.old
-        noise = rollout_noise(flat_p, flat_s, old, len(self.levels))
-        x0 = rollout(old, self.encoder.encode(flat_p), noise, self.levels, amp=self.cfg.train.amp)
+        noise = rollout_noise(flat_p, flat_s, old, len(self.first_levels))
+        x0 = rollout(old, self.encoder.encode(flat_p), noise, self.levels, amp=self.cfg.train.amp,
+                     first_levels=self.first_levels)
         return self.models.codec.decode(x0).detach()
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:

@@ -114,7 +114,7 @@ FINAL_DIR = "final"
 # checkpoint), and the student's default sampler, which only affects evaluation and the exported
 # config. None of them changes a training step.
 RESUME_MUTABLE = ("steps", "out", "export")
-RESUME_MUTABLE_MODEL = ("steps", "shift", "renoise")
+RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise")
 
 
 def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) -> PretrainConfig:
@@ -137,23 +137,33 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
 
 
-INIT_MAY_DIFFER = ("block_frames", "steps", "shift", "renoise")
+INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise")
+# Switches that add zero-initialised modules: a checkpoint without them may initialise a model
+# with them (the new weights keep their zero init), not the other way round.
+INIT_MAY_ADD = ("frame_cond",)
 
 
 def init_from(model: CausalVideoTransformer, ema: CausalVideoTransformer, spec: str) -> None:
     """Copy the weights of checkpoint ``spec`` into ``model`` and ``ema``.
 
-    Raises ValueError naming the first model field (other than INIT_MAY_DIFFER) that differs."""
+    Raises ValueError naming the first model field that differs, other than INIT_MAY_DIFFER and
+    an INIT_MAY_ADD switch turned on here but off in the checkpoint."""
     src_dir = resolve_checkpoint(spec)
     src = CausalVideoTransformer.from_pretrained(src_dir)
     a, b = vars(src.config), vars(model.config)
     for key in a:
-        if key not in INIT_MAY_DIFFER and a[key] != b[key]:
+        added = key in INIT_MAY_ADD and not a[key] and b[key]
+        if key not in INIT_MAY_DIFFER and a[key] != b[key] and not added:
             raise ValueError(f"init={spec}: model.{key} is {a[key]!r} in {src_dir} but {b[key]!r} in this config; "
-                             f"only {', '.join(INIT_MAY_DIFFER)} may differ")
+                             f"only {', '.join(INIT_MAY_DIFFER)} may differ (and {', '.join(INIT_MAY_ADD)} "
+                             "may be switched on)")
     state = src.state_dict()
-    model.load_state_dict(state)
-    ema.load_state_dict(state)
+    new = set(model.state_dict()) - set(state)
+    for target in (model, ema):
+        missing, unexpected = target.load_state_dict(state, strict=False)
+        if set(missing) != new or unexpected:
+            raise ValueError(f"init={spec}: weights of {src_dir} do not fit this model "
+                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
