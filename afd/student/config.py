@@ -42,12 +42,12 @@ class StudentConfig:
     # vanished objects of the first frames (general-eval Fréchet distance 44 -> 26) for ~20% more
     # model calls per clip.
     first_steps: int = 0
-    # Add a learned per-frame embedding to the adaLN conditioning, so every layer knows which
+    # Add a learned per-frame embedding to the adaLN conditioning, so every layer is told which
     # frame of its block a token sits in (otherwise only the input position embedding says so,
-    # and all frames of a noised block share t). Without it the base compressed the motion
-    # inside each block: frame 0 of a block too far ahead, frame 3 behind, a jump at every
-    # block boundary (issue 3 diagnosis). Zero-initialised, so an older checkpoint fine-tunes
-    # into it unchanged at step 0 (``afd pretrain init=...``).
+    # and all frames of a noised block share t). Tried against the base's within-block drift
+    # (frame 0 of a block ahead of the world, frame 3 behind; ``afd eval --block-drift``): in a
+    # 1,500-step fine-tune it did no better than the same fine-tune without it, so it is off by
+    # default. Zero-initialised, so an older checkpoint fine-tunes into it unchanged at step 0.
     frame_cond: bool = False
 
     def __post_init__(self):
