@@ -87,7 +87,7 @@ def block_drift(model: CausalVideoTransformer, prompts: list[str], seed: int = 1
     world_xy = [_centroids(Video(v, STUDENT.fps)) for v in world]
     drift = np.full((len(moving), K - 1, F), np.nan)
     for k in range(1, K):
-        clips = generate(model, moving, seeds, prefix=world[:, :k * F])
+        clips = generate(model, moving, seeds, prefix=world[:, :k * F], n_blocks=k + 1)
         for i, v in enumerate(clips):
             xy = _centroids(Video(v, STUDENT.fps))
             for j in range(k * F, (k + 1) * F):

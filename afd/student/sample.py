@@ -14,11 +14,12 @@ from afd.text.encoder import get_text_encoder
 def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int], *, steps: int | None = None,
              shift: float | None = None, batch_size: int = 32, amp: bool = True, use_cache: bool = True,
              renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
-             progress=None) -> torch.Tensor:
+             n_blocks: int | None = None, progress=None) -> torch.Tensor:
     """Sample one clip per (prompt, seed): (B, T, 3, H, W) float in [-1, 1].
 
     ``prefix``: (B, n, 3, H, W) in [-1, 1], the opening frames of each clip (whole blocks); the
     student continues them (``rollout(prefix=...)``) and the returned clips start with them.
+    ``n_blocks``: stop after that many blocks (prefix included); the clips are then shorter.
 
     Deterministic per clip (the noise is keyed by prompt and seed, not by batch position).
     ``steps``/``shift``/``renoise``/``first_steps`` (block 0's steps) default to the model config's sampler. ``progress``: an optional
@@ -37,7 +38,7 @@ def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int]
             noise = rollout_noise(p, s, model, len(first))
             pre = codec.encode(prefix[i:i + batch_size]) if prefix is not None else None
             x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise,
-                         prefix=pre, first_levels=first)
+                         prefix=pre, first_levels=first, n_blocks=n_blocks)
             out.append(codec.decode(x0))
             if progress is not None:
                 progress(len(p))
