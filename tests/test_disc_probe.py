@@ -35,7 +35,7 @@ def test_probe_runs_and_repeats_from_its_cache(tiny_student, tmp_path, capsys):
     assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
            [{k: v for k, v in r.items() if k not in drop} for r in rows]
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert summary["config"]["lr"] == 1e-3 and (tmp_path / "b" / "config.yaml").exists()
+    assert summary["disc"]["lr"] == 1e-3 and (tmp_path / "b" / "config.yaml").exists()
 
 
 def test_probe_with_loose_negatives(tiny_student, tmp_path):

@@ -31,12 +31,7 @@ def cmd_probe(args) -> int:
     from afd.train.disc_probe import probe
 
     cfg = load_config(AdaptConfig, args.config, args.overrides)
-    rows = probe(cfg, Path(args.out), iters=args.iters, every=args.every, n_prompts=args.prompts,
-                 rollouts=args.rollouts, seed=args.seed, cache_root=Path(args.cache),
-                 negatives=args.negatives)
-    last = rows[-1]
-    best = max(rows, key=lambda r: r["fidelity"] if r["fidelity"] == r["fidelity"] else -2)
-    print(json.dumps({"fidelity": round(last["fidelity"], 4), "within": round(last["within"], 4),
-                      "acc": round(last["acc"], 4), "best_fidelity": round(best["fidelity"], 4),
-                      "best_iter": best["iter"]}))
+    _, summary = probe(cfg, Path(args.out), iters=args.iters, every=args.every, n_prompts=args.prompts,
+                       rollouts=args.rollouts, seed=args.seed, cache_root=Path(args.cache), negatives=args.negatives)
+    print(json.dumps(summary))
     return 0

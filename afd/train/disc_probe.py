@@ -158,10 +158,11 @@ def _judge(disc, cfg: AdaptConfig, data: ProbeData, cols: slice, text, ref, code
 
 
 def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int | None = None, rollouts: int = 8,
-          seed: int = 0, cache_root: Path = Path("cache/probe"), negatives: str = "base") -> list[dict]:
+          seed: int = 0, cache_root: Path = Path("cache/probe"), negatives: str = "base") -> tuple[list[dict], dict]:
     """Train a fresh D as the loop would for ``iters`` iterations and judge it every ``every``
     (and at 0 and the end). Writes ``out/probe.jsonl`` (one row per judgement), ``out/config.yaml``
-    and ``out/summary.json``; returns the rows."""
+    and ``out/summary.json``; returns the rows and the summary (last judgement's ``fidelity``,
+    ``within``, ``acc``, and the best ``fidelity`` with its iteration; NaN becomes None)."""
     if iters < 1 or every < 1:
         raise ValueError(f"--iters and --every must be >= 1, got {iters} and {every}")
     _check_rollouts(rollouts)
@@ -224,8 +225,8 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
         if it % every == 0 or it == iters:
             judge(it, {"d_loss": stats.get("d_loss"), "d_acc_train": stats.get("d_acc_train")})
     best = max(rows, key=lambda r: r["fidelity"] if math.isfinite(r["fidelity"]) else -2)
-    summary = {"final_fidelity": rows[-1]["fidelity"], "final_within": rows[-1]["within"], "final_acc": rows[-1]["acc"],
-               "best_fidelity": best["fidelity"], "best_iter": best["iter"], "train_seconds": round(t_train, 1),
-               "config": config_to_dict(cfg)["disc"]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return rows
+    summary = {"fidelity": rows[-1]["fidelity"], "within": rows[-1]["within"], "acc": rows[-1]["acc"],
+               "best_fidelity": best["fidelity"], "best_iter": best["iter"], "train_seconds": round(t_train, 1)}
+    summary = {k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in summary.items()}
+    atomic_write_text(out / "summary.json", json.dumps({**summary, "disc": config_to_dict(cfg)["disc"]}, indent=1) + "\n")
+    return rows, summary
