@@ -105,12 +105,16 @@ def probe_data(cfg: AdaptConfig, n_prompts: int | None, rollouts: int, seed: int
     t0 = time.time()
     flat_p = [p for p in prompts for _ in range(rollouts)]
     flat_s = [seed * 1_000_003 + j for _ in prompts for j in range(rollouts)]
-    clips = generate(student, flat_p, flat_s, amp=cfg.train.amp)
-    if negatives == "loose":
-        half = rollouts // 2
-        loose = stack(to_student_format(WorldTeacher(mode="loose").sample(flat_p, flat_s), fmt))
-        train_rows = torch.tensor([j < half for _ in prompts for j in range(rollouts)])
-        clips = torch.where(train_rows.view(-1, 1, 1, 1, 1), loose.to(clips.dtype), clips)
+    # rows (prompt i, rollout j) in order; with loose negatives the training rows j < R/2 are world clips
+    loose_row = [negatives == "loose" and j < rollouts // 2 for _ in prompts for j in range(rollouts)]
+    clips = torch.empty(len(flat_p), sc.frames, 3, sc.height, sc.width)
+    for is_loose in (False, True):
+        rows = [i for i, v in enumerate(loose_row) if v == is_loose]
+        if not rows:
+            continue
+        p, sd = [flat_p[i] for i in rows], [flat_s[i] for i in rows]
+        clips[rows] = (stack(to_student_format(WorldTeacher(mode="loose").sample(p, sd), fmt)) if is_loose
+                       else generate(student, p, sd, amp=cfg.train.amp)).float()
     meas = rollout_measures(clips, flat_p)
     n = len(prompts)
     tensors = {"rollouts": clips.reshape(n, rollouts, *clips.shape[1:]).to(torch.float16)}
