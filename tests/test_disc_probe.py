@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from afd.cli import main
 
@@ -39,8 +41,14 @@ def test_probe_runs_and_repeats_from_its_cache(tiny_student, tmp_path, capsys):
 
 
 def test_probe_with_loose_negatives(tiny_student, tmp_path):
+    assert main(_args(tiny_student, tmp_path, tmp_path / "b")) == 0
     assert main(_args(tiny_student, tmp_path, tmp_path / "l", "--negatives", "loose")) == 0
-    assert len(list((tmp_path / "probe-cache").glob("*-loose.safetensors"))) == 1
+    (loose,) = (tmp_path / "probe-cache").glob("*-loose.safetensors")
+    (base,) = set((tmp_path / "probe-cache").glob("*.safetensors")) - {loose}
+    lo, ba = load_file(loose)["rollouts"], load_file(base)["rollouts"]
+    # training rollouts (0, 1 of 4) are replaced by world clips; the held-out ones stay the base's
+    assert torch.equal(lo[:, 2:], ba[:, 2:])
+    assert not torch.equal(lo[:, :2], ba[:, :2])
 
 
 @pytest.mark.parametrize("extra, message", [

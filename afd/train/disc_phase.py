@@ -39,6 +39,18 @@ def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, gene
     return codec.decode(x_t - t * v).clamp(-1, 1)
 
 
+def rerender_pair(ref, codec, teacher: torch.Tensor, rollouts: torch.Tensor, text: TextEncoding, t: float,
+                  generator: torch.Generator, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rerender`` both sides of prompt-paired clips: teacher (P, ...) with the P encodings
+    ``text``, rollouts (P * G, ...) with each encoding repeated G times. ``t`` <= 0 returns them
+    unchanged (``disc.rerender_t`` off)."""
+    if t <= 0:
+        return teacher, rollouts
+    G = rollouts.shape[0] // teacher.shape[0]
+    return (rerender(ref, codec, teacher, text, t, generator, amp),
+            rerender(ref, codec, rollouts, text.repeat_interleave(G), t, generator, amp))
+
+
 def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, teacher: torch.Tensor,
                         student: torch.Tensor, prompts: list[str], text: TextEncoding,
                         generator: torch.Generator, amp: bool = False) -> dict[str, float]:

@@ -45,7 +45,7 @@ from afd.student.sample import generate
 from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.config import AdaptConfig
-from afd.train.disc_phase import rerender, score_pairs, train_discriminator
+from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.teacher_clips import TeacherClips
 from afd.teacher import WorldTeacher, to_student_format
@@ -77,9 +77,10 @@ def _probe_prompts(split: str, n: int | None, seed: int) -> list[str]:
     return [pool[i] for i in idx]
 
 
-def probe_data(cfg: AdaptConfig, n_prompts: int | None, rollouts: int, seed: int, cache_root: Path,
-               negatives: str = "base") -> ProbeData:
-    """Teacher clips, base rollouts and their measures, from ``cache_root`` when already made.
+def probe_data(cfg: AdaptConfig, student: CausalVideoTransformer, base_sha: str, n_prompts: int | None,
+               rollouts: int, seed: int, cache_root: Path, negatives: str = "base") -> ProbeData:
+    """Teacher clips, rollouts of ``student`` (the base, whose weights hash to ``base_sha``) and
+    their measures, from ``cache_root`` when already made.
 
     ``negatives="loose"`` replaces each prompt's training rollouts by clips of the loose world (the
     base's pretraining data: the same renderer as the teacher, physics drawn per clip), a
@@ -88,13 +89,11 @@ def probe_data(cfg: AdaptConfig, n_prompts: int | None, rollouts: int, seed: int
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     _check_rollouts(rollouts)
-    base_dir = resolve_checkpoint(cfg.student.checkpoint)
     prompts = _probe_prompts(cfg.train.split, n_prompts, seed)
-    key = f"{file_sha256(base_dir / 'model.safetensors')[:16]}-{cfg.train.split}-n{len(prompts)}-r{rollouts}-s{seed}"
+    key = f"{base_sha[:16]}-{cfg.train.split}-n{len(prompts)}-r{rollouts}-s{seed}"
     if negatives != "base":
         key += f"-{negatives}"
     path = cache_root / f"{key}.safetensors"
-    student = CausalVideoTransformer.from_pretrained(base_dir)
     sc = student.config
     fmt = VideoFormat(frames=sc.frames, height=sc.height, width=sc.width, fps=STUDENT.fps)
     teacher = TeacherClips(cfg.teacher, load_split(cfg.train.split), fmt).get(prompts, [0] * len(prompts))
@@ -140,15 +139,12 @@ def _within(scores: np.ndarray, pc: np.ndarray) -> float:
 
 def _judge(disc, cfg: AdaptConfig, data: ProbeData, cols: slice, text, ref, codec, gen_seed: int) -> dict[str, float]:
     """D's eval-mode view of the rollouts in columns ``cols`` of every prompt (see module docstring)."""
-    n, r = data.rollouts.shape[:2]
+    n = data.rollouts.shape[0]
     roll = data.rollouts[:, cols]
     g = roll.shape[1]
     flat = roll.reshape(n * g, *roll.shape[2:])
-    teacher = data.teacher
-    if cfg.disc.rerender_t > 0:
-        gen = torch.Generator().manual_seed(gen_seed)
-        teacher = rerender(ref, codec, teacher, text, cfg.disc.rerender_t, gen, cfg.train.amp)
-        flat = rerender(ref, codec, flat, text.repeat_interleave(g), cfg.disc.rerender_t, gen, cfg.train.amp)
+    teacher, flat = rerender_pair(ref, codec, data.teacher, flat, text, cfg.disc.rerender_t,
+                                  torch.Generator().manual_seed(gen_seed), cfg.train.amp)
     d_t, d_s, stats = score_pairs(disc, cfg.disc, teacher, flat, text)
     groups = torch.arange(n).repeat_interleave(g)
     w = compute_weights(d_s, groups, cfg.afd.advantage).weights.numpy()
@@ -177,13 +173,14 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     torch.manual_seed(seed)
-    data = probe_data(cfg, n_prompts, rollouts, seed, cache_root, negatives)
+    base_dir = resolve_checkpoint(cfg.student.checkpoint)
+    ref = CausalVideoTransformer.from_pretrained(base_dir).eval()  # rolls out; re-renders when disc.rerender_t > 0
+    codec = make_codec(ref.config.codec)
+    data = probe_data(cfg, ref, file_sha256(base_dir / "model.safetensors"), n_prompts, rollouts, seed, cache_root,
+                      negatives)
     n = len(data.prompts)
     P = min(cfg.train.prompts, n)
     text = get_text_encoder().encode(data.prompts)
-    base_dir = resolve_checkpoint(cfg.student.checkpoint)
-    ref = CausalVideoTransformer.from_pretrained(base_dir).eval() if cfg.disc.rerender_t > 0 else None
-    codec = make_codec(ref.config.codec) if ref is not None else None
     disc = Discriminator(cfg.disc.model)
     opt = torch.optim.AdamW(disc.trainable_parameters(), lr=cfg.disc.lr, betas=cfg.disc.betas,
                             weight_decay=cfg.disc.weight_decay)
@@ -211,7 +208,6 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
               + "  ".join(f"{c} {row['cue_' + c]:+.2f}" for c in CUES), flush=True)
 
     judge(0, {})
-    stats: dict = {}
     for it in range(1, iters + 1):
         idx = np.sort(rng.choice(n, P, replace=False))
         cols = np.stack([rng.choice(half, G, replace=False) for _ in idx])
@@ -221,9 +217,7 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
         prompts = [data.prompts[i] for i in idx]
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         t0 = time.time()
-        if cfg.disc.rerender_t > 0:
-            teacher = rerender(ref, codec, teacher, sub_text, cfg.disc.rerender_t, gen, cfg.train.amp)
-            roll = rerender(ref, codec, roll, sub_text.repeat_interleave(G), cfg.disc.rerender_t, gen, cfg.train.amp)
+        teacher, roll = rerender_pair(ref, codec, teacher, roll, sub_text, cfg.disc.rerender_t, gen, cfg.train.amp)
         stats = train_discriminator(disc, opt, cfg.disc, teacher, roll, prompts, sub_text, gen)
         t_train += time.time() - t0
         if it % every == 0 or it == iters:

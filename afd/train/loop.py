@@ -49,7 +49,7 @@ from afd.text.encoder import get_text_encoder
 from afd.train import dist
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.config import AdaptConfig
-from afd.train.disc_phase import rerender, score_pairs, train_discriminator
+from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
 from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.logger import RunLogger, truncate_jsonl
@@ -242,12 +242,9 @@ class Trainer:
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:
         cfg = self.cfg
-        teacher, rollouts = batch.teacher, batch.rollouts
-        if cfg.disc.rerender_t > 0:
-            gen = _generator(cfg.train.seed, it, RERENDER)
-            m = self.models
-            teacher = rerender(m.ref, m.codec, teacher, batch.text, cfg.disc.rerender_t, gen, cfg.train.amp)
-            rollouts = rerender(m.ref, m.codec, rollouts, batch.rollout_text, cfg.disc.rerender_t, gen, cfg.train.amp)
+        m = self.models
+        teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text, cfg.disc.rerender_t,
+                                          _generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
         stats = train_discriminator(self.models.disc, self.opt_d, cfg.disc, teacher, rollouts,
                                     batch.prompts, batch.text, _generator(cfg.train.seed, it, DISC))
         batch.d_teacher, batch.d_student, scored = score_pairs(self.models.disc, cfg.disc, teacher,
