@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from afd.cli import main
-from afd.eval import EVAL_FORMAT, evaluate
+from afd.eval import EVAL_FORMAT, evaluate, format_reports
 from afd.eval.fit import fit_rmse
 from afd.eval.score import GENERAL_KEYS, PHYSICS_KEYS
 from afd.eval.tracker import track
@@ -33,12 +33,30 @@ def _pc(scores):
 def test_schema(calibration):
     _, out = calibration
     report = out["real"][1]
-    assert set(report) == {"n_videos", "groups"} and report["n_videos"] == 192
-    assert set(report["groups"]["physics"]) == set(PHYSICS_KEYS)
-    assert set(report["groups"]["general"]) == set(GENERAL_KEYS)
+    assert set(report) == {"n_videos", "groups", "stderr"} and report["n_videos"] == 192
+    for part in ("groups", "stderr"):
+        assert set(report[part]["physics"]) == set(PHYSICS_KEYS)
+        assert set(report[part]["general"]) == set(GENERAL_KEYS)
+        for g in report[part].values():
+            assert all(isinstance(v, float) for v in g.values())
     json.dumps(report)  # plain JSON types only
-    for g in report["groups"].values():
-        assert all(isinstance(v, float) for v in g.values())
+
+
+def test_stderr_is_the_bootstrap_spread_of_each_metric(calibration):
+    prompts, out = calibration
+    videos, report, scores = out["loose"]
+    se = report["stderr"]
+    # A mean over n clips: the bootstrap se is close to the textbook std / sqrt(n).
+    pc = _pc(scores)
+    assert se["physics"]["physical_consistency"] == pytest.approx(pc.std() / np.sqrt(len(pc)), rel=0.2)
+    # Seeded: the same clips give the same report, standard errors included.
+    assert evaluate(videos, prompts)[0]["stderr"] == se
+    # The totals and the Fréchet distance vary too, and a constant metric does not.
+    assert se["physics"]["total"] > 0 and se["general"]["total"] > 0 and se["general"]["frechet_distance"] > 0
+    assert report["groups"]["general"]["background_accuracy"] == 100 and se["general"]["background_accuracy"] == 0
+    table = format_reports({"loose": report})
+    total = report["groups"]["general"]["total"]
+    assert f"{total:.1f} ±{se['general']['total']:.1f}" in table
 
 
 def test_real_world_scores_at_the_top(calibration):

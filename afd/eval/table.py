@@ -8,30 +8,33 @@ from afd.eval.score import GENERAL_KEYS, PHYSICS_KEYS
 RAW = {"gravity_error": "relative, lower is better", "frechet_distance": "lower is better"}
 
 
-def _fmt(v, key: str) -> str:
+def _fmt(v, key: str, se=None) -> str:
     if v is None:
         return "-"
-    return f"{v:.3f}" if key in RAW else f"{v:.1f}"
+    digits = 3 if key in RAW else 1
+    return f"{v:.{digits}f}" + (f" ±{se:.{digits}f}" if se is not None else "")
 
 
 def format_reports(reports: dict[str, dict]) -> str:
-    """Side-by-side table of reports keyed by column name (e.g. {"real": r1, "loose": r2})."""
+    """Side-by-side table of reports keyed by column name (e.g. {"real": r1, "loose": r2}). A
+    report with a ``stderr`` entry (``afd.eval.score.bootstrap_stderr``) shows value ±se."""
     names = list(reports)
-    width = max(10, *(len(n) for n in names))
-    lines = []
+    rows = []  # (label, one cell per report); a group header row holds the column names
     for group, keys in (("physics", PHYSICS_KEYS), ("general", GENERAL_KEYS)):
         if all(r["groups"][group] is None for r in reports.values()):
             continue
-        lines.append(f"{group + ' group':<44}" + "".join(f"{n:>{width + 2}}" for n in names))
+        rows.append((f"{group} group", names))
         for k in keys:
             label = f"  {k}" + (f" ({RAW[k]})" if k in RAW else "")
             cells = []
             for r in reports.values():
                 g = r["groups"][group]
-                cells.append(_fmt(g[k] if g else None, k))
-            lines.append(f"{label:<44}" + "".join(f"{c:>{width + 2}}" for c in cells))
-    lines.append(f"{'clips':<44}" + "".join(f"{r['n_videos']:>{width + 2}}" for r in reports.values()))
-    return "\n".join(lines)
+                se = ((r.get("stderr") or {}).get(group) or {}).get(k)
+                cells.append(_fmt(g[k] if g else None, k, se))
+            rows.append((label, cells))
+    rows.append(("clips", [str(r["n_videos"]) for r in reports.values()]))
+    width = max(10, *(len(c) for _, cells in rows for c in cells))
+    return "\n".join(f"{label:<44}" + "".join(f"{c:>{width + 2}}" for c in cells) for label, cells in rows)
 
 
 def format_spread(pc_scores) -> str:
