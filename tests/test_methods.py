@@ -76,6 +76,31 @@ def test_afd_has_no_gradient_through_the_rollout(tiny_student, tmp_path):
     assert grads(tr.models.student) and not grads(tr.models.disc) and not grads(tr.models.old)
 
 
+def test_oracle_weights_follow_the_exact_physics_and_train_no_discriminator(tiny_student, tmp_path, monkeypatch):
+    """The diagnostic oracle: per prompt, real-world rollouts outrank loose-world ones on the
+    world's exact physical consistency, so they get the higher weights; D is never trained."""
+    from afd.train.fidelity import rollout_measures
+    from afd.video.core import STUDENT
+    from afd.world.sample import sample_world
+
+    tr = trainer_for("oracle", tiny_student, tmp_path)
+    batch = hand_batch(tr)
+    clips = []
+    for p in PROMPTS:  # rollout 0 of each prompt: the real world; rollout 1: the loose world
+        clips += [sample_world([p], [5], "real", STUDENT)[0].video.frames,
+                  sample_world([p], [5], "loose", STUDENT)[0].video.frames]
+    batch.rollouts = torch.stack(clips)
+    pc = rollout_measures(batch.rollouts, [p for p in PROMPTS for _ in range(2)])["physical_consistency"]
+    assert pc[0] > pc[1] and pc[2] > pc[3]
+    w = tr.method.prepare(batch).weights
+    assert w[0] > 0.5 > w[1] and w[2] > 0.5 > w[3]
+    monkeypatch.setattr(Trainer, "discriminator", lambda *a, **k: pytest.fail("the oracle must not train D"))
+    row = tr.iteration(0)
+    assert "d_loss" not in row and "loss_nft" in row and "reward_fidelity" in row
+    with pytest.raises(ValueError, match="afd.advantage.reward=logit"):
+        trainer_for("oracle", tiny_student, tmp_path / "r", "afd.advantage.reward=ratio")
+
+
 def test_gan_loss_hand_computed_and_one_step_per_block(tiny_student, tmp_path, monkeypatch):
     tr = trainer_for("gan", tiny_student, tmp_path, "gan.lambda_prior=0")
     batch = hand_batch(tr)

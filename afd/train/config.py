@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from afd.disc.config import DiscConfig
 from afd.methods.advantages import AdvantageConfig
 
-METHODS = ("afd", "sft", "gan", "dmd")
+# "oracle" (afd.methods.oracle) is a diagnostic: AFD weighted by the exact physics score instead of D.
+METHODS = ("afd", "sft", "gan", "dmd", "oracle")
 
 
 @dataclass

@@ -71,9 +71,10 @@ def make_method(cfg: AdaptConfig, models: Models) -> Method:
     from afd.methods.afd import AFD
     from afd.methods.dmd import DMD
     from afd.methods.gan import GAN
+    from afd.methods.oracle import OracleAFD
     from afd.methods.sft import SFT
 
-    methods = {"afd": AFD, "sft": SFT, "gan": GAN, "dmd": DMD}
+    methods = {"afd": AFD, "sft": SFT, "gan": GAN, "dmd": DMD, "oracle": OracleAFD}
     if cfg.disc.rerender_t > 0 and cfg.train.method != "afd":
         raise ValueError(f"disc.rerender_t applies to afd only (train.method is {cfg.train.method!r}): "
                          "a method with a gradient through D would need it through the re-rendering too")

@@ -1,0 +1,40 @@
+"""AFD with the world's exact physics score in place of the discriminator: a diagnostic.
+
+Each rollout's reward is its physical consistency (0-100) from the world's evaluator
+(``afd.train.fidelity.rollout_measures``, the number ``reward_fidelity`` is measured against);
+the weights, the DiffusionNFT update, the prior and the EMA old policy are AFD's, unchanged. The
+run breaks the black-box contract on purpose, so it is never a default and never part of
+``afd reproduce``. It answers one question: with a perfect ranking, how far does the update move
+this base under a given budget? A gain here that AFD does not reach points at the discriminator;
+no gain here points at the update, its settings or the base's spread of behaviour.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from afd.methods.advantages import compute_weights
+from afd.methods.afd import AFD
+from afd.methods.base import Batch, Prepared
+from afd.train import dist
+from afd.train.fidelity import rollout_measures
+
+
+class OracleAFD(AFD):
+    name = "oracle"
+    uses_discriminator = False
+
+    def __init__(self, cfg, models):
+        if cfg.afd.advantage.reward != "logit":
+            # exp of a 0-100 score overflows; the ratio reward is a discriminator-logit transform.
+            raise ValueError(f"train.method=oracle needs afd.advantage.reward=logit, got "
+                             f"{cfg.afd.advantage.reward!r}")
+        super().__init__(cfg, models)
+
+    def prepare(self, batch: Batch) -> Prepared:
+        G = self.cfg.train.rollouts
+        prompts = [p for p in batch.prompts for _ in range(G)]
+        pc = rollout_measures(batch.rollouts, prompts)["physical_consistency"]
+        adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32), batch.group_ids, self.cfg.afd.advantage,
+                              gather=dist.gather_cat)
+        return Prepared(weights=adv.weights, stats=adv.summary)
