@@ -54,6 +54,9 @@ class Batch:
     group_ids: torch.Tensor | None = None
     d_teacher: torch.Tensor | None = None
     d_student: torch.Tensor | None = None
+    # The rollouts' exact measures (afd.train.fidelity.rollout_measures), if a method already
+    # computed them (the oracle); the loop's log-only fidelity then reuses them.
+    measures: dict | None = None
 
 
 @dataclass

@@ -34,7 +34,8 @@ class OracleAFD(AFD):
     def prepare(self, batch: Batch) -> Prepared:
         G = self.cfg.train.rollouts
         prompts = [p for p in batch.prompts for _ in range(G)]
-        pc = rollout_measures(batch.rollouts, prompts)["physical_consistency"]
+        batch.measures = rollout_measures(batch.rollouts, prompts)
+        pc = batch.measures["physical_consistency"]
         adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32), batch.group_ids, self.cfg.afd.advantage,
                               gather=dist.gather_cat)
         return Prepared(weights=adv.weights, stats=adv.summary)

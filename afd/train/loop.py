@@ -280,7 +280,8 @@ class Trainer:
     def fidelity(self, batch: Batch, weights, scores) -> dict[str, float]:
         """Log-only: rank agreement of the method's weights (or D's scores) with the true physics
         (``reward_fidelity``) and with the rendering cues (``cue_<name>``, see afd.train.fidelity)."""
-        measures = rollout_measures(batch.rollouts, [p for p in batch.prompts for _ in range(self.cfg.train.rollouts)])
+        measures = batch.measures or rollout_measures(batch.rollouts,
+                                                      [p for p in batch.prompts for _ in range(self.cfg.train.rollouts)])
         pc_all = self._gather(measures["physical_consistency"])
         out = {"rollout_pc": float(pc_all.mean())}
         key = weights if weights is not None else scores
