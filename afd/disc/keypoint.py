@@ -31,11 +31,10 @@ class KeypointDiscriminatorBackbone(nn.Module):
         super().__init__()
         self.config = c = config
         use_text = c.text_conditioning != "none"
-        self.use_film = c.text_conditioning in ("both", "film")
         in_ch = 3 + (2 if c.coord_input else 0)
         self.text = TextEmbed(c.hidden, c.text_pooling) if use_text else None
         self.conv1 = nn.Conv2d(in_ch, c.width, 3, padding=1)
-        self.film = FiLM(c.hidden, c.width) if self.use_film else None
+        self.film = FiLM(c.hidden, c.width) if c.text_conditioning in ("both", "film") else None
         self.conv2 = nn.Conv2d(c.width, c.width, 3, padding=1)
         self.heat = nn.Conv2d(c.width, c.keypoints, 1)
         # a learned sharpness per keypoint: a flat softmax would average the object with the background

