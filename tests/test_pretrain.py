@@ -155,3 +155,29 @@ def test_init_switches_on_frame_conditioning(tmp_path):
     back = tiny_cfg(tmp_path, "back", "steps=1", f"init={fc_dir}")
     with pytest.raises(ValueError, match=r"init=.*model\.frame_cond is True .* but False"):
         pretrain(back, progress=False)
+
+
+def test_refinement_head_trains_alone_from_a_checkpoint_without_it(tmp_path):
+    """init= adds the zero-initialised refinement head (the student starts out computing exactly
+    what the checkpoint did); trainable=refine then changes the head and nothing else."""
+    src_dir = pretrain(tiny_cfg(tmp_path, "plain", "steps=2"), progress=False)
+    a = CausalVideoTransformer.from_pretrained(src_dir)
+    same = pretrain(tiny_cfg(tmp_path, "r0", "steps=1", "model.refine=4", f"init={src_dir}", "optim.lr=0"),
+                    progress=False)
+    b = CausalVideoTransformer.from_pretrained(same)
+    text = get_text_encoder().encode(["a small red ball falls on a black background"])
+    c = a.config
+    x = torch.randn(1, c.block_frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1, c.block_frames), 0.7)
+    with torch.no_grad():
+        assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
+    cfg = tiny_cfg(tmp_path, "r1", "steps=3", "model.refine=4", "trainable=refine", f"init={src_dir}",
+                   "optim.lr=1e-2", "optim.warmup_steps=0", "ema_decay=0")
+    trained = CausalVideoTransformer.from_pretrained(pretrain(cfg, progress=False)).state_dict()
+    before = a.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in trained.items() if not k.startswith("refine."))
+    assert torch.count_nonzero(trained["refine.net.4.weight"]) > 0
+    with pytest.raises(ValueError, match="trainable=refine needs a refinement head"):
+        tiny_cfg(tmp_path, "bad", "trainable=refine")
+    with pytest.raises(ValueError, match="trainable must be one of all, refine, got 'head'"):
+        tiny_cfg(tmp_path, "bad", "trainable=head")

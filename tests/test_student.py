@@ -18,11 +18,11 @@ PROMPTS = ["a small red ball falls on a black background", "a large blue square 
 
 
 def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0,
-               frame_cond: bool = True) -> CausalVideoTransformer:
+               frame_cond: bool = True, refine: int = 4) -> CausalVideoTransformer:
     """A small student whose zero-initialised branches are perturbed, so every path matters."""
     torch.manual_seed(seed)
     cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
-                        heads=2, prediction=prediction, frame_cond=frame_cond)
+                        heads=2, prediction=prediction, frame_cond=frame_cond, refine=refine)
     model = CausalVideoTransformer(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -62,10 +62,10 @@ def test_block_causal_mask(text, block_frames):
             assert not torch.allclose(out_train[:, upto:], base_train[:, upto:], atol=1e-3)
 
 
-@pytest.mark.parametrize("frame_cond", [False, True])
-def test_training_view_equals_inference_view(text, frame_cond):
+@pytest.mark.parametrize("frame_cond,refine", [(False, 0), (True, 0), (True, 4)])
+def test_training_view_equals_inference_view(text, frame_cond, refine):
     """forward_train's prediction for block k == the cached inference call for block k."""
-    model = tiny_model(frame_cond=frame_cond)
+    model = tiny_model(frame_cond=frame_cond, refine=refine)
     F = model.config.block_frames
     x, noised = clip(model, 2), clip(model, 3)
     t = torch.rand(2, model.config.n_blocks).repeat_interleave(F, dim=1)
@@ -250,3 +250,27 @@ def test_text_encoder_caches_and_accepts_paraphrases():
         enc.encode([""])
     with pytest.raises(TypeError):
         enc.encode(PROMPTS[0])
+
+
+def test_refinement_head_reads_the_newest_clean_frame_it_may_see():
+    """The refinement head's previous frame follows the attention rule: for a noised frame of
+    block b, clean frame b*F - 1 (from the same call, or the cache's last frame); none in block 0."""
+    model = tiny_model()
+    F, T = model.config.block_frames, model.config.frames
+    x = clip(model, 4)
+    both = torch.cat([x, clip(model, 5)], dim=1)
+    frames = torch.arange(T).repeat(2)
+    clean = torch.cat([torch.ones(T, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+    idx = torch.nonzero(~clean).squeeze(1)
+    prev, has = model._newest_clean(both, frames, clean, None, idx)
+    for j in range(T):
+        b = j // F
+        assert bool(has[j]) == (b > 0)
+        assert torch.equal(prev[:, j], x[:, b * F - 1] if b else torch.zeros_like(x[:, 0]))
+    text = get_text_encoder().encode(PROMPTS)
+    with torch.no_grad():
+        _, cache = model(x[:, :2 * F], torch.zeros(2, 2 * F), text, None, clean=True)
+    assert torch.equal(cache.last_frame, x[:, 2 * F - 1])
+    prev, has = model._newest_clean(x[:, 2 * F:3 * F], torch.arange(2 * F, 3 * F), torch.zeros(F, dtype=torch.bool),
+                                    cache, torch.arange(F))
+    assert bool(has.all()) and all(torch.equal(prev[:, j], x[:, 2 * F - 1]) for j in range(F))

@@ -17,12 +17,14 @@ class KVCache:
     """Keys/values of the first ``n_frames`` clean frames.
 
     keys[l], values[l]: (B, heads, n_frames * tokens_per_frame, head_dim) for layer l; empty
-    lists when nothing is cached yet.
+    lists when nothing is cached yet. last_frame: (B, C, H, W) the newest clean frame itself, for
+    a student whose refinement head reads the previous frame's pixels (None when empty).
     """
 
     n_frames: int = 0
     keys: tuple[torch.Tensor, ...] = field(default_factory=tuple)
     values: tuple[torch.Tensor, ...] = field(default_factory=tuple)
+    last_frame: torch.Tensor | None = None
 
     @classmethod
     def empty(cls) -> "KVCache":
@@ -31,17 +33,21 @@ class KVCache:
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return (self.keys[i], self.values[i]) if self.n_frames else None
 
-    def extended(self, new_keys: list[torch.Tensor], new_values: list[torch.Tensor], frames: int) -> "KVCache":
-        """A new cache with ``frames`` more frames appended (this one is left untouched)."""
+    def extended(self, new_keys: list[torch.Tensor], new_values: list[torch.Tensor], frames: int,
+                 last_frame: torch.Tensor | None = None) -> "KVCache":
+        """A new cache with ``frames`` more frames appended, the newest being ``last_frame``
+        (B, C, H, W); this one is left untouched."""
         if self.n_frames:
             keys = tuple(torch.cat([a, b], dim=2) for a, b in zip(self.keys, new_keys))
             values = tuple(torch.cat([a, b], dim=2) for a, b in zip(self.values, new_values))
         else:
             keys, values = tuple(new_keys), tuple(new_values)
-        return KVCache(self.n_frames + frames, keys, values)
+        return KVCache(self.n_frames + frames, keys, values, last_frame)
 
     def detach(self) -> "KVCache":
-        return KVCache(self.n_frames, tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values))
+        last = self.last_frame.detach() if self.last_frame is not None else None
+        return KVCache(self.n_frames, tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values), last)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        extra = (self.last_frame,) if self.last_frame is not None else ()
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, *extra))

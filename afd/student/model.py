@@ -108,6 +108,39 @@ class Layer(nn.Module):
         return h, (k, v)
 
 
+class RefineHead(nn.Module):
+    """Per-frame residual convolutions on the raw prediction (``StudentConfig.refine``).
+
+    Input per noised frame, at full resolution: the un-patchified prediction, the frame the model
+    was given, its noise level (a constant plane), the newest clean frame it may see (the end of
+    its context: zeros in block 0) and a plane saying whether there is one. Four 3x3 convolutions
+    (receptive field 9x9, so it spans every patch seam and a few pixels of motion) add a
+    correction. The last convolution starts at zero: the identity.
+    """
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        pad = dict(padding=1, padding_mode="replicate")
+        act = nn.GELU(approximate="tanh")
+        self.net = nn.Sequential(
+            nn.Conv2d(3 * channels + 2, width, 3, **pad), act,
+            nn.Conv2d(width, width, 3, **pad), act,
+            nn.Conv2d(width, width, 3, **pad), act,
+            nn.Conv2d(width, channels, 3, **pad),
+        )
+
+    def forward(self, raw: torch.Tensor, x: torch.Tensor, t: torch.Tensor, prev: torch.Tensor,
+                has_prev: torch.Tensor) -> torch.Tensor:
+        """raw, x, prev: (B, S, C, H, W); t: (B, S); has_prev: (S,) bool. Returns the refined raw
+        prediction (B, S, C, H, W) float32."""
+        B, S, C, H, W = raw.shape
+        dt = raw.dtype
+        t_plane = t.to(dt)[..., None, None, None].expand(B, S, 1, H, W)
+        p_plane = has_prev.to(dt)[None, :, None, None, None].expand(B, S, 1, H, W)
+        inp = torch.cat([raw, x.to(dt), t_plane, prev.to(dt), p_plane], dim=2).flatten(0, 1)
+        return raw + self.net(inp).view(B, S, C, H, W).float()
+
+
 class CausalVideoTransformer(nn.Module):
     """Block-causal flow model over ``(B, T, C, H, W)`` clips (see the module docstring)."""
 
@@ -128,6 +161,7 @@ class CausalVideoTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(D, 2 * D)
         self.patch_out = nn.Linear(D, self.patch_dim)
+        self.refine = RefineHead(cfg.channels, cfg.refine) if cfg.refine else None
         self._init_weights()
 
     def _init_weights(self):
@@ -145,6 +179,9 @@ class CausalVideoTransformer(nn.Module):
             nn.init.zeros_(m.bias)
         if self.frame_embed is not None:
             nn.init.zeros_(self.frame_embed.weight)
+        if self.refine is not None:
+            nn.init.zeros_(self.refine.net[-1].weight)
+            nn.init.zeros_(self.refine.net[-1].bias)
 
     # ----- tokens <-> frames -----
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,9 +247,37 @@ class CausalVideoTransformer(nn.Module):
         S = cfg.tokens_per_frame
         h = _modulate(self.final_norm(h.view(B, slots, S, -1)), sh, sc).view(B, slots * S, -1)
         out = self.unpatchify(self.patch_out(h), slots).float()
+        if self.refine is not None:
+            # Only noised frames: a clean slot's prediction is never used (it fills the cache).
+            idx = torch.nonzero(~clean).squeeze(1)
+            if len(idx):
+                prev, has_prev = self._newest_clean(x, frames, clean, cache, idx)
+                out = out.index_copy(1, idx, self.refine(out[:, idx], x[:, idx], t[:, idx], prev, has_prev))
         if features:
             return out, new_k, new_v, feats
         return out, new_k, new_v
+
+    def _newest_clean(self, x, frames, clean, cache: KVCache | None, idx):
+        """For the noised slots ``idx``: the newest clean frame each may attend to (the same
+        rule as the attention mask: clean frames of earlier blocks, in x or in the cache).
+        Returns (B, len(idx), C, H, W) pixels (zeros where there is none) and (len(idx),) bool."""
+        F_ = self.config.block_frames
+        n_past = cache.n_frames if cache is not None else 0
+        zeros = torch.zeros_like(x[:, 0])
+        prevs, has = [], []
+        for i in idx.tolist():
+            start = int(frames[i]) // F_ * F_
+            visible = torch.nonzero(clean & (frames < start)).squeeze(1)
+            if len(visible):
+                prevs.append(x[:, int(visible[torch.argmax(frames[visible])])])
+            elif n_past and n_past <= start and cache.last_frame is not None:
+                prevs.append(cache.last_frame.to(x.dtype))
+            elif n_past:
+                raise ValueError("the refinement head needs the cache's last clean frame; this cache has none")
+            else:
+                prevs.append(zeros)
+            has.append(len(visible) > 0 or n_past > 0)
+        return torch.stack(prevs, dim=1), torch.tensor(has)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEncoding, cache: KVCache | None = None,
                 *, clean: bool = False) -> tuple[torch.Tensor, KVCache | None]:
@@ -235,7 +300,7 @@ class CausalVideoTransformer(nn.Module):
         flags = torch.full((T,), clean, dtype=torch.bool)
         out, k, v = self._run(x, t, frames, flags, text, cache)
         if clean:
-            cache = (cache or KVCache.empty()).extended(k, v, T)
+            cache = (cache or KVCache.empty()).extended(k, v, T, last_frame=x[:, -1])
         return out, cache
 
     def forward_train(self, x_clean: torch.Tensor, x_noised: torch.Tensor, t: torch.Tensor,

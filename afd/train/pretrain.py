@@ -52,6 +52,9 @@ class PretrainEvalConfig:
     strip_clips: int = 6
 
 
+TRAINABLE = ("all", "refine")
+
+
 @dataclass
 class PretrainConfig:
     out: str = "runs/pretrain"
@@ -69,6 +72,9 @@ class PretrainConfig:
     loss_weighting: str = "x0"
     ema_decay: float = 0.999
     amp: bool = True
+    # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
+    # transformer, which then runs without autograd (about a third of a full step's cost).
+    trainable: str = "all"
     log_every: int = 10
     save_every: int = 250
     model: StudentConfig = field(default_factory=StudentConfig)
@@ -80,6 +86,10 @@ class PretrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.loss_weighting not in ("x0", "velocity"):
             raise ValueError(f"loss_weighting must be 'x0' or 'velocity', got {self.loss_weighting!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
+        if self.trainable == "refine" and not self.model.refine:
+            raise ValueError("trainable=refine needs a refinement head: set model.refine to its channels (e.g. 32)")
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -140,7 +150,7 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
 INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise")
 # Switches that add zero-initialised modules: a checkpoint without them may initialise a model
 # with them (the new weights keep their zero init), not the other way round.
-INIT_MAY_ADD = ("frame_cond",)
+INIT_MAY_ADD = ("frame_cond", "refine")
 
 
 def init_from(model: CausalVideoTransformer, ema: CausalVideoTransformer, spec: str) -> None:
@@ -181,7 +191,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     torch.manual_seed(cfg.seed)
     model = CausalVideoTransformer(cfg.model).train()
     ema = make_ema(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+    if cfg.trainable == "refine":
+        model.requires_grad_(False)
+        model.refine.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay)
     step = 0
     logger = RunLogger(out)
@@ -219,7 +233,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         opt.step()
         ema_update(ema, model, warmup_decay(cfg.ema_decay, step))
         step += 1
