@@ -136,6 +136,16 @@ def test_init_from_another_family(tmp_path):
         pretrain(bad, progress=False)
 
 
+def assert_same_predictions(a: CausalVideoTransformer, b: CausalVideoTransformer) -> None:
+    """a and b predict exactly the same for a noised first block."""
+    text = get_text_encoder().encode(["a small red ball falls on a black background"])
+    c = a.config
+    x = torch.randn(1, c.block_frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1, c.block_frames), 0.7)
+    with torch.no_grad():
+        assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
+
+
 def test_init_switches_on_frame_conditioning(tmp_path):
     """A checkpoint without the per-frame adaLN embedding initialises a model with it: the new
     embedding starts at zero, so the student computes exactly what the checkpoint did; the other
@@ -146,12 +156,7 @@ def test_init_switches_on_frame_conditioning(tmp_path):
     a = CausalVideoTransformer.from_pretrained(src_dir)
     b = CausalVideoTransformer.from_pretrained(fc_dir)
     assert b.config.frame_cond and torch.count_nonzero(b.frame_embed.weight) == 0
-    text = get_text_encoder().encode(["a small red ball falls on a black background"])
-    c = a.config
-    x = torch.randn(1, c.block_frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(0))
-    t = torch.full((1, c.block_frames), 0.7)
-    with torch.no_grad():
-        assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
+    assert_same_predictions(a, b)
     back = tiny_cfg(tmp_path, "back", "steps=1", f"init={fc_dir}")
     with pytest.raises(ValueError, match=r"init=.*model\.frame_cond is True .* but False"):
         pretrain(back, progress=False)
@@ -165,12 +170,7 @@ def test_refinement_head_trains_alone_from_a_checkpoint_without_it(tmp_path):
     same = pretrain(tiny_cfg(tmp_path, "r0", "steps=1", "model.refine=4", f"init={src_dir}", "optim.lr=0"),
                     progress=False)
     b = CausalVideoTransformer.from_pretrained(same)
-    text = get_text_encoder().encode(["a small red ball falls on a black background"])
-    c = a.config
-    x = torch.randn(1, c.block_frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(0))
-    t = torch.full((1, c.block_frames), 0.7)
-    with torch.no_grad():
-        assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
+    assert_same_predictions(a, b)
     cfg = tiny_cfg(tmp_path, "r1", "steps=3", "model.refine=4", "trainable=refine", f"init={src_dir}",
                    "optim.lr=1e-2", "optim.warmup_steps=0", "ema_decay=0")
     trained = CausalVideoTransformer.from_pretrained(pretrain(cfg, progress=False)).state_dict()
