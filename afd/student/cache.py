@@ -34,7 +34,7 @@ class KVCache:
         return (self.keys[i], self.values[i]) if self.n_frames else None
 
     def extended(self, new_keys: list[torch.Tensor], new_values: list[torch.Tensor], frames: int,
-                 last_frame: torch.Tensor | None = None) -> "KVCache":
+                 last_frame: torch.Tensor) -> "KVCache":
         """A new cache with ``frames`` more frames appended, the newest being ``last_frame``
         (B, C, H, W); this one is left untouched."""
         if self.n_frames:

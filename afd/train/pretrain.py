@@ -73,7 +73,8 @@ class PretrainConfig:
     ema_decay: float = 0.999
     amp: bool = True
     # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
-    # transformer, which then runs without autograd (about a third of a full step's cost).
+    # transformer, which then runs without autograd (0.9 s/step with a 48-channel head, against
+    # 1.0-1.35 s for a full step of the base).
     trainable: str = "all"
     log_every: int = 10
     save_every: int = 250
