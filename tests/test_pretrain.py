@@ -14,7 +14,7 @@ from afd.config import load_config
 from afd.losses import flow_matching_loss
 from afd.student.model import CausalVideoTransformer
 from afd.text import get_text_encoder
-from afd.train.pretrain import PretrainConfig, batch_at, lr_at, pretrain
+from afd.train.pretrain import PretrainConfig, batch_at, conditioning_prompts, lr_at, pretrain
 from afd.world.splits import load_split
 
 TINY = ["batch_size=4", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0",
@@ -75,6 +75,24 @@ def test_lr_schedule_warms_up_then_decays():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] >= 1e-4
 
 
+def test_text_dropout_shows_the_null_prompt_and_keeps_the_clips():
+    pool = load_split("pretrain")
+    off = load_config(PretrainConfig, None, ["batch_size=64"])
+    on = load_config(PretrainConfig, None, ["batch_size=64", "text_dropout=0.25", "model.null_prompt=nothing"])
+    prompts, clips, _ = batch_at(7, off, pool)
+    prompts_on, clips_on, _ = batch_at(7, on, pool)
+    assert prompts_on == prompts and torch.equal(clips_on, clips)  # dropout does not move the data stream
+    assert conditioning_prompts(7, off, prompts) == prompts
+    shown = conditioning_prompts(7, on, prompts)
+    assert shown == conditioning_prompts(7, on, prompts)  # pure in (seed, step)
+    dropped = [a for a, b in zip(shown, prompts) if a != b]
+    assert set(dropped) == {"nothing"} and 5 <= len(dropped) <= 30
+    with pytest.raises(ValueError, match="text_dropout"):
+        load_config(PretrainConfig, None, ["text_dropout=1"])
+    with pytest.raises(ValueError, match="null_prompt"):
+        load_config(PretrainConfig, None, ["model.null_prompt= "])
+
+
 def test_cli_errors(tmp_path, capsys):
     args = [f"out={tmp_path / 'c'}", *TINY, "steps=2"]
     assert main(["pretrain", "--no-progress", *args]) == 0
@@ -114,6 +132,13 @@ def test_sample_cli_writes_what_eval_reads(tmp_path, capsys):
     assert len(list((tmp_path / "clips").glob("*.mp4"))) == 4
     capsys.readouterr()
     assert main(["eval", "--videos", str(tmp_path / "clips"), "--json", str(tmp_path / "r.json")]) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "student"), "--prompts", str(tmp_path / "prompts.txt"),
+                 "--guidance", "1.5", "--no-mp4", "--out", str(tmp_path / "guided")]) == 0
+    guided = [json.loads(line)["path"] for line in (tmp_path / "guided" / "manifest.jsonl").read_text().splitlines()]
+    assert len(guided) == 2 and (tmp_path / "guided" / guided[0]).is_file()
+    assert main(["sample", "--checkpoint", str(tmp_path / "student"), "--prompts", str(tmp_path / "prompts.txt"),
+                 "--guidance", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--guidance must be > 0" in capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_videos"] == 4
     assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval", "--out", str(tmp_path / "x")]) == 2

@@ -10,7 +10,9 @@ import torch
 from afd.student.cache import KVCache
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
+from afd.methods.common import rollout_with_grad
 from afd.student.rollout import rollout, rollout_noise
+from afd.student.sample import guidance_kwargs
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
 
@@ -79,6 +81,36 @@ def test_training_view_equals_inference_view(text, frame_cond, refine):
             torch.testing.assert_close(pred, train[:, sl], atol=2e-5, rtol=1e-4)
             _, cache = model(x[:, sl], torch.zeros(2, F), text, cache, clean=True)
         assert isinstance(cache, KVCache) and cache.n_frames == model.config.frames
+
+
+def test_classifier_free_guidance(text):
+    """Guidance runs prompt and null rows as one doubled batch with a doubled cache: a null text
+    equal to the prompt gives the unguided rollout at any scale, the first step is
+    ``null + w (prompt - null)`` of two separate calls, and cache and recompute agree."""
+    model = tiny_model()
+    noise = rollout_noise(PROMPTS, [0, 1], model, 3)
+    levels = step_levels(3, 2.0)
+    null = get_text_encoder().encode(["a video"] * 2)
+    with torch.no_grad():
+        plain = rollout(model, text, noise, levels, amp=False)
+        same = rollout(model, text, noise, levels, amp=False, guidance=3.0, null_text=text)
+        torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)
+        guided = rollout(model, text, noise, levels, amp=False, guidance=2.0, null_text=null)
+        assert not torch.allclose(guided, plain, atol=1e-3)
+        torch.testing.assert_close(rollout(model, text, noise, levels, amp=False, guidance=2.0, null_text=null,
+                                           use_cache=False), guided, atol=1e-5, rtol=1e-5)
+        x, t = noise[:, 0, 0], torch.ones(2, model.config.block_frames)
+        cond, unc = model(x, t, text)[0], model(x, t, null)[0]
+        one = rollout(model, text, noise, [1.0], amp=False, n_blocks=1, guidance=2.0, null_text=null)
+        torch.testing.assert_close(one, unc + 2.0 * (cond - unc), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs null_text"):
+        rollout(model, text, noise, levels, guidance=2.0)
+    # a guided config reaches every rollout of the student, the differentiable one included
+    model.config.guidance, model.config.null_prompt = 2.0, "a video"
+    assert guidance_kwargs(model, 2)["guidance"] == 2.0 and guidance_kwargs(model, 2, 1.0)["null_text"] is None
+    x0 = rollout_with_grad(model, PROMPTS, text, torch.Generator().manual_seed(0), amp=False)
+    x0.square().mean().backward()
+    assert model.patch_out.weight.grad is not None and model.patch_out.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("block_frames", [4, 1])

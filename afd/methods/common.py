@@ -8,6 +8,7 @@ import torch
 
 from afd.losses import prior_regulariser
 from afd.student.rollout import rollout, rollout_noise
+from afd.student.sample import guidance_kwargs
 from afd.text.encoder import TextEncoding
 
 
@@ -32,7 +33,8 @@ def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator
     grad_steps = draw_grad_steps(cfg.n_blocks, len(levels), generator)
     seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator)]
     noise = rollout_noise(prompts, seeds, student, len(first))
-    return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp, first_levels=first)
+    return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp, first_levels=first,
+                   **guidance_kwargs(student, len(prompts)))
 
 
 def batch_rollout_with_grad(models, batch, rollouts_per_prompt: int, generator: torch.Generator,

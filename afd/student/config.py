@@ -60,6 +60,15 @@ class StudentConfig:
     # on the frozen base (configs/pretrain-chunk-refine.yaml) it measured within noise of the base
     # (general total 84.4 vs 85.2 on 768 clips), so it is off by default.
     refine: int = 0
+    # Classifier-free guidance of the sampler: each step's prediction is
+    # ``null + guidance * (prompt - null)``, with ``null`` the prediction for ``null_prompt``
+    # (1 = off: one model call per step; otherwise two, batched). ``null_prompt`` stands for "no
+    # prompt" (the text encoder refuses an empty string): pretraining's ``text_dropout`` trains
+    # it as the unconditional model. Why: the few-step base sometimes never draws a small object
+    # (a clip of plain background) or draws it twice; guidance pushes every step toward what the
+    # prompt adds to an unconditional scene.
+    guidance: float = 1.0
+    null_prompt: str = "a video"
 
     def __post_init__(self):
         if self.prediction not in ("x0", "velocity"):
@@ -76,6 +85,10 @@ class StudentConfig:
             raise ValueError(f"first_steps must be >= 0 (0: the same as steps), got {self.first_steps}")
         if self.steps < 1 or self.shift <= 0:
             raise ValueError(f"steps must be >= 1 and shift > 0, got steps={self.steps}, shift={self.shift}")
+        if self.guidance <= 0:
+            raise ValueError(f"guidance must be > 0 (1: off), got {self.guidance}")
+        if not self.null_prompt.strip():
+            raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
         if self.dim % self.heads:
             raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
 

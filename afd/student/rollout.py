@@ -59,6 +59,8 @@ def rollout(
     renoise: str | None = None,
     prefix: torch.Tensor | None = None,
     first_levels: list[float] | None = None,
+    guidance: float = 1.0,
+    null_text: TextEncoding | None = None,
 ) -> torch.Tensor:
     """Generate clips in the model's space.
 
@@ -106,6 +108,22 @@ def rollout(
             not 0 <= g < len(first_levels if k == 0 else levels) for k, g in enumerate(grad_steps))):
         raise ValueError(f"grad_steps must give one step index per block in [0, number of that block's levels), "
                          f"got {grad_steps} for {len(first_levels)} levels in block 0 and {len(levels)} after")
+    guided = guidance != 1.0
+    if guided:
+        if null_text is None or len(null_text) != B:
+            raise ValueError(f"guidance {guidance} needs null_text with {B} encodings "
+                             f"(got {None if null_text is None else len(null_text)})")
+        text = text.cat(null_text)
+
+    def both(z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z, z]) if guided else z
+
+    def guide(raw: torch.Tensor) -> torch.Tensor:
+        if not guided:
+            return raw
+        cond, null = raw.chunk(2)
+        return null + guidance * (cond - null)
+
     n_pre = 0
     if prefix is not None:
         F_ = cfg.block_frames
@@ -121,7 +139,7 @@ def rollout(
         blocks = list(prefix.float().split(cfg.block_frames, dim=1))
         if use_cache:
             with torch.no_grad(), _autocast(amp):
-                _, cache = model(prefix, torch.zeros(B, prefix.shape[1]), text, None, clean=True)
+                _, cache = model(both(prefix), torch.zeros(len(text), prefix.shape[1]), text, None, clean=True)
     for k in range(n_pre, K):
         lv = first_levels if k == 0 else levels
         x = noise[:, k, 0]
@@ -130,11 +148,11 @@ def rollout(
             t = torch.full((B, cfg.block_frames), lv[i])
             with torch.set_grad_enabled(grad_steps is not None and i == last), _autocast(amp):
                 if use_cache:
-                    raw, _ = model(x, t, text, cache if k else None)
+                    raw, _ = model(both(x), both(t), text, cache if k else None)
                 else:
-                    prefix = torch.cat(blocks, dim=1).detach() if k else None
-                    raw = model.forward_with_prefix(prefix, x, t, text)
-            x0 = model.to_x0(raw, x, t)
+                    prefix = both(torch.cat(blocks, dim=1).detach()) if k else None
+                    raw = model.forward_with_prefix(prefix, both(x), both(t), text)
+            x0 = model.to_x0(guide(raw), x, t)
             if i < last:
                 nxt = lv[i + 1]
                 if renoise == "fresh":
@@ -145,5 +163,6 @@ def rollout(
         blocks.append(x0)
         if use_cache and k < K - 1:
             with torch.no_grad(), _autocast(amp):
-                _, cache = model(x0.detach(), torch.zeros(B, cfg.block_frames), text, cache if k else None, clean=True)
+                _, cache = model(both(x0.detach()), torch.zeros(len(text), cfg.block_frames), text, cache if k else None,
+                                 clean=True)
     return torch.cat(blocks, dim=1)

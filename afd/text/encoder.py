@@ -41,6 +41,11 @@ class TextEncoding:
     def index(self, idx) -> "TextEncoding":
         return TextEncoding(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
+    def cat(self, other: "TextEncoding") -> "TextEncoding":
+        """This batch followed by ``other``'s (B1 + B2 encodings)."""
+        return TextEncoding(*(torch.cat([a, b]) for a, b in zip((self.tokens, self.mask, self.pooled),
+                                                               (other.tokens, other.mask, other.pooled))))
+
     def repeat_interleave(self, n: int) -> "TextEncoding":
         """Each prompt's encoding repeated n times in a row (for n rollouts per prompt)."""
         return TextEncoding(*(x.repeat_interleave(n, dim=0) for x in (self.tokens, self.mask, self.pooled)))

@@ -42,7 +42,7 @@ from afd.student.codec import make_codec
 from afd.student.lora import AdaptersOff, add_lora, merged_copy
 from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
-from afd.student.sample import generate
+from afd.student.sample import generate, guidance_kwargs
 from afd.student.shipped import resolve_checkpoint
 from afd.teacher import TeacherBudgetExceeded
 from afd.text.encoder import get_text_encoder
@@ -238,7 +238,7 @@ class Trainer:
         old = self.models.old
         noise = rollout_noise(flat_p, flat_s, old, len(self.first_levels))
         x0 = rollout(old, self.encoder.encode(flat_p), noise, self.levels, amp=self.cfg.train.amp,
-                     first_levels=self.first_levels)
+                     first_levels=self.first_levels, **guidance_kwargs(old, len(flat_p)))
         return self.models.codec.decode(x0).detach()
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:

@@ -71,6 +71,9 @@ class PretrainConfig:
     t_shift: float = 1.0  # shift applied to uniform training timesteps
     loss_weighting: str = "x0"
     ema_decay: float = 0.999
+    # Fraction of clips whose prompt is replaced by ``model.null_prompt`` (the clip stays), so the
+    # student also learns the unconditional model its sampler's classifier-free guidance needs.
+    text_dropout: float = 0.0
     amp: bool = True
     # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
     # transformer, which then runs without autograd (0.9 s/step with a 48-channel head, against
@@ -87,6 +90,8 @@ class PretrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.loss_weighting not in ("x0", "velocity"):
             raise ValueError(f"loss_weighting must be 'x0' or 'velocity', got {self.loss_weighting!r}")
+        if not 0 <= self.text_dropout < 1:
+            raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.trainable == "refine" and not self.model.refine:
@@ -116,6 +121,16 @@ def batch_at(step: int, cfg: PretrainConfig, pool: list[str]) -> tuple[list[str]
     return prompts, stack([c.video for c in clips]), gen
 
 
+def conditioning_prompts(step: int, cfg: PretrainConfig, prompts: list[str]) -> list[str]:
+    """The prompts the student is shown at ``step``: ``prompts`` with a ``text_dropout`` fraction
+    replaced by ``model.null_prompt`` (pure in (seed, step); its own stream, so the clips of a
+    step do not depend on the dropout)."""
+    if not cfg.text_dropout:
+        return prompts
+    drop = np.random.default_rng([cfg.seed, step, 1]).random(len(prompts)) < cfg.text_dropout
+    return [cfg.model.null_prompt if d else p for p, d in zip(prompts, drop)]
+
+
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "final"
 
@@ -125,7 +140,7 @@ FINAL_DIR = "final"
 # checkpoint), and the student's default sampler, which only affects evaluation and the exported
 # config. None of them changes a training step.
 RESUME_MUTABLE = ("steps", "out", "export")
-RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise")
+RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise", "guidance")
 
 
 def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) -> PretrainConfig:
@@ -148,7 +163,7 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
 
 
-INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise")
+INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "null_prompt")
 # Switches that add zero-initialised modules: a checkpoint without them may initialise a model
 # with them (the new weights keep their zero init), not the other way round.
 INIT_MAY_ADD = ("frame_cond", "refine")
@@ -210,7 +225,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     pool = load_split(cfg.split)
     encoder = get_text_encoder()
-    encoder.encode(pool)  # warm the cache once: later steps only look prompts up
+    encoder.encode(pool + [cfg.model.null_prompt])  # warm the cache once: later steps only look prompts up
     print(f"pretrain: {model.num_params() / 1e6:.2f}M params, {cfg.steps} steps x batch {cfg.batch_size}, "
           f"from step {step}, out {out}")
 
@@ -228,7 +243,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
-            loss = flow_matching_loss(model, x0, encoder.encode(prompts), gen, shift=cfg.t_shift,
+            loss = flow_matching_loss(model, x0, encoder.encode(conditioning_prompts(step, cfg, prompts)), gen,
+                                      shift=cfg.t_shift,
                                       weighting=cfg.loss_weighting)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or check the data")
