@@ -139,6 +139,9 @@ def test_sample_cli_writes_what_eval_reads(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "student"), "--prompts", str(tmp_path / "prompts.txt"),
                  "--guidance", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "--guidance must be > 0" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path / "student"), "--prompts", str(tmp_path / "prompts.txt"),
+                 "--first-guidance", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--first-guidance must be > 0" in capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_videos"] == 4
     assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval", "--out", str(tmp_path / "x")]) == 2

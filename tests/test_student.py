@@ -103,11 +103,27 @@ def test_classifier_free_guidance(text):
         cond, unc = model(x, t, text)[0], model(x, t, null)[0]
         one = rollout(model, text, noise, [1.0], amp=False, n_blocks=1, guidance=2.0, null_text=null)
         torch.testing.assert_close(one, unc + 2.0 * (cond - unc), atol=1e-5, rtol=1e-5)
+        # block 0's own scale: that block matches the rollout guided everywhere at that scale,
+        # the later blocks the unguided one's continuation of it
+        F = model.config.block_frames
+        first = rollout(model, text, noise, levels, amp=False, guidance=1.0, first_guidance=2.0, null_text=null)
+        torch.testing.assert_close(first[:, :F], guided[:, :F], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(first, rollout(model, text, noise, levels, amp=False, prefix=guided[:, :F]),
+                                   atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="needs null_text"):
         rollout(model, text, noise, levels, guidance=2.0)
-    # a guided config reaches every rollout of the student, the differentiable one included
+    with pytest.raises(ValueError, match="needs null_text"):
+        rollout(model, text, noise, levels, first_guidance=2.0)
+    # a guided config reaches every rollout of the student, the differentiable one included;
+    # an explicit scale alone sets block 0's too
     model.config.guidance, model.config.null_prompt = 2.0, "a video"
     assert guidance_kwargs(model, 2)["guidance"] == 2.0 and guidance_kwargs(model, 2, 1.0)["null_text"] is None
+    assert guidance_kwargs(model, 2)["first_guidance"] == 2.0
+    model.config.first_guidance = 3.0
+    kw = guidance_kwargs(model, 2)
+    assert (kw["guidance"], kw["first_guidance"]) == (2.0, 3.0)
+    assert guidance_kwargs(model, 2, 1.5)["first_guidance"] == 1.5
+    assert guidance_kwargs(model, 2, 1.5, 2.5)["first_guidance"] == 2.5
     x0 = rollout_with_grad(model, PROMPTS, text, torch.Generator().manual_seed(0), amp=False)
     x0.square().mean().backward()
     assert model.patch_out.weight.grad is not None and model.patch_out.weight.grad.abs().sum() > 0

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale against the checkpoint's null prompt (1: off; "
                         "default: the checkpoint's)")
+    p.add_argument("--first-guidance", type=float, default=None,
+                   help="guidance scale of block 0 alone (default: the checkpoint's, or --guidance when given)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-mp4", action="store_true", help="write only the lossless npz files")
     p.set_defaults(func=cmd_sample)
@@ -58,6 +60,8 @@ def cmd_sample(args) -> int:
         raise ValueError(f"--first-steps must be >= 0, got {args.first_steps}")
     if args.guidance is not None and args.guidance <= 0:
         raise ValueError(f"--guidance must be > 0 (1: off), got {args.guidance}")
+    if args.first_guidance is not None and args.first_guidance <= 0:
+        raise ValueError(f"--first-guidance must be > 0 (1: off), got {args.first_guidance}")
     prompts = load_split(args.split) if args.split else read_prompt_file(args.prompts)
     model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint))
     fps = model.config.frames / 2.0  # the built-in student's clips span 2 s (16 frames at 8 fps)
@@ -67,6 +71,7 @@ def cmd_sample(args) -> int:
     with tqdm(total=len(jobs), desc="sample", dynamic_ncols=True) as bar:
         videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift, renoise=args.renoise,
                           first_steps=args.first_steps, guidance=args.guidance,
+                          first_guidance=args.first_guidance,
                           batch_size=args.batch_size, progress=bar.update)
     entries = []
     for i, ((prompt, seed), v) in enumerate(zip(jobs, videos)):

@@ -61,6 +61,7 @@ def rollout(
     first_levels: list[float] | None = None,
     guidance: float = 1.0,
     null_text: TextEncoding | None = None,
+    first_guidance: float | None = None,
 ) -> torch.Tensor:
     """Generate clips in the model's space.
 
@@ -81,6 +82,10 @@ def rollout(
     first_levels: the levels of block 0, which has no context (default: the config's
     ``sampler_levels`` when ``levels`` is None, else ``levels``); noise then needs S >= the longer
     list, and block 0's grad_steps entry indexes this list.
+    guidance / first_guidance: classifier-free guidance scales of blocks >= 1 and of block 0
+    (None: ``guidance``); each step's prediction is ``null + scale * (prompt - null)``, with the
+    null prediction from ``null_text`` (B encodings, required unless both scales are 1) in the
+    same doubled batch. ``guidance_kwargs`` gives a model's defaults.
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec); with a
     prefix its frames come first, unchanged.
     """
@@ -108,21 +113,22 @@ def rollout(
             not 0 <= g < len(first_levels if k == 0 else levels) for k, g in enumerate(grad_steps))):
         raise ValueError(f"grad_steps must give one step index per block in [0, number of that block's levels), "
                          f"got {grad_steps} for {len(first_levels)} levels in block 0 and {len(levels)} after")
-    guided = guidance != 1.0
+    first_guidance = guidance if first_guidance is None else first_guidance
+    guided = guidance != 1.0 or first_guidance != 1.0
     if guided:
         if null_text is None or len(null_text) != B:
-            raise ValueError(f"guidance {guidance} needs null_text with {B} encodings "
+            raise ValueError(f"guidance {guidance} (block 0: {first_guidance}) needs null_text with {B} encodings "
                              f"(got {None if null_text is None else len(null_text)})")
         text = text.cat(null_text)
 
     def both(z: torch.Tensor) -> torch.Tensor:
         return torch.cat([z, z]) if guided else z
 
-    def guide(raw: torch.Tensor) -> torch.Tensor:
+    def guide(raw: torch.Tensor, scale: float) -> torch.Tensor:
         if not guided:
             return raw
         cond, null = raw.chunk(2)
-        return null + guidance * (cond - null)
+        return null + scale * (cond - null)
 
     n_pre = 0
     if prefix is not None:
@@ -152,7 +158,7 @@ def rollout(
                 else:
                     prefix = both(torch.cat(blocks, dim=1).detach()) if k else None
                     raw = model.forward_with_prefix(prefix, both(x), both(t), text)
-            x0 = model.to_x0(guide(raw), x, t)
+            x0 = model.to_x0(guide(raw, first_guidance if k == 0 else guidance), x, t)
             if i < last:
                 nxt = lv[i + 1]
                 if renoise == "fresh":

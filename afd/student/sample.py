@@ -10,22 +10,27 @@ from afd.student.rollout import rollout, rollout_noise
 from afd.text.encoder import get_text_encoder
 
 
-def guidance_kwargs(model: CausalVideoTransformer, n: int, guidance: float | None = None) -> dict:
-    """``rollout``'s guidance arguments for n clips: the scale (default: the model config's
-    ``guidance``) and, unless it is 1 (off), n encodings of the config's ``null_prompt``.
+def guidance_kwargs(model: CausalVideoTransformer, n: int, guidance: float | None = None,
+                    first_guidance: float | None = None) -> dict:
+    """``rollout``'s guidance arguments for n clips: the scales of blocks >= 1 and of block 0
+    (defaults: the model config's ``guidance`` and ``block0_guidance``; an explicit ``guidance``
+    alone sets both) and, unless both are 1 (off), n encodings of the config's ``null_prompt``.
     Every rollout of a student (sampling, evaluation, on-policy collection, the baselines'
     differentiable rollouts) takes them from here, so all use the same sampler."""
-    g = model.config.guidance if guidance is None else guidance
-    if g == 1:
-        return {"guidance": 1.0, "null_text": None}
-    return {"guidance": g, "null_text": get_text_encoder().encode([model.config.null_prompt] * n)}
+    cfg = model.config
+    g = cfg.guidance if guidance is None else guidance
+    g0 = first_guidance if first_guidance is not None else cfg.block0_guidance if guidance is None else guidance
+    if g == 1 and g0 == 1:
+        return {"guidance": 1.0, "first_guidance": 1.0, "null_text": None}
+    return {"guidance": g, "first_guidance": g0, "null_text": get_text_encoder().encode([cfg.null_prompt] * n)}
 
 
 @torch.no_grad()
 def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int], *, steps: int | None = None,
              shift: float | None = None, batch_size: int = 32, amp: bool = True, use_cache: bool = True,
              renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
-             n_blocks: int | None = None, guidance: float | None = None, progress=None) -> torch.Tensor:
+             n_blocks: int | None = None, guidance: float | None = None, first_guidance: float | None = None,
+             progress=None) -> torch.Tensor:
     """Sample one clip per (prompt, seed): (B, T, 3, H, W) float in [-1, 1].
 
     ``prefix``: (B, n, 3, H, W) in [-1, 1], the opening frames of each clip (whole blocks); the
@@ -34,7 +39,8 @@ def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int]
 
     Deterministic per clip (the noise is keyed by prompt and seed, not by batch position).
     ``steps``/``shift``/``renoise``/``first_steps`` (block 0's steps)/``guidance`` (classifier-free
-    guidance against the config's ``null_prompt``; 1 = off) default to the model config's sampler. ``progress``: an optional
+    guidance against the config's ``null_prompt``; 1 = off)/``first_guidance`` (block 0's; see
+    ``guidance_kwargs``) default to the model config's sampler. ``progress``: an optional
     callable told how many clips finished after each batch.
     """
     cfg = model.config
@@ -50,7 +56,7 @@ def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int]
             noise = rollout_noise(p, s, model, len(first))
             pre = codec.encode(prefix[i:i + batch_size]) if prefix is not None else None
             x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise,
-                         prefix=pre, first_levels=first, n_blocks=n_blocks, **guidance_kwargs(model, len(p), guidance))
+                         prefix=pre, first_levels=first, n_blocks=n_blocks, **guidance_kwargs(model, len(p), guidance, first_guidance))
             out.append(codec.decode(x0))
             if progress is not None:
                 progress(len(p))

@@ -140,7 +140,7 @@ FINAL_DIR = "final"
 # checkpoint), and the student's default sampler, which only affects evaluation and the exported
 # config. None of them changes a training step.
 RESUME_MUTABLE = ("steps", "out", "export")
-RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise", "guidance")
+RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise", "guidance", "first_guidance")
 
 
 def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) -> PretrainConfig:
@@ -163,7 +163,8 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
 
 
-INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "null_prompt")
+INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "first_guidance",
+                   "null_prompt")
 # Switches that add zero-initialised modules: a checkpoint without them may initialise a model
 # with them (the new weights keep their zero init), not the other way round.
 INIT_MAY_ADD = ("frame_cond", "refine")
