@@ -115,11 +115,6 @@ class StudentConfig:
         return step_levels(max(steps, first), shift), step_levels(steps, shift)
 
     @property
-    def block0_guidance(self) -> float:
-        """Block 0's guidance scale (``first_guidance``, or ``guidance`` when it is 0)."""
-        return self.first_guidance or self.guidance
-
-    @property
     def tokens_per_frame(self) -> int:
         return (self.height // self.patch) * (self.width // self.patch)
 

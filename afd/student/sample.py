@@ -13,13 +13,16 @@ from afd.text.encoder import get_text_encoder
 def guidance_kwargs(model: CausalVideoTransformer, n: int, guidance: float | None = None,
                     first_guidance: float | None = None) -> dict:
     """``rollout``'s guidance arguments for n clips: the scales of blocks >= 1 and of block 0
-    (defaults: the model config's ``guidance`` and ``block0_guidance``; an explicit ``guidance``
-    alone sets both) and, unless both are 1 (off), n encodings of the config's ``null_prompt``.
+    (defaults: the model config's ``guidance`` and ``first_guidance``, whose 0 means the same as
+    ``guidance``; an explicit ``guidance`` alone sets both) and, unless both are 1 (off), n encodings of the config's ``null_prompt``.
     Every rollout of a student (sampling, evaluation, on-policy collection, the baselines'
     differentiable rollouts) takes them from here, so all use the same sampler."""
     cfg = model.config
     g = cfg.guidance if guidance is None else guidance
-    g0 = first_guidance if first_guidance is not None else cfg.block0_guidance if guidance is None else guidance
+    if first_guidance is not None:
+        g0 = first_guidance
+    else:
+        g0 = (cfg.first_guidance or g) if guidance is None else guidance
     if g == 1 and g0 == 1:
         return {"guidance": 1.0, "first_guidance": 1.0, "null_text": None}
     return {"guidance": g, "first_guidance": g0, "null_text": get_text_encoder().encode([cfg.null_prompt] * n)}
