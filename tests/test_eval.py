@@ -6,13 +6,13 @@ import torch
 
 from afd.cli import main
 from afd.eval import EVAL_FORMAT, evaluate, format_reports
-from afd.eval.fit import fit_rmse
+from afd.eval.fit import LOOSE_GRID, best_constants_rmse, fit_rmse
 from afd.eval.score import GENERAL_KEYS, PHYSICS_KEYS, bootstrap_stderr
 from afd.eval.tracker import track
 from afd.video import Video, resample
 from afd.video.io import write_video
 from afd.world.grammar import PromptError
-from afd.world.physics import InitialState, simulate
+from afd.world.physics import REAL, InitialState, simulate
 from afd.world.sample import sample_world
 
 
@@ -131,6 +131,34 @@ def test_fit_recovers_simulated_tracks_and_rejects_constant_velocity():
     assert rmse2[0] == pytest.approx(np.sqrt(8 * 16 / 16), rel=1e-3)
 
 
+def test_best_constants_fit_explains_wrong_physics_but_not_jumps():
+    # Three tracks: a ball under half gravity and restitution 0.5 (a loose-world clip whose
+    # constants are on the grid), the same ball under real constants, and that ball with the
+    # stutter a weak student draws (it stalls, then jumps).
+    radius = np.full(3, 0.1)
+    init = InitialState(np.full(3, 0.2), np.full(3, 0.2), np.full(3, 0.3), np.zeros(3))
+    tr = simulate(init, radius, np.array([1.5, REAL.g, 1.5]), np.array([0.5, 0.75, 0.5]), np.full(3, 0.1),
+                  np.ones(3, bool), n_frames=16, fps=8.0)
+    obs = np.stack([tr.x, tr.y], -1)
+    obs[2, 1::4] = obs[2, 0::4]  # stall one frame in four ...
+    obs[2, 2::4] = obs[2, 3::4]  # ... and jump to catch up
+    valid = np.ones((3, 16), bool)
+    real_rmse, _ = fit_rmse(obs, valid, radius, 8.0, 32)
+    best, idx = best_constants_rmse(obs, valid, radius, 8.0, 32)
+    assert real_rmse[0] > 1.0 and best[0] < 0.05
+    # friction only acts on a rolling ball: any grid value ties
+    assert (LOOSE_GRID[idx[0]].g, LOOSE_GRID[idx[0]].restitution) == (1.5, 0.5)
+    assert best[1] < 1e-3 and best[1] <= real_rmse[1] + 1e-9  # the real constants are on the grid
+    assert best[2] > 0.5  # no constants explain the stutter
+    # Per-track constants give what one call per constant set gives.
+    per_track, _ = fit_rmse(obs, valid, radius, 8.0, 32, [LOOSE_GRID[5], REAL, LOOSE_GRID[40]])
+    one_by_one = [fit_rmse(obs[i:i + 1], valid[i:i + 1], radius[i:i + 1], 8.0, 32, c)[0][0]
+                  for i, c in enumerate([LOOSE_GRID[5], REAL, LOOSE_GRID[40]])]
+    assert per_track == pytest.approx(one_by_one, abs=1e-9)
+    with pytest.raises(ValueError, match="got 2 sets of constants for 3 tracks"):
+        fit_rmse(obs, valid, radius, 8.0, 32, [REAL, REAL])
+
+
 def test_teacher_native_and_student_format_score_alike():
     prompts = ["a large red ball falls on a black background", "a small blue ball is tossed upward on a gray background"]
     native = [c.video for c in sample_world(prompts, [1, 2])]
@@ -165,7 +193,7 @@ def test_cli_eval_mixed_folder(tmp_path, capsys):
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "r.json"
     assert main(["eval", "--videos", str(tmp_path), "--json", str(out), "--per-clip", str(tmp_path / "pc.jsonl"),
-                 "--fd-terms"]) == 0
+                 "--fd-terms", "--coherence"]) == 0
     report = json.loads(out.read_text())
     assert report["n_videos"] == 3
     assert report["groups"]["physics"]["physical_consistency"] > 90  # lossy mp4 included
@@ -173,6 +201,9 @@ def test_cli_eval_mixed_folder(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "physical_consistency" in text and "frechet_distance" in text
     assert "Fréchet distance by descriptor" in text and "speed_std" in text
+    # Two physics clips of the real world: the real constants are on the grid, so both are coherent.
+    line = next(t for t in text.splitlines() if t.startswith("coherence (best of 135"))
+    assert float(line.split("mean ")[1].split()[0]) > 90
     assert len((tmp_path / "pc.jsonl").read_text().splitlines()) == 3
 
 

@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
     p.add_argument("--fd-terms", action="store_true",
                    help="also print which descriptors the Fréchet distance comes from (general prompts)")
+    p.add_argument("--coherence", action="store_true",
+                   help="also print the physics clips' consistency under the best-fitting constants of the "
+                        "loose world's range (coherent but wrong physics vs motion no physics explains; ~1 s/clip)")
     p.add_argument("--block-drift", action="store_true",
                    help="with --checkpoint: also measure how the student's motion drifts inside its blocks and "
                         "jumps at block boundaries (moving general prompts, one clip each)")
@@ -69,17 +72,20 @@ def load_reports(entries: list[str]) -> dict[str, dict]:
     return reports
 
 
-def _fd_terms(videos_dir, clips, prompts, report: dict) -> str:
+def _folder_clips(videos_dir) -> tuple[list, list[str]]:
+    """The clips and prompts of a manifest folder (read again for the optional diagnostics)."""
+    from afd.teacher.folder import read_manifest
+    from afd.video.io import read_video
+
+    entries = read_manifest(videos_dir)
+    return [read_video(e["path"]) for e in entries], [e["prompt"] for e in entries]
+
+
+def _fd_terms(clips, prompts, report: dict) -> str:
     from afd.cli import CLIError
     from afd.eval.score import frechet_terms
     from afd.eval.table import format_frechet_terms
 
-    if videos_dir is not None:
-        from afd.teacher.folder import read_manifest
-        from afd.video.io import read_video
-
-        entries = read_manifest(videos_dir)
-        clips, prompts = [read_video(e["path"]) for e in entries], [e["prompt"] for e in entries]
     try:
         terms = frechet_terms(clips, prompts)
     except ValueError as e:
@@ -93,9 +99,9 @@ def cmd_eval(args) -> int:
 
     if args.compare:
         if (args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms
-                or args.block_drift):
+                or args.block_drift or args.coherence):
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
-                           "--fd-terms and --block-drift do not apply")
+                           "--fd-terms, --coherence and --block-drift do not apply")
         print(format_reports(load_reports(args.compare)))
         return 0
     if args.block_drift and not args.checkpoint:
@@ -105,7 +111,7 @@ def cmd_eval(args) -> int:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
         report, scores = evaluate_folder(args.videos)
         label = "score"
-        clips = prompts = None  # read again only for --fd-terms
+        clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence) else (None, None)
     else:
         if args.per_prompt < 1:
             raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
@@ -128,8 +134,14 @@ def cmd_eval(args) -> int:
     pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
     if pcs:
         print(format_spread(pcs))
+    if args.coherence:
+        from afd.eval.fit import LOOSE_GRID
+        from afd.eval.score import motion_coherence
+
+        print(format_spread(motion_coherence(clips, prompts),
+                            f"coherence (best of {len(LOOSE_GRID)} loose-world constant sets)"))
     if args.fd_terms:
-        print(_fd_terms(args.videos, clips, prompts, report))
+        print(_fd_terms(clips, prompts, report))
     if args.block_drift:
         from afd.eval.blocks import block_drift, format_block_drift
 

@@ -37,15 +37,15 @@ def format_reports(reports: dict[str, dict]) -> str:
     return "\n".join(f"{label:<44}" + "".join(f"{c:>{width + 2}}" for c in cells) for label, cells in rows)
 
 
-def format_spread(pc_scores) -> str:
-    """One line on the per-clip physical-consistency distribution."""
+def format_spread(pc_scores, label: str = "physical consistency") -> str:
+    """One line on the per-clip distribution of a 0-100 physics score (default: physical consistency)."""
     import numpy as np
 
     x = np.asarray(pc_scores, float)
     if x.size == 0:
-        return "physical consistency per clip: no physics clips"
+        return f"{label} per clip: no physics clips"
     q = np.percentile(x, [10, 25, 50, 75, 90])
-    return (f"physical consistency per clip: p10 {q[0]:.1f}  p25 {q[1]:.1f}  median {q[2]:.1f}  "
+    return (f"{label} per clip: mean {x.mean():.1f}  p10 {q[0]:.1f}  p25 {q[1]:.1f}  median {q[2]:.1f}  "
             f"p75 {q[3]:.1f}  p90 {q[4]:.1f};  >= 80: {100 * (x >= 80).mean():.0f}%  "
             f"<= 40: {100 * (x <= 40).mean():.0f}%")
 
