@@ -70,12 +70,14 @@ def physical_consistency(tracks: list[Track], attrs: list[PromptAttrs]) -> tuple
     """Batched fit of the real world to tracks. Returns (scores 0-100, rmse px), each (B,)."""
     if not tracks:
         return np.zeros(0), np.zeros(0)
-    size = EVAL_FORMAT.height
-    obs = np.stack([np.stack([t.cx, t.cy], -1) for t in tracks]) / size
-    valid = np.stack([t.found for t in tracks])
-    radius = np.array([object_radius(a) for a in attrs])
-    rmse, _ = fit_rmse(obs, valid, radius, EVAL_FORMAT.fps, size)
+    rmse, _ = fit_rmse(*_fit_inputs(tracks, attrs), EVAL_FORMAT.fps, EVAL_FORMAT.height)
     return 100.0 * np.exp(-rmse / PC_SCALE_PX), rmse
+
+
+def _fit_inputs(tracks: list[Track], attrs: list[PromptAttrs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fits' (obs (B, T, 2) in frame heights, valid (B, T), expected radius (B,))."""
+    obs = np.stack([np.stack([t.cx, t.cy], -1) for t in tracks]) / EVAL_FORMAT.height
+    return obs, np.stack([t.found for t in tracks]), np.array([object_radius(a) for a in attrs])
 
 
 def motion_coherence(videos: list[Video], prompts: list[str]) -> np.ndarray:
@@ -88,16 +90,13 @@ def motion_coherence(videos: list[Video], prompts: list[str]) -> np.ndarray:
     About a second per clip on 2 cores."""
     if len(videos) != len(prompts):
         raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts")
-    pairs = [(v, parse_prompt(p)) for v, p in zip(videos, prompts)]
-    pairs = [(v, a) for v, a in pairs if a.domain == "physics"]
-    if not pairs:
+    attrs = [parse_prompt(p) for p in prompts]
+    phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
+    if not phys:
         return np.zeros(0)
-    tracks = [track(to_eval_format(v, f"clip {i}")) for i, (v, _) in enumerate(pairs)]
-    size = EVAL_FORMAT.height
-    obs = np.stack([np.stack([t.cx, t.cy], -1) for t in tracks]) / size
-    valid = np.stack([t.found for t in tracks])
-    radius = np.array([object_radius(a) for _, a in pairs])
-    rmse, _ = best_constants_rmse(obs, valid, radius, EVAL_FORMAT.fps, size, LOOSE_GRID)
+    tracks = [track(to_eval_format(videos[i], f"clip {i}")) for i in phys]
+    rmse, _ = best_constants_rmse(*_fit_inputs(tracks, [attrs[i] for i in phys]), EVAL_FORMAT.fps,
+                                  EVAL_FORMAT.height, LOOSE_GRID)
     return 100.0 * np.exp(-rmse / PC_SCALE_PX)
 
 
