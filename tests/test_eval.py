@@ -193,7 +193,7 @@ def test_cli_eval_mixed_folder(tmp_path, capsys):
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "r.json"
     assert main(["eval", "--videos", str(tmp_path), "--json", str(out), "--per-clip", str(tmp_path / "pc.jsonl"),
-                 "--fd-terms", "--coherence"]) == 0
+                 "--fd-terms", "--coherence", "--defects"]) == 0
     report = json.loads(out.read_text())
     assert report["n_videos"] == 3
     assert report["groups"]["physics"]["physical_consistency"] > 90  # lossy mp4 included
@@ -204,6 +204,7 @@ def test_cli_eval_mixed_folder(tmp_path, capsys):
     # Two physics clips of the real world: the real constants are on the grid, so both are coherent.
     line = next(t for t in text.splitlines() if t.startswith("coherence (best of 135"))
     assert float(line.split("mean ")[1].split()[0]) > 90
+    assert "physics clips by drawing defect (n=2): clean 2 (100%)" in text
     assert len((tmp_path / "pc.jsonl").read_text().splitlines()) == 3
 
 
@@ -235,3 +236,28 @@ def test_frechet_terms_name_the_descriptor_that_differs():
     # independent features: the diagonal terms add up to the full distance
     assert sum(map(sum, terms.values())) == pytest.approx(gen.frechet_distance(shifted, ref), rel=0.02)
     assert sum(map(sum, gen.frechet_terms(same, ref).values())) < 0.1
+
+
+def test_physics_defects_sort_clips_by_what_is_wrong_with_the_drawing():
+    from afd.eval.defects import format_defects, physics_defects
+    from afd.video.core import STUDENT
+
+    prompts = ["a small red ball falls on a gray background", "a large white ball is thrown to the right on a navy background",
+               "a small yellow ball is tossed upward on a black background", "a small red square stays still on a black background"]
+    clips = [c.video for c in sample_world(prompts, [0, 1, 2, 3], "real", STUDENT)]
+    frames = [c.frames.clone() for c in clips]
+    bg = frames[1][:, :, :1, :1]  # the border pixel is background in every frame
+    frames[1][5] = bg[5].expand_as(frames[1][5])  # the ball vanishes in frame 5
+    moved = torch.roll(frames[2][6], shifts=10, dims=-1)
+    is_obj = (moved - frames[2][6, :, :1, :1]).abs().sum(0) > 0.3
+    frames[2][6] = torch.where(is_obj, moved, frames[2][6])  # a second copy 10 px to the right
+    videos = [Video(f, c.fps) for f, c in zip(frames, clips)]
+    _, scores = evaluate(videos, prompts)
+    d = physics_defects(videos, scores)
+    assert {k: v["n"] for k, v in d.items()} == {"clean": 1, "duplicated": 1, "missing": 1}  # the general clip is left out
+    assert d["clean"]["physical_consistency"] > 90
+    assert d["missing"]["physical_consistency"] < d["clean"]["physical_consistency"]
+    assert d["duplicated"]["physical_consistency"] == pytest.approx(scores[2].physical_consistency)
+    assert format_defects(d).startswith("physics clips by drawing defect (n=3): clean 1 (33%)")
+    with pytest.raises(ValueError, match="got 4 videos but 3 scores"):
+        physics_defects(videos, scores[:3])

@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--coherence", action="store_true",
                    help="also print the physics clips' consistency under the best-fitting constants of the "
                         "loose world's range (coherent but wrong physics vs motion no physics explains; ~1 s/clip)")
+    p.add_argument("--defects", action="store_true",
+                   help="also split the physics clips by drawing defect (clean / a second copy or split piece in "
+                        "some frame / the object missing in some frame) with each kind's physical consistency")
     p.add_argument("--block-drift", action="store_true",
                    help="with --checkpoint: also measure how the student's motion drifts inside its blocks and "
                         "jumps at block boundaries (moving general prompts, one clip each)")
@@ -99,9 +102,9 @@ def cmd_eval(args) -> int:
 
     if args.compare:
         if (args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms
-                or args.block_drift or args.coherence):
+                or args.block_drift or args.coherence or args.defects):
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
-                           "--fd-terms, --coherence and --block-drift do not apply")
+                           "--fd-terms, --coherence, --defects and --block-drift do not apply")
         print(format_reports(load_reports(args.compare)))
         return 0
     if args.block_drift and not args.checkpoint:
@@ -111,7 +114,7 @@ def cmd_eval(args) -> int:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
         report, scores = evaluate_folder(args.videos)
         label = "score"
-        clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence) else (None, None)
+        clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence or args.defects) else (None, None)
     else:
         if args.per_prompt < 1:
             raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
@@ -140,6 +143,10 @@ def cmd_eval(args) -> int:
 
         print(format_spread(motion_coherence(clips, prompts),
                             f"coherence (best of {len(LOOSE_GRID)} loose-world constant sets)"))
+    if args.defects:
+        from afd.eval.defects import format_defects, physics_defects
+
+        print(format_defects(physics_defects(clips, scores)))
     if args.fd_terms:
         print(_fd_terms(clips, prompts, report))
     if args.block_drift:
