@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from afd.student.model import CausalVideoTransformer
@@ -17,17 +19,56 @@ def block_timesteps(B: int, cfg, generator: torch.Generator, shift: float = 1.0,
     return t.repeat_interleave(cfg.block_frames, dim=1)
 
 
-def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: float = 1.0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Noise each block of x0 (B, T, C, H, W) at its own level: returns (t (B, T), eps, x_t)."""
-    t = block_timesteps(x0.shape[0], cfg, generator, shift).to(x0.device)
+def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
+    """Training levels taken from the student's own sampler (the DiffusionNFT reference trains on
+    the sampler's levels, not on U[0, 1]): (n, B, T) for n = the number of levels of a block
+    after the first. Copy j puts block k of clip b at level ``L_k[perm_bk[j]]``, with ``L_k``
+    that block's sampler levels (block 0: ``first_levels``) and ``perm_bk`` a random
+    permutation, so the n copies of a clip visit every level of every block once (block 0's
+    longer list, if any, is subsampled)."""
+    first, levels = cfg.sampler_levels()
+    n = len(levels)
+    t = torch.empty(n, B, cfg.n_blocks)
+    for k in range(cfg.n_blocks):
+        lv = torch.tensor(first if k == 0 else levels, dtype=torch.float32)
+        perm = torch.rand(B, len(lv), generator=generator).argsort(dim=1)[:, :n]  # (B, n)
+        t[:, :, k] = lv[perm].T
+    return t.repeat_interleave(cfg.block_frames, dim=2)
+
+
+def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: float = 1.0,
+                  t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise each block of x0 (B, T, C, H, W) at its own level: returns (t (B, T), eps, x_t).
+    The levels are drawn by ``block_timesteps`` unless given as ``t`` (B, T)."""
+    if t is None:
+        t = block_timesteps(x0.shape[0], cfg, generator, shift)
+    t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0.device)
     return t, eps, add_noise(x0, eps, t)
 
 
-def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding) -> torch.Tensor:
-    """The model's velocity for noised frames x_t given the clean clip as context (one pass)."""
-    return model.to_velocity(model.forward_train(x_clean, x_t, t, text), x_t, t)
+@dataclass
+class Guidance:
+    """Classifier-free guidance of a training-time velocity: the prediction is
+    ``null + scale * (prompt - null)`` per frame, as the guided sampler forms it.
+
+    null_text: B encodings of the null prompt; scale: (B, T) per-frame scales (block 0 may have
+    its own, ``StudentConfig.first_guidance``)."""
+
+    null_text: TextEncoding
+    scale: torch.Tensor
+
+
+def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding,
+             guidance: Guidance | None = None) -> torch.Tensor:
+    """The model's velocity for noised frames x_t (B, T, C, H, W) given the clean clip as context
+    (one pass); with ``guidance`` the guided velocity (conditional and null batched in one pass)."""
+    if guidance is None:
+        return model.to_velocity(model.forward_train(x_clean, x_t, t, text), x_t, t)
+    two = lambda z: torch.cat([z, z])  # noqa: E731
+    cond, null = model.forward_train(two(x_clean), two(x_t), two(t), text.cat(guidance.null_text)).chunk(2)
+    s = guidance.scale.to(cond.dtype)[..., None, None, None]
+    return model.to_velocity(null + s * (cond - null), x_t, t)
 
 
 def fm_error(v_hat: torch.Tensor, v: torch.Tensor, t: torch.Tensor, weighting: str = "x0") -> torch.Tensor:
@@ -170,8 +211,9 @@ def prior_loss(v_theta: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor) -> t
 def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransformer,
                      ref_model: CausalVideoTransformer | None, x0_rollouts: torch.Tensor, text: TextEncoding,
                      w: torch.Tensor, generator: torch.Generator, beta: float, lambda_prior: float, *,
-                     shift: float = 1.0, space: str = "velocity") -> dict[str, torch.Tensor]:
-    """AFD's student objective ``L = L_NFT + lambda_prior L_prior`` on the student's own rollouts.
+                     shift: float = 1.0, space: str = "velocity", t: torch.Tensor | None = None,
+                     guidance: Guidance | None = None, nft_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """AFD's student objective ``L = nft_scale L_NFT + lambda_prior L_prior`` on the student's own rollouts.
 
     x0_rollouts: (B, T, C, H, W) finished rollouts in the model's space (detached here); w: (B,)
     weights from ``afd.methods.advantages.compute_weights``; text: B prompt encodings. Every
@@ -189,6 +231,11 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     with x0 instead (``nft_loss``), which for such a student is its own x0 prediction, and
     normalises each sample by its mean absolute error.
 
+    Recipe options (docs/recipe.md): ``t`` (B, T) gives the levels instead of drawing them (e.g.
+    ``sampler_timesteps``); ``guidance`` makes all three velocities the guided ones the sampler
+    uses (so a guided data-collecting policy is the policy trained); ``nft_scale`` multiplies
+    L_NFT (the reference's a_max / beta).
+
     Returns a dict of scalars: ``loss`` (with gradient), and detached diagnostics ``loss_nft``,
     ``loss_prior``, ``fm_loss`` (plain ``||v_theta - v||^2`` on the rollouts), ``old_dev``
     (``||v_theta - v_old||^2``), ``ref_dev`` (``||v_theta - v_ref||^2``, 0 without ref), plus
@@ -197,13 +244,14 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     x0 = x0_rollouts.detach()
     B = x0.shape[0]
     _check_weights(w, B)
-    t, eps, x_t = forward_noise(x0, model.config, generator, shift)
+    t, eps, x_t = forward_noise(x0, model.config, generator, shift, t)
     v = eps - x0
-    v_theta = velocity(model, x0, x_t, t, text)
+    v_theta = velocity(model, x0, x_t, t, text, guidance)
     with torch.no_grad():
-        v_old = velocity(old_model, x0, x_t, t, text)
-        v_ref = velocity(ref_model, x0, x_t, t, text) if ref_model is not None else None
+        v_old = velocity(old_model, x0, x_t, t, text, guidance)
+        v_ref = velocity(ref_model, x0, x_t, t, text, guidance) if ref_model is not None else None
     loss_nft, per_sample = nft_loss(v_theta, v_old, v, w, beta, x_t=x_t, t=t, x0=x0, space=space)
+    loss_nft = nft_scale * loss_nft
     if v_ref is not None:
         loss_prior = prior_loss(v_theta, v_ref, w)
         loss = loss_nft + lambda_prior * loss_prior

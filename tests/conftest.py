@@ -17,3 +17,12 @@ def tiny_student(tmp_path_factory):
     from train_util import make_tiny_student
 
     return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_state_student(tmp_path_factory):
+    """A saved tiny chunk-wise state student (afd/student/state_codec.py)."""
+    from train_util import make_tiny_student
+
+    return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny-state", codec="state", channels=10,
+                             height=1, width=1, patch=1, video_size=32, project_blocks=True)

@@ -173,7 +173,7 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
     prompts = ["a large red ball falls on a black background", "a small white ball rolls to the left on a navy background"]
     clips = torch.stack([c.video.frames for c in sample_world(prompts, [0, 1], "real", STUDENT)])
     text = get_text_encoder().encode(prompts)
-    codec = make_codec(model.config.codec)
+    codec = make_codec(model.config)
     a = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(0))
     b = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(0))
     c = rerender(model, codec, clips, text, 0.3, torch.Generator().manual_seed(1))

@@ -8,10 +8,11 @@ from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 
 
-def make_tiny_student(directory):
-    """A tiny random student with non-zero output layers (adaLN-Zero would make it constant)."""
+def make_tiny_student(directory, **config):
+    """A tiny random student with non-zero output layers (adaLN-Zero would make it constant);
+    ``config`` overrides its StudentConfig (e.g. the state codec's fields)."""
     torch.manual_seed(0)
-    model = CausalVideoTransformer(StudentConfig(dim=32, depth=1, heads=2, steps=2, shift=1.0))
+    model = CausalVideoTransformer(StudentConfig(**{**dict(dim=32, depth=1, heads=2, steps=2, shift=1.0), **config}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))

@@ -79,9 +79,9 @@ def block_drift(model: CausalVideoTransformer, prompts: list[str], seed: int = 1
         raise ValueError("block drift needs general prompts with a moving object (e.g. --split general-eval)")
     cfg = model.config
     F, K = cfg.block_frames, cfg.n_blocks
-    if (cfg.frames, cfg.height, cfg.width) != (STUDENT.frames, STUDENT.height, STUDENT.width):
+    if (cfg.frames, cfg.pixel_size) != (STUDENT.frames, STUDENT.height):
         raise ValueError(f"block drift compares with the world at {STUDENT.frames}x{STUDENT.height}x{STUDENT.width}; "
-                         f"the model is {cfg.frames}x{cfg.height}x{cfg.width}")
+                         f"the model's clips are {cfg.frames}x{cfg.pixel_size}x{cfg.pixel_size}")
     seeds = [seed] * len(moving)
     world = stack([c.video for c in sample_world(moving, seeds, "loose", STUDENT)])
     world_xy = [_centroids(Video(v, STUDENT.fps)) for v in world]

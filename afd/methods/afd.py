@@ -3,17 +3,31 @@
 method.md sections 5-6: the weights come from ``compute_weights`` (per-prompt baseline, global
 std gathered over ranks, clip, map to [0, 1]); the update is ``nft_student_loss`` (L_NFT plus
 lambda_prior times the w-weighted prior toward the frozen initial student) on forward-noised
-copies of the rollouts. No gradient ever flows through the rollout or the discriminator.
+copies of the rollouts, in the student's space exactly as they were generated. No gradient ever
+flows through the rollout or the discriminator. The recipe options (``afd.timesteps``,
+``afd.loss_scale``, ``afd.guidance``; docs/recipe.md) change only how that loss is formed.
 """
 
 from __future__ import annotations
 
 import torch
 
-from afd.losses import nft_student_loss
+from afd.losses import Guidance, nft_student_loss, sampler_timesteps
 from afd.methods.advantages import compute_weights
 from afd.methods.base import Batch, Method, Prepared
+from afd.student.sample import guidance_kwargs
 from afd.train import dist
+
+
+def sampler_guidance(model, n: int) -> Guidance | None:
+    """The guidance the model's sampler applies to n clips, as per-frame scales (None: unguided)."""
+    kw = guidance_kwargs(model, n)
+    if kw["null_text"] is None:
+        return None
+    cfg = model.config
+    scale = torch.full((n, cfg.frames), kw["guidance"])
+    scale[:, :cfg.block_frames] = kw["first_guidance"]
+    return Guidance(kw["null_text"], scale)
 
 
 class AFD(Method):
@@ -28,8 +42,17 @@ class AFD(Method):
     def student_loss(self, batch: Batch, prepared: Prepared, generator: torch.Generator) -> dict[str, torch.Tensor]:
         c = self.cfg.afd
         m = self.models
-        out = nft_student_loss(m.student, m.old, m.ref, m.codec.encode(batch.rollouts), batch.rollout_text,
-                               prepared.weights.float(), generator, c.beta, c.lambda_prior,
-                               shift=c.t_shift, space=c.nft_space)
+        x0, text, w = batch.rollout_latents, batch.rollout_text, prepared.weights.float()
+        t = None
+        if c.timesteps == "sampler":
+            # Every rollout once at each of the sampler's levels, all copies in one batch.
+            levels = sampler_timesteps(x0.shape[0], m.student.config, generator)  # (n, B, T)
+            n = levels.shape[0]
+            x0, w, t = x0.repeat(n, 1, 1, 1, 1), w.repeat(n), levels.flatten(0, 1)
+            text = text.index(torch.arange(len(text)).repeat(n))
+        guidance = sampler_guidance(m.student, x0.shape[0]) if c.guidance == "sampler" else None
+        scale = c.advantage.a_max / c.beta if c.loss_scale == "reference" else 1.0
+        out = nft_student_loss(m.student, m.old, m.ref, x0, text, w, generator, c.beta, c.lambda_prior,
+                               shift=c.t_shift, space=c.nft_space, t=t, guidance=guidance, nft_scale=scale)
         out.pop("nft_per_sample")
         return out

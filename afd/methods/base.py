@@ -50,6 +50,10 @@ class Batch:
     text: TextEncoding
     teacher: torch.Tensor
     rollouts: torch.Tensor | None = None
+    # The same rollouts in the student's space, exactly as the rollout produced them (what their
+    # blocks' cache was written from): methods that train on the student's own samples use these
+    # rather than re-encoding the decoded pixels.
+    rollout_latents: torch.Tensor | None = None
     rollout_text: TextEncoding | None = None
     group_ids: torch.Tensor | None = None
     d_teacher: torch.Tensor | None = None

@@ -71,7 +71,7 @@ class DMD(Method):
     def critic_steps(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
         c = self.cfg.dmd
         codec = self.models.codec
-        x_s, x_t_ = codec.encode(batch.rollouts), codec.encode(batch.teacher)
+        x_s, x_t_ = batch.rollout_latents, codec.encode(batch.teacher)
         cfg = self.fake.net.config
         stats = {"fake_fm": 0.0, "fake_cls": 0.0, "fake_acc": 0.0}
         params = list(self.fake.parameters())

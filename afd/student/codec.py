@@ -1,7 +1,8 @@
 """The seam between videos and the space the student models.
 
-The built-in student works on pixels (identity codec). A latent-space student plugs in a VAE
-here: the sampler calls ``encode``/``decode`` and never looks inside.
+The pixel student works on pixels (identity codec); the state student on each frame's object
+state (``afd.student.state_codec``); a latent-space student would plug a VAE in here. The sampler
+and the trainer call ``encode`` / ``decode`` / ``project`` and never look inside.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Codec(Protocol):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Inverse of ``encode``: model space -> (B, T, 3, H, W) in [-1, 1]."""
 
+    def project(self, latent: torch.Tensor) -> torch.Tensor:
+        """The latent ``decode`` actually draws (its clamps applied), in the model's space."""
+
 
 class PixelCodec:
     """Identity: the model works directly on pixels in [-1, 1]."""
@@ -32,11 +36,19 @@ class PixelCodec:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return latent.clamp(-1, 1)
 
+    def project(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent.clamp(-1, 1)
 
-CODECS = {"pixel": PixelCodec}
+
+CODECS = ("pixel", "state")
 
 
-def make_codec(name: str) -> Codec:
-    if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; available: {', '.join(CODECS)}")
-    return CODECS[name]()
+def make_codec(config) -> Codec:
+    """The codec of a student config (``afd.student.config.StudentConfig``)."""
+    if config.codec == "pixel":
+        return PixelCodec()
+    if config.codec == "state":
+        from afd.student.state_codec import StateCodec
+
+        return StateCodec(config.video_size)
+    raise ValueError(f"unknown codec {config.codec!r}; available: {', '.join(CODECS)}")

@@ -10,8 +10,10 @@ class StudentConfig:
     """Shape of the causal AR video transformer.
 
     The clip is ``frames`` frames of ``channels x height x width`` in the codec's space (pixels
-    for the built-in student), cut into blocks of ``block_frames`` frames (4 = chunk-wise,
-    1 = frame-wise) and into ``patch x patch`` patches per frame.
+    for the pixel student; for the state student one 10-channel 1x1 token per frame), cut into
+    blocks of ``block_frames`` frames (4 = chunk-wise, 1 = frame-wise) and into
+    ``patch x patch`` patches per frame. ``video_size`` is the side of the square frames the codec
+    decodes to (0: ``height``, the pixel codec's own size).
     """
 
     channels: int = 3
@@ -28,7 +30,8 @@ class StudentConfig:
     # "x0": the network predicts the clean block and the velocity is (x_t - x0_hat) / t;
     # "velocity": it predicts v directly. x0 trained where velocity produced noise in a trial.
     prediction: str = "x0"
-    codec: str = "pixel"
+    codec: str = "pixel"  # "pixel" | "state" (afd.student.codec)
+    video_size: int = 0
     # Default few-step sampler (overridable at sampling time): ``steps`` denoising steps per
     # block at levels 1 - i / steps, shifted by ``shift`` (method.md section 2).
     steps: int = 4
@@ -77,6 +80,12 @@ class StudentConfig:
     # 36 such clips (total 92.3). So it is not set in any shipped config.
     first_guidance: float = 0.0
     null_prompt: str = "a video"
+    # Each finished block goes through the codec's clamps (``Codec.project``) before the next
+    # block's cache is written from it and before it is returned. Off, the cache holds the raw
+    # x0 estimate while the clip the trainer sees (and re-noises) is the clamped decode, so the
+    # context the student is trained under is not the one it generated under. Off by default:
+    # the pixel bases were measured without it.
+    project_blocks: bool = False
 
     def __post_init__(self):
         if self.prediction not in ("x0", "velocity"):
@@ -99,6 +108,22 @@ class StudentConfig:
             raise ValueError(f"first_guidance must be >= 0 (0: the same as guidance), got {self.first_guidance}")
         if not self.null_prompt.strip():
             raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
+        if self.codec not in ("pixel", "state"):
+            raise ValueError(f"codec must be 'pixel' or 'state', got {self.codec!r}")
+        if self.codec == "state":
+            from afd.student.state_codec import STATE_CHANNELS
+
+            want = (STATE_CHANNELS, 1, 1, 1)
+            got = (self.channels, self.height, self.width, self.patch)
+            if got != want or self.video_size < 1:
+                raise ValueError(f"codec 'state' needs channels, height, width, patch = {want} and video_size >= 1 "
+                                 f"(the decoded frame side), got {got} and video_size {self.video_size}")
+            if self.refine:
+                raise ValueError("refine (a pixel refinement head) does not apply to codec 'state'")
+        elif self.video_size not in (0, self.height) or self.height != self.width or self.channels != 3:
+            raise ValueError(f"codec 'pixel' models square RGB frames as they are: channels 3, height == width, "
+                             f"video_size 0 or height; got channels {self.channels}, {self.height}x{self.width}, "
+                             f"video_size {self.video_size}")
         if self.dim % self.heads:
             raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
 
@@ -113,6 +138,17 @@ class StudentConfig:
         steps, shift = steps or self.steps, shift or self.shift
         first = self.first_steps if first_steps is None else first_steps
         return step_levels(max(steps, first), shift), step_levels(steps, shift)
+
+    @property
+    def pixel_size(self) -> int:
+        """Side of the square frames the student's clips have after decoding."""
+        return self.video_size or self.height
+
+    def video_format(self):
+        """The decoded clips' format: ``frames`` square frames of ``pixel_size`` at the student's fps."""
+        from afd.video.core import STUDENT, VideoFormat
+
+        return VideoFormat(frames=self.frames, height=self.pixel_size, width=self.pixel_size, fps=STUDENT.fps)
 
     @property
     def tokens_per_frame(self) -> int:

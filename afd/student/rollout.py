@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import torch
 
 from afd.student.cache import KVCache
+from afd.student.codec import make_codec
 from afd.student.model import CausalVideoTransformer
 from afd.text.encoder import TextEncoding
 
@@ -86,8 +87,8 @@ def rollout(
     (None: ``guidance``); each step's prediction is ``null + scale * (prompt - null)``, with the
     null prediction from ``null_text`` (B encodings, required unless both scales are 1) in the
     same doubled batch. ``guidance_kwargs`` gives a model's defaults.
-    Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped; decode with the codec); with a
-    prefix its frames come first, unchanged.
+    Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped unless the config's
+    ``project_blocks``; decode with the codec); with a prefix its frames come first, unchanged.
     """
     cfg = model.config
     if levels is None:
@@ -139,6 +140,7 @@ def rollout(
         n_pre = prefix.shape[1] // F_
         if not 1 <= n_pre < K:
             raise ValueError(f"prefix holds {n_pre} blocks; it must leave at least one of the {K} blocks to generate")
+    project = make_codec(cfg).project if cfg.project_blocks else None
     cache = KVCache.empty()
     blocks: list[torch.Tensor] = []
     if n_pre:
@@ -166,6 +168,8 @@ def rollout(
                 else:
                     eps = (x - (1 - lv[i]) * x0) / lv[i]
                 x = (1 - nxt) * x0 + nxt * eps
+        if project is not None:
+            x0 = project(x0)
         blocks.append(x0)
         if use_cache and k < K - 1:
             with torch.no_grad(), _autocast(amp):

@@ -48,7 +48,7 @@ def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int]
     """
     cfg = model.config
     first, levels = cfg.sampler_levels(steps, shift, first_steps)
-    codec = make_codec(cfg.codec)
+    codec = make_codec(cfg)
     encoder = get_text_encoder()
     was_training = model.training
     model.eval()

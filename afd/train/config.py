@@ -11,6 +11,7 @@ Every field is documented where it is declared; the resolved config is saved as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from afd.disc.config import DiscConfig
 from afd.methods.advantages import AdvantageConfig
@@ -40,6 +41,10 @@ class LoopConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     old_decay: float = 0.99  # EMA decay of the old (data-collecting) policy, per optimizer step
+    # > 0: the decay ramps up as min(old_decay, old_decay_ramp * n) after the n-th optimizer step,
+    # the DiffusionNFT reference's schedule (ramp 0.001 up to 0.5): the old policy starts as the
+    # current one and stays close to it. 0: old_decay from the first step (the paper's EMA 0.99).
+    old_decay_ramp: float = 0.0
     amp: bool = True  # bf16 autocast for forwards; losses and optimizer stay fp32
 
     def __post_init__(self):
@@ -52,6 +57,12 @@ class LoopConfig:
             raise ValueError(f"student_steps must be >= 0, got {self.student_steps}")
         if not 0 <= self.old_decay < 1:
             raise ValueError(f"old_decay must be in [0, 1), got {self.old_decay}")
+        if self.old_decay_ramp < 0:
+            raise ValueError(f"old_decay_ramp must be >= 0 (0: constant old_decay), got {self.old_decay_ramp}")
+
+    def old_decay_at(self, n: int) -> float:
+        """The old policy's EMA decay after the n-th optimizer step (n >= 1)."""
+        return min(self.old_decay, self.old_decay_ramp * n) if self.old_decay_ramp > 0 else self.old_decay
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
 
@@ -76,10 +87,26 @@ class StudentInitConfig:
     checkpoint: str = "base-chunk"  # a shipped name or a save_pretrained directory
     lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA (peft) on the attention/MLP linears
     lora_alpha: float = 16.0
+    # Sampler overrides for every rollout of the run (collection, evals, the saved adapted student;
+    # the base's "before" eval too, so both columns use one sampler). None: the checkpoint's own.
+    # guidance: the classifier-free guidance scale of every block (1 = off); project_blocks: each
+    # finished block goes through the codec's clamps before it is cached and returned.
+    guidance: float | None = None
+    project_blocks: bool | None = None
 
     def __post_init__(self):
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.guidance is not None and self.guidance <= 0:
+            raise ValueError(f"student.guidance must be > 0 (1: off) or null, got {self.guidance}")
+
+    def apply(self, model) -> None:
+        """Set the sampler overrides on a loaded student's config (in place)."""
+        if self.guidance is not None:
+            model.config.guidance = self.guidance
+            model.config.first_guidance = 0.0  # the same scale for block 0
+        if self.project_blocks is not None:
+            model.config.project_blocks = self.project_blocks
 
 
 @dataclass
@@ -114,7 +141,18 @@ class AFDMethodConfig:
     beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
     lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
     nft_space: str = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
-    t_shift: float = 1.0  # shift of the NFT training timesteps
+    t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)
+    # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
+    # "sampler": each rollout is trained once at every level of the student's own sampler (n
+    # copies per step, afd.losses.sampler_timesteps), the DiffusionNFT reference's choice.
+    timesteps: Literal["uniform", "sampler"] = "uniform"
+    # "none": L_NFT as in Eq. 4; "reference": times a_max / beta, as the DiffusionNFT reference
+    # scales its policy loss (a larger effective step under the same optimizer and grad clip).
+    loss_scale: Literal["none", "reference"] = "none"
+    # "conditional": train the prompt-conditional velocity (the paper); "sampler": train the
+    # velocity the student's sampler uses, classifier-free guidance included, so that a guided
+    # data-collecting policy is the policy being trained (same as "conditional" at guidance 1).
+    guidance: Literal["conditional", "sampler"] = "conditional"
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):

@@ -49,7 +49,7 @@ from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.teacher_clips import TeacherClips
 from afd.teacher import WorldTeacher, to_student_format
-from afd.video.core import STUDENT, VideoFormat, stack
+from afd.video.core import stack
 from afd.world.splits import load_split
 
 MEASURES = ("physical_consistency", *CUES)
@@ -95,7 +95,7 @@ def probe_data(cfg: AdaptConfig, student: CausalVideoTransformer, base_sha: str,
         key += f"-{negatives}"
     path = cache_root / f"{key}.safetensors"
     sc = student.config
-    fmt = VideoFormat(frames=sc.frames, height=sc.height, width=sc.width, fps=STUDENT.fps)
+    fmt = sc.video_format()
     teacher = TeacherClips(cfg.teacher, load_split(cfg.train.split), fmt).get(prompts, [0] * len(prompts))
     if path.exists():
         t = load_safetensors(path)
@@ -106,7 +106,7 @@ def probe_data(cfg: AdaptConfig, student: CausalVideoTransformer, base_sha: str,
     flat_s = [seed * 1_000_003 + j for _ in prompts for j in range(rollouts)]
     # rows (prompt i, rollout j) in order; with loose negatives the training rows j < R/2 are world clips
     loose_row = [negatives == "loose" and j < rollouts // 2 for _ in prompts for j in range(rollouts)]
-    clips = torch.empty(len(flat_p), sc.frames, 3, sc.height, sc.width)
+    clips = torch.empty(len(flat_p), sc.frames, 3, sc.pixel_size, sc.pixel_size)
     for is_loose in (False, True):
         rows = [i for i, v in enumerate(loose_row) if v == is_loose]
         if not rows:
@@ -175,7 +175,7 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
     torch.manual_seed(seed)
     base_dir = resolve_checkpoint(cfg.student.checkpoint)
     ref = CausalVideoTransformer.from_pretrained(base_dir).eval()  # rolls out; re-renders when disc.rerender_t > 0
-    codec = make_codec(ref.config.codec)
+    codec = make_codec(ref.config)
     data = probe_data(cfg, ref, file_sha256(base_dir / "model.safetensors"), n_prompts, rollouts, seed, cache_root,
                       negatives)
     n = len(data.prompts)

@@ -54,7 +54,7 @@ from afd.train.ema import ema_update, make_ema
 from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.teacher_clips import TeacherClips
-from afd.video.core import STUDENT, Video, VideoFormat
+from afd.video.core import Video
 from afd.video.strip import save_strip
 from afd.world.splits import load_split
 
@@ -144,6 +144,7 @@ class Trainer:
             raise ValueError(f"{self.ckpt}: the run started from {state.get('reference')} with sha256 "
                              f"{state.get('reference_sha256')}, but {self.base_dir} now has {self.base_sha}")
         student = CausalVideoTransformer.from_pretrained(self.base_dir).train()
+        cfg.student.apply(student)
         if cfg.student.lora_rank:
             add_lora(student, cfg.student.lora_rank, cfg.student.lora_alpha)
             ref = AdaptersOff(student)
@@ -151,7 +152,7 @@ class Trainer:
             ref = make_ema(student)  # a frozen copy of the initial student
         old = make_ema(student)
         disc = Discriminator(cfg.disc.model)
-        self.models = Models(student=student, old=old, ref=ref, disc=disc, codec=make_codec(student.config.codec))
+        self.models = Models(student=student, old=old, ref=ref, disc=disc, codec=make_codec(student.config))
         self.method = make_method(cfg, self.models)
         t = cfg.train
         self.opt_s = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=t.lr,
@@ -165,7 +166,7 @@ class Trainer:
         if t.prompts % dist.world_size():
             raise ValueError(f"train.prompts={t.prompts} must be divisible by the {dist.world_size()} ranks")
         sc = student.config
-        self.fmt = VideoFormat(frames=sc.frames, height=sc.height, width=sc.width, fps=STUDENT.fps)
+        self.fmt = sc.video_format()
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
         self.encoder = get_text_encoder()
         self.first_levels, self.levels = sc.sampler_levels()
@@ -223,15 +224,16 @@ class Trainer:
         if self.method.uses_rollouts:
             t0 = time.time()
             G = self.cfg.train.rollouts
-            batch.rollouts = self.rollouts(prompts, seeds)
+            batch.rollout_latents, batch.rollouts = self.rollouts(prompts, seeds)
             batch.rollout_text = text.repeat_interleave(G)
             batch.group_ids = torch.arange(len(prompts)).repeat_interleave(G)
             times["t_rollout"] = time.time() - t0
         return batch, times
 
     @torch.no_grad()
-    def rollouts(self, prompts: list[str], seeds: list[list[int]]) -> torch.Tensor:
-        """G rollouts per prompt with the old policy: (P * G, T, 3, H, W) pixels in [-1, 1]."""
+    def rollouts(self, prompts: list[str], seeds: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """G rollouts per prompt with the old policy: their latents (P * G, T, C, H', W') in the
+        student's space, exactly as generated, and their decodes (P * G, T, 3, H, W) in [-1, 1]."""
         G = len(seeds[0]) if seeds else 0
         flat_p = [p for p in prompts for _ in range(G)]
         flat_s = [s for row in seeds for s in row]
@@ -239,7 +241,7 @@ class Trainer:
         noise = rollout_noise(flat_p, flat_s, old, len(self.first_levels))
         x0 = rollout(old, self.encoder.encode(flat_p), noise, self.levels, amp=self.cfg.train.amp,
                      first_levels=self.first_levels, **guidance_kwargs(old, len(flat_p)))
-        return self.models.codec.decode(x0).detach()
+        return x0.detach(), self.models.codec.decode(x0).detach()
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:
         cfg = self.cfg
@@ -259,6 +261,7 @@ class Trainer:
         params = [p for p in student.parameters() if p.requires_grad]
         sums: dict[str, float] = {}
         for s in range(t.student_steps):
+            n_step = it * t.student_steps + s + 1  # optimizer steps taken once this one is
             gen = _generator(t.seed, it, STUDENT_STEP, s)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.amp):
                 out = self.method.student_loss(batch, prepared, gen)
@@ -270,7 +273,7 @@ class Trainer:
             dist.average_gradients(params)
             gn = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
             self.opt_s.step()
-            ema_update(self.models.old, student, t.old_decay)
+            ema_update(self.models.old, student, t.old_decay_at(n_step))
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + gn
@@ -346,6 +349,7 @@ class Trainer:
                       f"{self.teacher.paid_total} in {self.teacher.teacher.dir}) in {time.time() - t0:.1f}s")
             dist.barrier()  # other ranks then read the paid clips from the shared cache
         base = CausalVideoTransformer.from_pretrained(self.base_dir)  # the student before adaptation
+        cfg.student.apply(base)
         before_path = self.out / "eval_base.json"
         if self.main and cfg.eval.before and not before_path.exists():
             t0 = time.time()

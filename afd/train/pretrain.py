@@ -22,6 +22,7 @@ import torch
 from afd.config import config_from_dict, config_to_dict, save_config
 from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
+from afd.student.codec import make_codec
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint
@@ -29,7 +30,7 @@ from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.ema import ema_update, make_ema, warmup_decay
 from afd.train.logger import RunLogger
-from afd.video.core import STUDENT, stack
+from afd.video.core import stack
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
 
@@ -108,15 +109,12 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def batch_at(step: int, cfg: PretrainConfig, pool: list[str]) -> tuple[list[str], torch.Tensor, torch.Generator]:
-    """The prompts, clean clips (B, T, 3, H, W) and noise generator of ``step`` (pure in (seed, step))."""
+    """The prompts, clean clips (B, T, 3, H, W) pixels in [-1, 1] and noise generator of ``step``
+    (pure in (seed, step))."""
     rng = np.random.default_rng([cfg.seed, step])
     prompts = [pool[i] for i in rng.integers(0, len(pool), cfg.batch_size)]
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, cfg.batch_size)]
-    fmt = STUDENT
-    m = cfg.model
-    if (fmt.frames, fmt.height, fmt.width) != (m.frames, m.height, m.width):
-        fmt = type(fmt)(frames=m.frames, height=m.height, width=m.width, fps=fmt.fps)
-    clips = sample_world(prompts, seeds, cfg.world_mode, fmt)
+    clips = sample_world(prompts, seeds, cfg.world_mode, cfg.model.video_format())
     gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
     return prompts, stack([c.video for c in clips]), gen
 
@@ -140,7 +138,7 @@ FINAL_DIR = "final"
 # checkpoint), and the student's default sampler, which only affects evaluation and the exported
 # config. None of them changes a training step.
 RESUME_MUTABLE = ("steps", "out", "export")
-RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise", "guidance", "first_guidance")
+RESUME_MUTABLE_MODEL = ("steps", "first_steps", "shift", "renoise", "guidance", "first_guidance", "project_blocks")
 
 
 def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) -> PretrainConfig:
@@ -164,7 +162,7 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
 
 
 INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "first_guidance",
-                   "null_prompt")
+                   "null_prompt", "project_blocks")
 # Switches that add zero-initialised modules: a checkpoint without them may initialise a model
 # with them (the new weights keep their zero init), not the other way round.
 INIT_MAY_ADD = ("frame_cond", "refine")
@@ -226,6 +224,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     pool = load_split(cfg.split)
     encoder = get_text_encoder()
+    codec = make_codec(cfg.model)
     encoder.encode(pool + [cfg.model.null_prompt])  # warm the cache once: later steps only look prompts up
     print(f"pretrain: {model.num_params() / 1e6:.2f}M params, {cfg.steps} steps x batch {cfg.batch_size}, "
           f"from step {step}, out {out}")
@@ -239,7 +238,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     t_last, losses = time.time(), []
     while step < cfg.steps:
-        prompts, x0, gen = batch_at(step, cfg, pool)
+        prompts, clips, gen = batch_at(step, cfg, pool)
+        x0 = codec.encode(clips)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr

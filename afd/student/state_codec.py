@@ -1,0 +1,235 @@
+"""The state codec: a frame's latent is the state of the one object in it (docs/state-student.md).
+
+Latent channels (each frame is one ``(STATE_CHANNELS, 1, 1)`` token), scaled so that every channel
+spans about [-2, 2] and a pixel of motion is a sizeable step:
+
+====  =========================  ===========================================================
+ch    what                       latent value
+====  =========================  ===========================================================
+0, 1  centre x, y                ``(c - 0.5) * POS_GAIN``, c in frame heights (y downward)
+2     radius (half side)         ``(r - RADIUS_MID) / RADIUS_HALF``: the world's small / large
+                                 sizes (0.07 / 0.12) sit at -1 / +1
+3     shape                      -1 ball, +1 square (between: a blend of the two coverages)
+4-6   object colour              RGB in [-1, 1], the pixel value of a fully covered pixel
+7-9   background colour          RGB in [-1, 1]
+====  =========================  ===========================================================
+
+``decode`` draws with the world's own anti-aliased renderer (``afd.world.render``), which is
+differentiable in every channel, so the GAN and DMD baselines can backpropagate through it.
+``encode`` recovers the state from pixels of any source (a teacher's clips after resampling to
+the student format, the student's own decodes): background from the border, colour from the most
+distinct pixel, coverage by projecting each pixel onto the object-background colour axis, centre
+and size from the coverage moments, the shape by redrawing both candidates, then a few
+Gauss-Newton steps of the renderer against the frame (which also places objects cut by the frame
+edge). A frame with no visible object gets a position just outside the border it left through,
+so it decodes to an empty frame too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from afd.world.render import render
+
+STATE_CHANNELS = 10
+POS_GAIN = 4.0
+RADIUS_MID, RADIUS_HALF = 0.095, 0.025
+RADIUS_RANGE = (0.01, 0.5)  # what decode clamps a radius to, frame heights
+MIN_AREA = 0.25  # coverage (px^2) below which a frame holds no object
+BORDER_TOUCH = 0.02  # coverage on the border pixels above which the object is cut by the frame
+
+
+def _state_to_params(z: torch.Tensor):
+    """(B, T, 10, 1, 1) latents -> renderer inputs, clamped to drawable values."""
+    s = z[..., 0, 0].float()
+    cx = 0.5 + s[..., 0] / POS_GAIN
+    cy = 0.5 + s[..., 1] / POS_GAIN
+    radius = (RADIUS_MID + RADIUS_HALF * s[..., 2]).clamp(*RADIUS_RANGE)
+    mix = ((s[..., 3] + 1) / 2).clamp(0, 1)
+    color = ((s[..., 4:7] + 1) / 2).clamp(0, 1)
+    background = ((s[..., 7:10] + 1) / 2).clamp(0, 1)
+    return cx, cy, radius, mix, color, background
+
+
+def params_to_state(cx, cy, radius, mix, color, background) -> torch.Tensor:
+    """Renderer inputs (centres (B, T) in frame heights, radius (B, T), mix (B, T) in [0, 1],
+    colours (B, T, 3) in [0, 1]) -> latents (B, T, 10, 1, 1)."""
+    s = torch.cat([((cx - 0.5) * POS_GAIN)[..., None], ((cy - 0.5) * POS_GAIN)[..., None],
+                   ((radius - RADIUS_MID) / RADIUS_HALF)[..., None], (2 * mix - 1)[..., None],
+                   2 * color - 1, 2 * background - 1], dim=-1)
+    return s[..., None, None].float()
+
+
+class StateCodec:
+    """Pixels (B, T, 3, size, size) in [-1, 1] <-> object states (B, T, 10, 1, 1)."""
+
+    name = "state"
+
+    def __init__(self, size: int = 32, gn_steps: int = 4):
+        self.size = size
+        self.gn_steps = gn_steps
+
+    # ----- decode: the renderer -----
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, T, 10, 1, 1) -> (B, T, 3, size, size) float32 in [-1, 1]; differentiable."""
+        if latent.dim() != 5 or tuple(latent.shape[2:]) != (STATE_CHANNELS, 1, 1):
+            raise ValueError(f"state latents must be (B, T, {STATE_CHANNELS}, 1, 1), got {tuple(latent.shape)}")
+        cx, cy, radius, mix, color, background = _state_to_params(latent)
+        return render(cx, cy, radius, mix, color, background, self.size)
+
+    def project(self, latent: torch.Tensor) -> torch.Tensor:
+        """The drawable latent nearest to ``latent`` (the clamps ``decode`` applies), same shape."""
+        return params_to_state(*_state_to_params(latent))
+
+    # ----- encode: analysis by synthesis -----
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, size, size) in [-1, 1] -> (B, T, 10, 1, 1) states (see the module docstring)."""
+        if video.dim() != 5 or video.shape[2] != 3 or tuple(video.shape[3:]) != (self.size, self.size):
+            raise ValueError(f"the state codec encodes (B, T, 3, {self.size}, {self.size}) clips in [-1, 1] "
+                             f"(resample to the student format first), got {tuple(video.shape)}")
+        B, T = video.shape[:2]
+        H = self.size
+        x = (video.float().clamp(-1, 1) + 1) / 2  # [0, 1]
+        frames = x.flatten(0, 1)  # (N, 3, H, H)
+        border = torch.cat([frames[:, :, 0], frames[:, :, -1], frames[:, :, :, 0], frames[:, :, :, -1]], dim=2)
+        bg = border.median(dim=2).values  # (N, 3)
+        diff = frames - bg[:, :, None, None]
+        dist = diff.norm(dim=1).flatten(1)  # (N, H*H)
+        peak, where = dist.max(dim=1)
+        color = frames.flatten(2).gather(2, where.view(-1, 1, 1).expand(-1, 3, 1))[..., 0]  # (N, 3)
+        # A frame whose most distinct pixel is not fully covered (the object cut by the edge)
+        # takes the colour of its clip's most distinct frame: the object keeps its colour.
+        peak_bt, color_bt = peak.view(B, T), color.view(B, T, 3)
+        best = peak_bt.argmax(dim=1)
+        clip_color = color_bt[torch.arange(B), best]  # (B, 3)
+        weak = peak_bt < 0.97 * peak_bt.max(dim=1, keepdim=True).values
+        color_bt = torch.where(weak[..., None], clip_color[:, None].expand(B, T, 3), color_bt)
+        color = color_bt.reshape(-1, 3)
+        axis = color - bg
+        alpha = ((diff * axis[:, :, None, None]).sum(1) / axis.pow(2).sum(1).clamp_min(1e-8)[:, None, None]).clamp(0, 1)
+        alpha = torch.where(axis.pow(2).sum(1)[:, None, None] > 1e-4, alpha, torch.zeros_like(alpha))
+        area = alpha.flatten(1).sum(1)  # px^2
+        visible = area > MIN_AREA
+        centre = torch.arange(H, dtype=torch.float32) + 0.5
+        a_sum = area.clamp_min(1e-8)
+        cx = (alpha.sum(1) * centre).sum(1) / a_sum / H  # frame heights
+        cy = (alpha.sum(2) * centre).sum(1) / a_sum / H
+        cut = border_mass(alpha) > BORDER_TOUCH
+        r_ball = (area / torch.pi - 1 / 12).clamp_min(0.25).sqrt() / H
+        r_square = area.sqrt() / 2 / H
+
+        def per_clip(v: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+            """Median over a clip's frames where ``use`` (all visible frames if none): (B,)."""
+            v, use, vis = v.view(B, T), use.view(B, T), visible.view(B, T)
+            use = torch.where(use.any(1, keepdim=True), use, vis)
+            filled = torch.where(use, v, torch.full_like(v, float("nan")))
+            out = filled.nanmedian(dim=1).values
+            return torch.where(torch.isnan(out), torch.full_like(out, RADIUS_MID), out)
+
+        inside = visible & ~cut
+        radii = {0.0: per_clip(r_ball, inside), 1.0: per_clip(r_square, inside)}
+        # The shape: whichever candidate redraws the clip's uncut frames better.
+        errs = {}
+        for m, r in radii.items():
+            fit = render(cx[:, None], cy[:, None], r.repeat_interleave(T)[:, None],
+                         torch.full((B * T, 1), m), color[:, None], bg[:, None], H)[:, 0]
+            e = (fit - (2 * frames - 1)).pow(2).flatten(1).sum(1)
+            errs[m] = torch.where(inside, e, torch.zeros_like(e)).view(B, T).sum(1)
+        square = errs[1.0] < errs[0.0]  # (B,)
+        mix = square.float().repeat_interleave(T)
+        radius = torch.where(square, radii[1.0], radii[0.0]).repeat_interleave(T)
+
+        target = 2 * frames - 1
+        # The radius is the clip's: fit it freely (with the centre) on the clip's two largest uncut
+        # frames (all of its visible frames are cut when a ball rolls along the floor: then its two
+        # largest visible ones) and take the median.
+        pool = torch.where(inside.view(B, T).any(1, keepdim=True), inside.view(B, T), visible.view(B, T))
+        ranked = torch.where(pool, area.view(B, T), torch.full((B, T), -1.0)).argsort(dim=1, descending=True)[:, :2]
+        pick = torch.zeros(B, T, dtype=torch.bool).scatter_(1, ranked, True) & pool
+        _, _, r_fit = self._gauss_newton(target, cx, cy, radius, mix, color, bg, pick.flatten(), self.gn_steps, True)
+        radius = per_clip(r_fit, pick.flatten()).repeat_interleave(T)
+        # Then the centre of every visible frame the coverage centroid does not already redraw
+        # exactly (frames cut by the edge, clips resampled from another resolution).
+        fit = render(cx[:, None], cy[:, None], radius[:, None], mix[:, None], color[:, None], bg[:, None], H)[:, 0]
+        off = (fit - target).abs().flatten(1).amax(1) > 1e-4
+        cx, cy, _ = self._gauss_newton(target, cx, cy, radius, mix, color, bg, visible & off, 2 * self.gn_steps, False)
+        cx, cy = _place_missing(cx.view(B, T), cy.view(B, T), radius.view(B, T), visible.view(B, T), H)
+        return params_to_state(cx, cy, radius.view(B, T), mix.view(B, T), color.view(B, T, 3), bg.view(B, T, 3))
+
+    def _gauss_newton(self, target, cx, cy, radius, mix, color, bg, which, steps: int, fit_radius: bool):
+        """Refine per-frame centres (and radii) so the renderer reproduces ``target`` (N, 3, H, W)
+        on the frames ``which`` (N,) bool; returns (cx, cy, radius), each (N,)."""
+        H = self.size
+        idx = torch.nonzero(which).squeeze(1)
+        if not len(idx):
+            return cx, cy, radius
+        p = torch.stack([cx[idx], cy[idx]] + ([radius[idx]] if fit_radius else []), dim=1)
+        tgt = target[idx].flatten(1)
+        fixed = dict(mix=mix[idx], color=color[idx], bg=bg[idx])
+        r_fixed = radius[idx]
+
+        def draw(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            r = q[:, 2] if fit_radius else r_fixed[rows]
+            out = render(q[:, :1], q[:, 1:2], r.clamp(*RADIUS_RANGE)[:, None], fixed["mix"][rows, None],
+                         fixed["color"][rows, None], fixed["bg"][rows, None], H)
+            return out.flatten(1)
+
+        # Forward differences: coverage is piecewise linear in the parameters at this scale. Only
+        # frames not yet redrawn exactly take another step.
+        h = 2e-4  # frame heights
+        eye = torch.eye(p.shape[1])
+        active = torch.arange(len(idx))
+        for _ in range(steps):
+            q = p[active]
+            base = draw(q, active)
+            res = base - tgt[active]
+            done = res.abs().amax(1) < 1e-5
+            active, q, base, res = active[~done], q[~done], base[~done], res[~done]
+            if not len(active):
+                break
+            J = torch.stack([(draw(q + h * e, active) - base) / h for e in eye], dim=2)  # (n, pixels, k)
+            JtJ = J.transpose(1, 2) @ J + 1e-6 * eye
+            step = torch.linalg.solve(JtJ, -(J.transpose(1, 2) @ res[..., None]))[..., 0]
+            p[active] = q + step.clamp(-0.05, 0.05)
+        cx, cy, radius = cx.clone(), cy.clone(), radius.clone()
+        cx[idx], cy[idx] = p[:, 0], p[:, 1]
+        if fit_radius:
+            radius[idx] = p[:, 2].clamp(*RADIUS_RANGE)
+        return cx, cy, radius
+
+
+def border_mass(alpha: torch.Tensor) -> torch.Tensor:
+    """Coverage on the one-pixel border of each frame: (N, H, W) -> (N,)."""
+    inner = alpha[:, 1:-1, 1:-1].flatten(1).sum(1)
+    return alpha.flatten(1).sum(1) - inner
+
+
+def _place_missing(cx: torch.Tensor, cy: torch.Tensor, radius: torch.Tensor, visible: torch.Tensor, size: int):
+    """Centres for frames without a visible object: beyond the border nearest to the closest
+    visible frame's centre (above the frame when a clip shows no object at all), far enough that
+    nothing is drawn. All (B, T)."""
+    cx, cy = cx.clone(), cy.clone()
+    B, T = cx.shape
+    for b in torch.nonzero(~visible.all(1)).squeeze(1).tolist():
+        seen = torch.nonzero(visible[b]).squeeze(1)
+        for t in torch.nonzero(~visible[b]).squeeze(1).tolist():
+            if not len(seen):
+                cx[b, t], cy[b, t] = 0.5, -0.5
+                continue
+            j = int(seen[(seen - t).abs().argmin()])
+            x, y = float(cx[b, j]), float(cy[b, j])
+            off = float(radius[b, t]) + 1.0 / size
+            # distance to the left, right, top and bottom borders
+            gaps = [x, 1 - x, y, 1 - y]
+            side = min(range(4), key=lambda i: gaps[i])
+            if side == 0:
+                x = -off
+            elif side == 1:
+                x = 1 + off
+            elif side == 2:
+                y = -off
+            else:
+                y = 1 + off
+            cx[b, t], cy[b, t] = x, y
+    return cx, cy
