@@ -212,7 +212,8 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
                      ref_model: CausalVideoTransformer | None, x0_rollouts: torch.Tensor, text: TextEncoding,
                      w: torch.Tensor, generator: torch.Generator, beta: float, lambda_prior: float, *,
                      shift: float = 1.0, space: str = "velocity", t: torch.Tensor | None = None,
-                     guidance: Guidance | None = None, nft_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                     guidance: Guidance | None = None, nft_scale: float = 1.0,
+                     nft_frames: int | None = None) -> dict[str, torch.Tensor]:
     """AFD's student objective ``L = nft_scale L_NFT + lambda_prior L_prior`` on the student's own rollouts.
 
     x0_rollouts: (B, T, C, H, W) finished rollouts in the model's space (detached here); w: (B,)
@@ -234,7 +235,8 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     Recipe options (docs/recipe.md): ``t`` (B, T) gives the levels instead of drawing them (e.g.
     ``sampler_timesteps``); ``guidance`` makes all three velocities the guided ones the sampler
     uses (so a guided data-collecting policy is the policy trained); ``nft_scale`` multiplies
-    L_NFT (the reference's a_max / beta).
+    L_NFT (the reference's a_max / beta); ``nft_frames`` restricts L_NFT to the first that many
+    frames (e.g. block 0, where a rollout's physics is chosen; the prior still covers every frame).
 
     Returns a dict of scalars: ``loss`` (with gradient), and detached diagnostics ``loss_nft``,
     ``loss_prior``, ``fm_loss`` (plain ``||v_theta - v||^2`` on the rollouts), ``old_dev``
@@ -250,7 +252,9 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     with torch.no_grad():
         v_old = velocity(old_model, x0, x_t, t, text, guidance)
         v_ref = velocity(ref_model, x0, x_t, t, text, guidance) if ref_model is not None else None
-    loss_nft, per_sample = nft_loss(v_theta, v_old, v, w, beta, x_t=x_t, t=t, x0=x0, space=space)
+    n = x0.shape[1] if nft_frames is None else nft_frames
+    loss_nft, per_sample = nft_loss(v_theta[:, :n], v_old[:, :n], v[:, :n], w, beta, x_t=x_t[:, :n], t=t[:, :n],
+                                    x0=x0[:, :n], space=space)
     loss_nft = nft_scale * loss_nft
     if v_ref is not None:
         loss_prior = prior_loss(v_theta, v_ref, w)

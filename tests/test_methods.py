@@ -33,7 +33,7 @@ def hand_batch(trainer: Trainer, G: int = 2) -> Batch:
     text = get_text_encoder().encode(PROMPTS)
     teacher = torch.rand(2, 16, 3, 32, 32) * 2 - 1
     rollouts = torch.rand(2 * G, 16, 3, 32, 32) * 2 - 1
-    return Batch(step=0, prompts=PROMPTS, text=text, teacher=teacher, rollouts=rollouts,
+    return Batch(step=0, prompts=PROMPTS, text=text, teacher=teacher, rollouts=rollouts, rollout_latents=rollouts,
                  rollout_text=text.repeat_interleave(G), group_ids=torch.arange(2).repeat_interleave(G),
                  d_teacher=torch.tensor([1.0, 0.5]), d_student=torch.tensor([0.2, -0.3, 0.4, 0.1]))
 

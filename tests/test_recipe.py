@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,10 +148,11 @@ def test_recipe_choices_are_checked(bad, match):
     assert AFDMethodConfig().timesteps == "uniform"
 
 
-@pytest.mark.parametrize("method", ["oracle", "gan"])
+@pytest.mark.parametrize("method", ["oracle", "gan", "dmd", "sft"])
 def test_tiny_train_on_a_state_student_with_the_reference_recipe(tiny_state_student, tmp_path, method):
-    """`afd train` end to end on a state student: the oracle with every recipe option on, and GAN,
-    whose gradient goes through the state decoder (the renderer)."""
+    """`afd train` end to end on a state student: the oracle with every recipe option on, GAN and
+    DMD, whose gradients go through the state decoder (the renderer), and SFT and DMD, which encode
+    the teacher's clips into states."""
     import json
 
     from afd.cli import main
@@ -164,7 +166,23 @@ def test_tiny_train_on_a_state_student_with_the_reference_recipe(tiny_state_stud
                             *recipe)])
     assert code == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(r["grad_norm"] > 0 for r in rows)
+    assert len(rows) == 2 and all(r["grad_norm"] > 0 and np.isfinite(r["grad_norm"]) for r in rows)
     trained = CausalVideoTransformer.from_pretrained(run / "student")
     assert trained.config.codec == "state"
     assert json.loads((run / "eval.json").read_text())["n_videos"] == 4
+
+
+def test_nft_on_the_first_block_ignores_later_blocks():
+    """nft_frames=F: L_NFT sees block 0 only, which attends to nothing before it, so what the
+    rollout did afterwards cannot change it."""
+    model = tiny_model()
+    old = perturb(copy.deepcopy(model), 1, 0.02)
+    x0 = rollouts(model)
+    x0_changed = x0.clone()
+    x0_changed[:, 4:] += 1.0
+    w = torch.tensor([0.2, 0.9])
+    a, b = (nft_student_loss(model, old, None, x, fake_text(), w, torch.Generator().manual_seed(0), 0.1, 0.0,
+                             nft_frames=4) for x in (x0, x0_changed))
+    full = nft_student_loss(model, old, None, x0_changed, fake_text(), w, torch.Generator().manual_seed(0), 0.1, 0.0)
+    assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
+    assert full["loss"].item() != pytest.approx(b["loss"].item(), rel=1e-3)

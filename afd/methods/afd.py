@@ -53,6 +53,7 @@ class AFD(Method):
         guidance = sampler_guidance(m.student, x0.shape[0]) if c.guidance == "sampler" else None
         scale = c.advantage.a_max / c.beta if c.loss_scale == "reference" else 1.0
         out = nft_student_loss(m.student, m.old, m.ref, x0, text, w, generator, c.beta, c.lambda_prior,
-                               shift=c.t_shift, space=c.nft_space, t=t, guidance=guidance, nft_scale=scale)
+                               shift=c.t_shift, space=c.nft_space, t=t, guidance=guidance, nft_scale=scale,
+                               nft_frames=m.student.config.block_frames if c.nft_blocks == "first" else None)
         out.pop("nft_per_sample")
         return out

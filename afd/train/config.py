@@ -153,6 +153,11 @@ class AFDMethodConfig:
     # velocity the student's sampler uses, classifier-free guidance included, so that a guided
     # data-collecting policy is the policy being trained (same as "conditional" at guidance 1).
     guidance: Literal["conditional", "sampler"] = "conditional"
+    # "all": L_NFT on every block; "first": on block 0 only. A diagnostic of credit assignment in
+    # an AR student: a later block is trained under its rollout's own context, which already fixes
+    # much of that rollout's physics, so a clip-level weight mostly says "continue (or do not
+    # continue) this context" there (docs/recipe.md).
+    nft_blocks: Literal["all", "first"] = "all"
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):
