@@ -30,7 +30,7 @@ def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, gene
     clip's own rendering, high forgets its motion too. Returns (B, T, 3, H, W) in [-1, 1].
     Teacher clips and rollouts re-rendered alike carry the same rendering artefacts, so a
     discriminator trained on them has to separate the two by what survives the noise: where the
-    object is, frame by frame (the issue-4 trial's D keyed on artefacts instead)."""
+    object is, frame by frame (a conv D trained without it keyed on the student's artefacts instead)."""
     x = codec.encode(clips.float())
     tt = torch.full(x.shape[:2], float(t))
     x_t = (1 - t) * x + t * torch.randn(x.shape, generator=generator)
