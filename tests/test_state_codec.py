@@ -76,7 +76,7 @@ def test_object_outside_the_frame_stays_outside():
     assert (_centres(z2)[0, 2:5, 1] < 0).all()  # placed above the frame, where it left
 
 
-def test_decode_is_the_world_renderer_and_differentiable():
+def test_decode_is_differentiable():
     clips = _clips(8)
     codec = StateCodec(32)
     z = codec.encode(stack([c.video for c in clips])).requires_grad_(True)
