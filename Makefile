@@ -1,4 +1,4 @@
-# Two commands for a newcomer: `make demo` (the main job on the embedded default) and
+# Two commands for a newcomer: `make afd` (the main job on the embedded default) and
 # `make test` (the test suite, what CI runs). Both create .venv and install on first use.
 PYTHON ?= python3
 VENV := .venv

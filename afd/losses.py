@@ -37,13 +37,18 @@ def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
 
 
 def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: float = 1.0,
-                  t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  t: torch.Tensor | None = None,
+                  noise_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noise each block of x0 (B, T, C, H, W) at its own level: returns (t (B, T), eps, x_t).
-    The levels are drawn by ``block_timesteps`` unless given as ``t`` (B, T)."""
+    The levels are drawn by ``block_timesteps`` unless given as ``t`` (B, T). ``noise_index``
+    (B,) long in [0, n) makes samples with the same index share one draw of eps and of the
+    drawn levels (common random numbers: see ``nft_student_loss``)."""
+    n = x0.shape[0] if noise_index is None else int(noise_index.max()) + 1
+    pick = (lambda z: z) if noise_index is None else (lambda z: z[noise_index.cpu()])  # noqa: E731
     if t is None:
-        t = block_timesteps(x0.shape[0], cfg, generator, shift)
+        t = pick(block_timesteps(n, cfg, generator, shift))
     t = t.to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    eps = pick(torch.randn((n, *x0.shape[1:]), generator=generator)).to(x0.device)
     return t, eps, add_noise(x0, eps, t)
 
 
@@ -213,7 +218,8 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
                      w: torch.Tensor, generator: torch.Generator, beta: float, lambda_prior: float, *,
                      shift: float = 1.0, space: str = "velocity", t: torch.Tensor | None = None,
                      guidance: Guidance | None = None, nft_scale: float = 1.0,
-                     nft_frames: int | None = None) -> dict[str, torch.Tensor]:
+                     nft_frames: int | None = None,
+                     noise_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """AFD's student objective ``L = nft_scale L_NFT + lambda_prior L_prior`` on the student's own rollouts.
 
     x0_rollouts: (B, T, C, H, W) finished rollouts in the model's space (detached here); w: (B,)
@@ -236,7 +242,11 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     ``sampler_timesteps``); ``guidance`` makes all three velocities the guided ones the sampler
     uses (so a guided data-collecting policy is the policy trained); ``nft_scale`` multiplies
     L_NFT (the reference's a_max / beta); ``nft_frames`` restricts L_NFT to the first that many
-    frames (e.g. block 0, where a rollout's physics is chosen; the prior still covers every frame).
+    frames (e.g. block 0, where a rollout's physics is chosen; the prior still covers every frame);
+    ``noise_index`` (B,) gives rollouts of one prompt the same eps and levels (``forward_noise``).
+    Why share: the NFT gradient is ``(2 w_i - 1)(v_i - v_old_i)`` summed over rollouts, and the
+    weights of a prompt's rollouts sum to about zero, so the part of ``v - v_old`` that only comes
+    from the noise draw cancels across the group instead of adding variance to every step.
 
     Returns a dict of scalars: ``loss`` (with gradient), and detached diagnostics ``loss_nft``,
     ``loss_prior``, ``fm_loss`` (plain ``||v_theta - v||^2`` on the rollouts), ``old_dev``
@@ -246,7 +256,7 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
     x0 = x0_rollouts.detach()
     B = x0.shape[0]
     _check_weights(w, B)
-    t, eps, x_t = forward_noise(x0, model.config, generator, shift, t)
+    t, eps, x_t = forward_noise(x0, model.config, generator, shift, t, noise_index)
     v = eps - x0
     v_theta = velocity(model, x0, x_t, t, text, guidance)
     with torch.no_grad():

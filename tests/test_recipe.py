@@ -135,10 +135,27 @@ def test_student_overrides_apply_to_the_loaded_student():
         StudentInitConfig(guidance=0.0)
 
 
+def test_student_sampler_overrides_change_the_levels():
+    """student.steps / shift / renoise replace the checkpoint's sampler, block 0 included."""
+    model = tiny_model()
+    model.config.first_steps = 8
+    StudentInitConfig(steps=16, shift=1.0, renoise="ddim").apply(model)
+    first, levels = model.config.sampler_levels()
+    assert len(first) == len(levels) == 16 and model.config.renoise == "ddim"
+    assert levels[-1] == pytest.approx(1 / 16)  # unshifted: 1 - 15/16
+    for bad, match in (({"steps": 0}, "student.steps"), ({"shift": 0.0}, "student.shift")):
+        with pytest.raises(ValueError, match=match):
+            StudentInitConfig(**bad)
+    from afd.config import config_from_dict
+    with pytest.raises(ValueError, match="renoise"):
+        config_from_dict(AdaptConfig, {"student": {"renoise": "sde"}})
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"timesteps": "grid"}, "timesteps"),
     ({"loss_scale": "big"}, "loss_scale"),
     ({"guidance": "both"}, "guidance"),
+    ({"noise": "prompt"}, "noise"),
 ])
 def test_recipe_choices_are_checked(bad, match):
     from afd.config import config_from_dict
@@ -160,7 +177,8 @@ def test_tiny_train_on_a_state_student_with_the_reference_recipe(tiny_state_stud
 
     run = tmp_path / "run"
     recipe = ["afd.timesteps=sampler", "afd.nft_space=x0", "afd.loss_scale=reference", "afd.guidance=sampler",
-              "train.old_decay=0.5", "train.old_decay_ramp=0.001", "afd.advantage.std_over=residuals"]
+              "train.old_decay=0.5", "train.old_decay_ramp=0.001", "afd.advantage.std_over=residuals",
+              "afd.noise=group"]
     code = main(["train", "--config", "configs/afd.yaml", "--no-progress",
                  *tiny_args(tiny_state_student, run, tmp_path / "cache", "train.steps=2", f"train.method={method}",
                             *recipe)])
@@ -186,3 +204,36 @@ def test_nft_on_the_first_block_ignores_later_blocks():
     full = nft_student_loss(model, old, None, x0_changed, fake_text(), w, torch.Generator().manual_seed(0), 0.1, 0.0)
     assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
     assert full["loss"].item() != pytest.approx(b["loss"].item(), rel=1e-3)
+
+
+def test_group_noise_shares_eps_and_levels_within_a_prompt():
+    """noise_index: samples with one index get the same eps and levels, other indices their own;
+    without it every sample draws its own (the draws are unchanged from before the option)."""
+    from afd.losses import forward_noise
+
+    cfg = tiny_model().config
+    x0 = torch.zeros(4, cfg.frames, cfg.channels, cfg.height, cfg.width)
+    t, eps, _ = forward_noise(x0, cfg, torch.Generator().manual_seed(0), noise_index=torch.tensor([0, 0, 1, 1]))
+    assert torch.equal(eps[0], eps[1]) and torch.equal(eps[2], eps[3]) and not torch.equal(eps[0], eps[2])
+    assert torch.equal(t[0], t[1]) and not torch.equal(t[0], t[2])
+    t_own, eps_own, _ = forward_noise(x0, cfg, torch.Generator().manual_seed(0))
+    assert not torch.equal(eps_own[0], eps_own[1])
+
+
+def test_group_noise_cancels_the_noise_only_part_of_the_gradient():
+    """Two identical rollouts with weights 0.5 +- d pull in exactly opposite directions when they
+    share their noise, so the NFT term at v_theta = v_old vanishes; with their own noise it does not."""
+    model = tiny_model()
+    x0 = rollouts(model)[:1].repeat(2, 1, 1, 1, 1)
+    text = fake_text()
+    text = text.index(torch.tensor([0, 0]))
+    w = torch.tensor([0.3, 0.7])
+    grads = {}
+    for name, index in (("group", torch.tensor([0, 0])), ("sample", None)):
+        model.zero_grad()
+        out = nft_student_loss(model, model, None, x0, text, w, torch.Generator().manual_seed(0), 0.1, 0.0,
+                               noise_index=index)
+        out["loss"].backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
+    assert grads["group"] < 1e-6 * max(1.0, float(grads["sample"]))
+    assert grads["sample"] > 1e-4

@@ -44,16 +44,21 @@ class AFD(Method):
         m = self.models
         x0, text, w = batch.rollout_latents, batch.rollout_text, prepared.weights.float()
         t = None
+        # Which forward-noise draw each sample uses: its own, or its prompt's (afd.noise=group).
+        draw = torch.arange(x0.shape[0]) if c.noise == "sample" else torch.unique(batch.group_ids, return_inverse=True)[1]
         if c.timesteps == "sampler":
             # Every rollout once at each of the sampler's levels, all copies in one batch.
-            levels = sampler_timesteps(x0.shape[0], m.student.config, generator)  # (n, B, T)
+            n_draws = int(draw.max()) + 1
+            levels = sampler_timesteps(n_draws, m.student.config, generator)[:, draw]  # (n, B, T)
             n = levels.shape[0]
             x0, w, t = x0.repeat(n, 1, 1, 1, 1), w.repeat(n), levels.flatten(0, 1)
             text = text.index(torch.arange(len(text)).repeat(n))
+            draw = torch.cat([draw + j * n_draws for j in range(n)])
         guidance = sampler_guidance(m.student, x0.shape[0]) if c.guidance == "sampler" else None
         scale = c.advantage.a_max / c.beta if c.loss_scale == "reference" else 1.0
         out = nft_student_loss(m.student, m.old, m.ref, x0, text, w, generator, c.beta, c.lambda_prior,
                                shift=c.t_shift, space=c.nft_space, t=t, guidance=guidance, nft_scale=scale,
-                               nft_frames=m.student.config.block_frames if c.nft_blocks == "first" else None)
+                               nft_frames=m.student.config.block_frames if c.nft_blocks == "first" else None,
+                               noise_index=None if c.noise == "sample" else draw)
         out.pop("nft_per_sample")
         return out

@@ -103,7 +103,7 @@ def fidelity_summary(run_dir: Path) -> dict[str, float | None]:
 
 
 def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
-    """Every number of the finished jobs, shaped as documented in issue 6 (results.json)."""
+    """Every number of the finished jobs: results.json (docs/training.md, "Reproducing the paper")."""
     work = Path(cfg.work_dir)
     by_tag: dict[str, list[Job]] = {}
     for j in jobs:

@@ -91,22 +91,38 @@ class StudentInitConfig:
     # the base's "before" eval too, so both columns use one sampler). None: the checkpoint's own.
     # guidance: the classifier-free guidance scale of every block (1 = off); project_blocks: each
     # finished block goes through the codec's clamps before it is cached and returned.
+    # steps / shift / renoise: the denoising levels per block and what happens between steps
+    # (e.g. steps=32 renoise=ddim integrates the model's flow instead of the few-step sampler).
     guidance: float | None = None
     project_blocks: bool | None = None
+    steps: int | None = None
+    shift: float | None = None
+    renoise: Literal["fresh", "ddim"] | None = None
 
     def __post_init__(self):
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if self.guidance is not None and self.guidance <= 0:
             raise ValueError(f"student.guidance must be > 0 (1: off) or null, got {self.guidance}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"student.steps must be >= 1 or null, got {self.steps}")
+        if self.shift is not None and not self.shift > 0:
+            raise ValueError(f"student.shift must be > 0 or null, got {self.shift}")
 
     def apply(self, model) -> None:
         """Set the sampler overrides on a loaded student's config (in place)."""
+        c = model.config
         if self.guidance is not None:
-            model.config.guidance = self.guidance
-            model.config.first_guidance = 0.0  # the same scale for block 0
+            c.guidance = self.guidance
+            c.first_guidance = 0.0  # the same scale for block 0
         if self.project_blocks is not None:
-            model.config.project_blocks = self.project_blocks
+            c.project_blocks = self.project_blocks
+        if self.steps is not None:
+            c.steps, c.first_steps = self.steps, 0  # block 0 too
+        if self.shift is not None:
+            c.shift = self.shift
+        if self.renoise is not None:
+            c.renoise = self.renoise
 
 
 @dataclass
@@ -158,6 +174,10 @@ class AFDMethodConfig:
     # much of that rollout's physics, so a clip-level weight mostly says "continue (or do not
     # continue) this context" there (docs/recipe.md).
     nft_blocks: Literal["all", "first"] = "all"
+    # "sample": every rollout gets its own forward noise (the paper, the reference); "group": the
+    # rollouts of one prompt share eps and levels, so the noise-only part of their NFT gradients
+    # cancels against the group's zero-sum weights (common random numbers; docs/recipe.md).
+    noise: Literal["sample", "group"] = "sample"
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):
