@@ -151,10 +151,8 @@ def _fake_eval(pc: float, general: float) -> dict:
     return {"n_videos": 4, "groups": {"physics": phys, "general": gen}}
 
 
-def test_report_from_finished_jobs(tmp_path):
-    """Tables (mean ± std, best in bold), sweeps, figures and results.json from fabricated job dirs."""
-    cfg = smoke_cfg(tmp_path, "seeds=[0,1]")
-    jobs = plan_jobs(cfg)
+def _fabricate(cfg, jobs):
+    """Finished job dirs as the runner and the trainer leave them (dmd-chunk-s1 left unfinished)."""
     for n, j in enumerate(jobs):
         if j.id == "dmd-chunk-s1":
             continue  # left unfinished: the report says so
@@ -172,6 +170,16 @@ def test_report_from_finished_jobs(tmp_path):
             save_config(load_config(AdaptConfig, j.argv[j.argv.index("--config") + 1], overrides), d / "config.yaml")
             (d / "samples").mkdir()
             (d / "samples" / "iter00002.png").write_bytes(b"\x89PNG not decoded: the report only copies it")
+            (d / "student").mkdir()
+            for f in ("model.safetensors", "config.json"):
+                (d / "student" / f).write_bytes((REPO / "checkpoints" / "base-state" / f).read_bytes())
+
+
+def test_report_from_finished_jobs(tmp_path):
+    """Tables (mean ± std, best in bold), sweeps, figures and results.json from fabricated job dirs."""
+    cfg = smoke_cfg(tmp_path, "seeds=[0,1]")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
     res = collect(cfg, jobs)
     assert res["missing"] == ["dmd-chunk-s1"]
     afd = [r for r in res["runs"] if r["method"] == "afd"]
@@ -196,7 +204,38 @@ def test_report_from_finished_jobs(tmp_path):
     for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):
         assert (out / f).is_file(), f
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved) >= {"teacher", "loose", "runs", "sweeps"} and saved["teacher"]["n_videos"] == 4
+    assert set(saved) >= {"teacher", "loose", "runs", "sweeps", "verdicts"} and saved["teacher"]["n_videos"] == 4
+    goals = saved["verdicts"]["goals"][0]
+    assert goals["gap_closed"] == pytest.approx((15.5 - 10) / (95 - 10))  # AFD 15, 16 over base 10, teacher 95
+    assert goals["pc_gain"]["d"] == pytest.approx(5.5) and goals["met"]["gap"] is False
+    assert goals["baselines"]["sft"]["d"] == pytest.approx(0.5)  # physics total = 50 + PC / 10 in the fakes
+    verdicts = {c["claim"].split(":")[0]: c["verdict"] for c in saved["verdicts"]["claims"]}
+    assert set(verdicts) >= {"Fig. 1", "Fig. 5", "Fig. 6"} and set(verdicts.values()) <= {"holds", "does not hold", "not measured"}
+    assert "| chunk | +5.5" in report and "6%" in report
+
+
+def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
+    from afd.reproduce.ship import ship
+    from afd.student.model import CausalVideoTransformer
+
+    cfg = smoke_cfg(tmp_path, "seeds=[0,1]", "ship={afd-chunk: afd/chunk, dmd-chunk: dmd/chunk}")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    (tmp_path / "ckpt").mkdir()
+    written = ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="configs/reproduce-smoke.yaml")
+    assert [p.name for p in written] == ["afd-chunk", "dmd-chunk"]  # dmd-chunk-s0 finished (s1 did not)
+    CausalVideoTransformer.from_pretrained(tmp_path / "ckpt" / "afd-chunk")
+    card = (tmp_path / "ckpt" / "afd-chunk" / "README.md").read_text()
+    assert "afd reproduce --config configs/reproduce-smoke.yaml" in card and "afd-chunk-s0" in card
+    assert "| physical consistency | 10.0 | 15.0 | +5.0 (within noise) |" in card  # fake evals carry no stderr
+    assert "200 teacher clips" in card
+
+
+@pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"), ("{base-chunk: afd/chunk}", "new folder"),
+                                       ("{x: base/chunk}", "not METHOD/FAMILY")])
+def test_ship_config_errors(tmp_path, ship, msg):
+    with pytest.raises(ValueError, match=msg):
+        smoke_cfg(tmp_path, f"ship={ship}")
 
 
 def test_motion_quality_is_the_documented_mean():
@@ -226,3 +265,28 @@ def test_bold_marks_the_best_value_as_printed():
     # 99.76 and 99.78 both print as 99.8 (a tie on the page); 99.72 prints as 99.7 and is not bold
     assert "| a | **99.8 ± 0.0** |" in out and "| c | **99.8 ± 0.0** |" in out and "| b | 99.7 ± 0.0 |" in out
     assert "| ref | 99.9 |" in out
+
+
+def test_miniature_state_reproduction_through_the_report(tmp_path):
+    """The state families with two methods and a tiny budget, every job a real `afd` process, then
+    the report: tables, the against-the-base rows, the goals and the paper's claims."""
+    args = ["reproduce", "--config", str(SMOKE), f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
+            f"configs_dir={REPO / 'configs'}", "families={state-chunk: base-state, state-frame: base-state-frame}",
+            "methods=[base, sft, afd]", "seeds=[0]", "steps=1", "sweeps.family=state-chunk", "sweeps.sft_steps=[]",
+            "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]",
+            f"overrides=[train.prompts=2, train.rollouts=2, disc.steps=1, eval.strip_prompts=1, "
+            f"eval.prompts_per_split=1, teacher.cache_dir={tmp_path / 'cache'}]"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert res["missing"] == []
+    assert {(r["family"], r["method"]) for r in res["runs"]} == {
+        (f, m) for f in ("state-chunk", "state-frame") for m in ("base", "sft", "afd")}
+    goals = res["verdicts"]["goals"]
+    assert [g["family"] for g in goals] == ["state-chunk", "state-frame"]
+    assert set(goals[0]["met"]) == {"gap", "general", "baselines"}
+    report = (tmp_path / "report" / "report.md").read_text()
+    for section in ("## Against the base", "## AFD against the issue's goals", "## The paper's claims on this testbed"):
+        assert section in report
+    assert "| state-chunk / afd |" in report and "state-frame / sft (n=1)" in report
+    # one seed: no seed spread, so the margins over the baselines are undefined, not invented
+    assert "(no seed sd)" in report and "nan" not in report.split("## The paper's claims")[0]

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("probe-update", help="signal vs noise of the student update's gradient, and what a step along it does")
-    p.add_argument("--config", default="configs/afd-state.yaml", help="adaptation YAML config (train.method afd or oracle)")
+    p.add_argument("--config", default="configs/afd-state-16x16.yaml", help="adaptation YAML config (train.method afd or oracle)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
     p.add_argument("--draws", type=int, default=2, help="gradients per batch, each with its own forward noise")

@@ -48,4 +48,7 @@ def cmd_reproduce(args) -> int:
     path = write_report(cfg, jobs)
     save_config(cfg, Path(cfg.report_dir) / "reproduce.yaml")
     print(f"reproduce: report -> {path}")
+    from afd.reproduce.ship import ship
+
+    ship(cfg, jobs, config_path=args.config)
     return 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("base", "sft", "gan", "dmd", "afd")
+METHODS = ("base", "sft", "gan", "dmd", "afd", "oracle")
+# The oracle (AFD's update with weights from the world's exact physics, not a discriminator) is
+# the ceiling AFD's gain is read against, not a baseline.
+REFERENCE_METHODS = ("oracle",)
 
 
 @dataclass
@@ -36,21 +39,39 @@ class ReproduceConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 100  # student updates per run (the same for every method)
     overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
+    # key=value for one method's runs (after `overrides`), e.g. {afd: [disc.model.instance_noise=0.3]}
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
     eval_per_prompt: int = 2  # clips per eval prompt for every row
     eval_prompts_per_split: int | None = None  # None: every prompt of physics-eval and general-eval
     eval_seed: int = 1000
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
+    # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
+    # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).
+    ship: dict[str, str] = field(default_factory=dict)
+    notes: str = ""  # printed under the report's setup line (e.g. where the other families' report is)
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
+        bad = [m for m in self.method_overrides if m not in METHODS or m == "base"]
+        if bad:
+            raise ValueError(f"method_overrides names {bad}; expected training methods ({', '.join(METHODS[1:])})")
         if not self.families:
             raise ValueError("families must name at least one family: checkpoint")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
         if self.steps < 1 or self.eval_per_prompt < 1:
             raise ValueError(f"steps and eval_per_prompt must be >= 1, got {self.steps}, {self.eval_per_prompt}")
+        for name, spec in self.ship.items():
+            method, _, family = spec.partition("/")
+            if method not in self.methods or method == "base" or family not in self.families:
+                raise ValueError(f"ship.{name}: {spec!r} is not METHOD/FAMILY of this reproduction "
+                                 f"(methods {', '.join(m for m in self.methods if m != 'base')}; "
+                                 f"families {', '.join(self.families)})")
+            if name in self.families.values() or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"ship.{name}: expected a new folder name of letters, digits, - and _ "
+                                 f"(not one of the bases {', '.join(self.families.values())})")
         if self.sweeps.family not in self.families:
             raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families ({', '.join(self.families)})")
         bad = [m for m in self.sweeps.budget_methods if m not in METHODS or m == "base"]

@@ -160,19 +160,19 @@ class JobPlanner:
             raise FileNotFoundError(f"{path}: no config for method {method!r} (configs_dir={self.cfg.configs_dir})")
         return path
 
-    def _common(self, family: str, seed: int) -> list[str]:
+    def _common(self, method: str, family: str, seed: int) -> list[str]:
         c = self.cfg
         return [f"student.checkpoint={c.families[family]}", f"train.seed={seed}", f"train.steps={c.steps}",
                 "eval.before=false", "eval.every=0", f"eval.final_per_prompt={c.eval_per_prompt}",
                 f"eval.final_prompts_per_split={'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
-                f"eval.seed={c.eval_seed}", *c.overrides]
+                f"eval.seed={c.eval_seed}", *c.overrides, *c.method_overrides.get(method, [])]
 
     def _resolved(self, method: str, overrides: list[str]) -> dict:
         return config_to_dict(load_config(AdaptConfig, self.method_config(method), overrides))
 
     def _canonical(self, method: str, family: str, seed: int, extra: list[str]) -> tuple[str, ...]:
         """The overrides of ``extra`` that change the resolved config (others are the defaults)."""
-        common = self._common(family, seed)
+        common = self._common(method, family, seed)
         key = f"{method}/{family}/{seed}"
         if key not in self._defaults:
             self._defaults[key] = self._resolved(method, common)
@@ -208,7 +208,7 @@ class JobPlanner:
         jid = f"{method}-{family}-s{seed}" + (f"-{_slug(extra_c)}" if extra_c else "")
         run_dir = Path(self.cfg.work_dir) / jid
         argv = ("train", "--config", str(self.method_config(method)), "--no-progress", f"run.dir={run_dir}",
-                *self._common(family, seed), *extra_c)
+                *self._common(method, family, seed), *extra_c)
         resolved = _canonical_json(_what_it_computes(self._resolved(method, list(argv[4:]))))
         return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c,
                              config=resolved, student=weights_digest(self.cfg.families[family])), tag)
@@ -220,13 +220,13 @@ class JobPlanner:
         trained = [m for m in c.methods if m != "base"]
         for fam in c.families:
             self.base(fam)
-        # Seed-major: a partial reproduction still has every method at the first seed.
-        for i, seed in enumerate(c.seeds):
+        # Seed-major, sweeps last: a partial reproduction has every method at the first seeds, and
+        # the main tables' seed spread comes before the single-seed ablations.
+        for seed in c.seeds:
             for fam in c.families:
                 for m in trained:
                     self.train(m, fam, seed)
-            if i == 0:
-                self._sweeps(s)
+        self._sweeps(s)
         return list(self.jobs.values())
 
     def _sweeps(self, s) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from afd.config import config_to_dict
-from afd.reproduce.config import ReproduceConfig
+from afd.reproduce import claims
+from afd.reproduce.config import REFERENCE_METHODS, ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.world.splits import load_split
 
@@ -185,17 +186,19 @@ def _cell(m: float, s: float | None, digits: int, bold: bool) -> str:
 
 
 def _table(rows: list[tuple[str, list[tuple[float, float | None]]]], headers: list[str], higher: list[bool],
-           digits: list[int], ref_rows: int) -> str:
-    """Markdown table; the best model row per column (rows after the first ``ref_rows``) in bold,
-    with every row that shows the same value at the printed precision (a tie on the page)."""
+           digits: list[int], ref_rows: int, unranked: frozenset[int] = frozenset()) -> str:
+    """Markdown table; the best model row per column (rows after the first ``ref_rows``, except the
+    indices in ``unranked``) in bold, with every row that shows the same value at the printed
+    precision (a tie on the page)."""
+    ranked = [i for i in range(ref_rows, len(rows)) if i not in unranked]
     best = []
     for c in range(len(headers)):
-        vals = [r[1][c][0] for r in rows[ref_rows:] if math.isfinite(r[1][c][0])]
+        vals = [rows[i][1][c][0] for i in ranked if math.isfinite(rows[i][1][c][0])]
         best.append((max(vals) if higher[c] else min(vals)) if vals else None)
     out = ["| | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for i, (name, cells) in enumerate(rows):
         out.append(f"| {name} | " + " | ".join(
-            _cell(m, s, digits[c], i >= ref_rows and best[c] is not None and math.isfinite(m)
+            _cell(m, s, digits[c], i in ranked and best[c] is not None and math.isfinite(m)
                   and f"{m:.{digits[c]}f}" == f"{best[c]:.{digits[c]}f}")
             for c, (m, s) in enumerate(cells)) + " |")
     return "\n".join(out)
@@ -208,26 +211,30 @@ def _group_runs(res: dict) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
-def _rows(res: dict, cfg: ReproduceConfig, values) -> tuple[list, int]:
+def _rows(res: dict, cfg: ReproduceConfig, values) -> tuple[list, int, frozenset[int]]:
     """World rows (no spread), then one mean ± std row per family x method; ``values(eval)`` gives
-    a row's columns. Returns (rows, number of world rows)."""
+    a row's columns. Returns (rows, number of world rows, indices of the reference-method rows,
+    which are shown but not ranked)."""
     rows = [(f"world: {'real (teacher)' if name == 'teacher' else 'loose'}", [(v, None) for v in values(res[name])])
             for name in ("teacher", "loose") if res[name]]
     refs = len(rows)
+    unranked = set()
     groups = _group_runs(res)
     for fam in cfg.families:
         for m in cfg.methods:
             runs = groups.get((fam, m), [])
             if runs:
                 columns = zip(*(values(r["eval"]) for r in runs))
+                if m in REFERENCE_METHODS:
+                    unranked.add(len(rows))
                 rows.append((f"{fam} / {m} (n={len(runs)})", [_mean_std(list(c)) for c in columns]))
-    return rows, refs
+    return rows, refs, frozenset(unranked)
 
 
 def table1(res: dict, cfg: ReproduceConfig) -> str:
-    rows, refs = _rows(res, cfg, lambda ev: [metric(ev, g, k) for g, k, _, _ in TABLE1])
+    rows, refs, unranked = _rows(res, cfg, lambda ev: [metric(ev, g, k) for g, k, _, _ in TABLE1])
     return _table(rows, [h for _, _, h, _ in TABLE1], [hb for *_, hb in TABLE1],
-                  [3 if k == "gravity_error" else 1 for _, k, _, _ in TABLE1], refs)
+                  [3 if k == "gravity_error" else 1 for _, k, _, _ in TABLE1], refs, unranked)
 
 
 def table2(res: dict, cfg: ReproduceConfig) -> str:
@@ -235,8 +242,8 @@ def table2(res: dict, cfg: ReproduceConfig) -> str:
         return [metric(ev, "physics", "physical_consistency"), motion_quality(ev),
                 metric(ev, "physics", "gravity_error"), metric(ev, "physics", "bounce_accuracy")]
 
-    rows, refs = _rows(res, cfg, values)
-    return _table(rows, [h for _, h, _ in TABLE2], [hb for *_, hb in TABLE2], [1, 1, 3, 1], refs)
+    rows, refs, unranked = _rows(res, cfg, values)
+    return _table(rows, [h for _, h, _ in TABLE2], [hb for *_, hb in TABLE2], [1, 1, 3, 1], refs, unranked)
 
 
 def fidelity_table(res: dict, cfg: ReproduceConfig) -> str:
@@ -370,6 +377,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     res = collect(cfg, jobs)
     job_wall = sum(r["wall_s"] for r in res["runs"] if math.isfinite(r["wall_s"]))
     res["job_wall_s"] = _all_job_wall(cfg, jobs)
+    res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     figs = figures(res, out)
     strips = copy_strips(cfg, jobs, out)
@@ -386,10 +394,13 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               + ("every prompt" if cfg.eval_prompts_per_split is None else f"{cfg.eval_prompts_per_split} prompts")
               + f" of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from {cfg.eval_seed})."
               + (f" Extra overrides: `{' '.join(cfg.overrides)}`." if cfg.overrides else ""), "",
-              "Mean ± sample std over seeds; the best model row per column in bold (world rows are for "
-              "scale and are not ranked). The base has no training randomness: its one eval stands for "
-              "every seed (std 0).", ""]
+              "Mean ± sample std over seeds; the best model row per column in bold (world rows, and the "
+              "oracle, whose weights come from the world's exact physics, are for scale and are not ranked). "
+              "The base has no training randomness: its one eval stands for every seed (std 0).", ""]
+    if cfg.notes:
+        lines += [cfg.notes.strip(), ""]
     lines += ["## Table 1 analog: physics dimensions and totals, general total", "", table1(res, cfg), ""]
+    lines += claims.markdown(res, list(cfg.families), cfg.methods)
     lines += ["## Table 2 analog: physical consistency and motion quality", "",
               "Motion quality stands in for VideoAlign-MQ: mean of dynamic degree, motion smoothness and "
               "100 x (1 - gravity error) on physics-eval.", "", table2(res, cfg), ""]

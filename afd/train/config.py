@@ -46,6 +46,10 @@ class LoopConfig:
     # current one and stays close to it. 0: old_decay from the first step (the paper's EMA 0.99).
     old_decay_ramp: float = 0.0
     amp: bool = True  # bf16 autocast for forwards; losses and optimizer stay fp32
+    # Iterations between the log-only fidelity measures (reward_fidelity, cues, rollout_pc), which
+    # track every rollout and cost about as much as an AFD iteration on the state students; the
+    # oracle measures its rollouts anyway, so its rows are always logged.
+    fidelity_every: int = 1
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -59,12 +63,14 @@ class LoopConfig:
             raise ValueError(f"old_decay must be in [0, 1), got {self.old_decay}")
         if self.old_decay_ramp < 0:
             raise ValueError(f"old_decay_ramp must be >= 0 (0: constant old_decay), got {self.old_decay_ramp}")
+        if self.lr < 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.fidelity_every < 1:
+            raise ValueError(f"fidelity_every must be >= 1, got {self.fidelity_every}")
 
     def old_decay_at(self, n: int) -> float:
         """The old policy's EMA decay after the n-th optimizer step (n >= 1)."""
         return min(self.old_decay, self.old_decay_ramp * n) if self.old_decay_ramp > 0 else self.old_decay
-        if self.lr < 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr}")
 
 
 @dataclass

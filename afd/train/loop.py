@@ -411,7 +411,7 @@ class Trainer:
         t0 = time.time()
         row.update(self.student_steps(batch, prepared, it))
         times["t_student"] = time.time() - t0
-        if batch.rollouts is not None:
+        if batch.rollouts is not None and (batch.measures is not None or it % t.fidelity_every == 0):
             t0 = time.time()
             row.update(self.fidelity(batch, prepared.weights,
                                      prepared.scores if prepared.scores is not None else batch.d_student))

@@ -1,0 +1,115 @@
+"""Ship adapted students from a reproduction: the first seed's run of a method on a family becomes
+a named checkpoint in ``checkpoints/`` (weights, config with the resolved run config inside, and
+a card: the command, the budget, and the eval against its base with ± errors).
+
+``afd reproduce`` ships every ``ship`` entry of its config whose run has finished, after writing
+the report, so a shipped student is always the one the report's tables describe.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from afd.io_utils import atomic_write_text
+from afd.reproduce import claims
+from afd.reproduce.config import ReproduceConfig
+from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
+from afd.reproduce.report import run_config, teacher_clips
+from afd.student.shipped import CHECKPOINTS_DIR
+
+CARD_ROWS = [("physics", "physical_consistency", "physical consistency", 1),
+             ("physics", "gravity_error", "gravity error (relative, lower is better)", 3),
+             ("physics", "bounce_accuracy", "bounce accuracy", 1), ("physics", "total", "physics total", 1),
+             ("general", "total", "general total", 1)]
+
+
+def parse_target(spec: str) -> tuple[str, str]:
+    """``"afd/state-chunk"`` -> ("afd", "state-chunk")."""
+    method, sep, family = spec.partition("/")
+    if not sep or not method or not family:
+        raise ValueError(f"ship target {spec!r}: expected METHOD/FAMILY, e.g. afd/state-chunk")
+    return method, family
+
+
+def _job(jobs: list[Job], kind: str, **match) -> Job | None:
+    for j in jobs:
+        if j.kind == kind and "main" in j.tags and all(getattr(j, k) == v for k, v in match.items()):
+            return j
+    return None
+
+
+def _cell(ev: dict, group: str, key: str, digits: int) -> str:
+    s = claims.single(ev, group, key)
+    if s is None:
+        return "-"
+    return f"{s.mean:.{digits}f}" + (f" ± {s.se:.{digits}f}" if s.se == s.se else "")
+
+
+def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: str | None) -> str:
+    """The model card (markdown) of a shipped student."""
+    work = Path(cfg.work_dir)
+    run = json.loads((job.dir(work) / JOB_FILE).read_text())
+    after = json.loads((job.dir(work) / EVAL_FILE).read_text())
+    before = json.loads((base_job.dir(work) / EVAL_FILE).read_text())
+
+    rc = run_config(job, work)
+    t = rc.train
+    base = cfg.families[job.family]
+    lines = [f"# {name} — `{base}` adapted with {job.method.upper()}", "",
+             f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
+             f"{t.steps} {job.method.upper()} iterations against the world teacher. Seed {job.seed} of the main grid of "
+             f"`reports/{Path(cfg.report_dir).name}/report.md`, which compares it with the other methods and seeds.", "",
+             "## How it was made", "", "```bash",
+             f"afd reproduce --config {config_path or 'configs/reproduce.yaml'}   # runs every job, then ships this folder",
+             f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
+             f"- Budget: {teacher_clips(job, work)} teacher clips ({t.split} x {rc.teacher.clips_per_prompt} per "
+             f"prompt, cached and shared by every method); {t.steps} iterations of {t.prompts} prompts x "
+             f"{t.rollouts} rollouts, {t.student_steps} student update(s) each at lr {t.lr:g}"
+             + (f"; discriminator `{rc.disc.model.backbone}`, {rc.disc.steps} steps per iteration at lr {rc.disc.lr:g}, "
+                f"{rc.disc.loss} loss" if job.method in ("afd", "gan") else "") + ".",
+             f"- Wall time on the 2-core CPU: {run['wall_s'] / 60:.1f} min" + (" (resumed; last part only)" if run.get("resumed") else "")
+             + ". The resolved config is inside `config.json` (`extra.adapted_with`).", "",
+             "## Evaluation against its base", "",
+             f"Every prompt of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from "
+             f"{cfg.eval_seed}), the same clips' seeds for both; ± is the bootstrap standard error, and a change "
+             "inside 2 combined errors is marked within noise. Other seeds' spread: the report.", "",
+             f"| | {base} | {name} | change |", "|---|---|---|---|"]
+    for g, k, label, digits in CARD_ROWS:
+        a, b = claims.single(after, g, k), claims.single(before, g, k)
+        change = claims.diff(a, b).text(digits) if a and b else "-"
+        lines.append(f"| {label} | {_cell(before, g, k, digits)} | {_cell(after, g, k, digits)} | {change} |")
+    lines += ["", "## Use", "", "```bash", f"afd sample --checkpoint {name} --split physics-eval --out samples/{name}",
+              f"afd eval --checkpoint {name} --per-prompt {cfg.eval_per_prompt} --seed {cfg.eval_seed}", "```", ""]
+    return "\n".join(lines)
+
+
+def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path = CHECKPOINTS_DIR,
+         config_path: str | None = None, log=print) -> list[Path]:
+    """Copy each finished ``cfg.ship`` target (first seed) to ``dest_root/<name>`` with its card.
+    Targets whose run is not finished are skipped (and said so). Returns the written folders."""
+    out = []
+    seed = cfg.seeds[0]
+    for name, spec in cfg.ship.items():
+        method, family = parse_target(spec)
+        job = _job(jobs, "train", method=method, family=family, seed=seed)
+        base_job = _job(jobs, "base", family=family)
+        if job is None or base_job is None:
+            raise ValueError(f"ship.{name}: {spec} is not a main-grid run of this reproduction")
+        if not (job.done(cfg.work_dir) and base_job.done(cfg.work_dir)):
+            log(f"reproduce: not shipping {name}: {job.id} or {base_job.id} has not finished")
+            continue
+        src = job.dir(cfg.work_dir) / "student"
+        dest = Path(dest_root) / name
+        tmp = Path(dest_root) / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        atomic_write_text(tmp / "README.md", card(name, cfg, job, base_job, config_path))
+        # Swap in whole: a reader never sees a folder with new weights and an old card.
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+        log(f"reproduce: shipped {job.id} as {dest}")
+        out.append(dest)
+    return out
