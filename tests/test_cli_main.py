@@ -4,18 +4,22 @@ from afd.cli import main
 
 
 def test_demo_end_to_end(tmp_path, capsys):
+    """The default pair: the shipped base-state and afd-state students next to the teacher."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--per-prompt", "1"]) == 0
     text = capsys.readouterr().out
-    assert "real (teacher)" in text and "loose (pretraining)" in text and "base student" in text
-    assert "physical_consistency" in text
-    assert (out / "real_loose_base.png").stat().st_size > 1000
+    assert "teacher (real world)" in text and "base student" in text and "adapted student" in text
+    assert "physical consistency: base" in text and "change" in text
+    assert (out / "teacher_base_adapted.png").stat().st_size > 1000
     assert len(list((out / "clips").glob("*.mp4"))) == 15
-    real = json.loads((out / "eval_real.json").read_text())
-    loose = json.loads((out / "eval_loose.json").read_text())
-    base = json.loads((out / "eval_base.json").read_text())
-    assert real["groups"]["physics"]["physical_consistency"] > loose["groups"]["physics"]["physical_consistency"]
-    assert base["n_videos"] == real["n_videos"]
+    real, base, adapted = (json.loads((out / f"eval_{m}.json").read_text()) for m in ("real", "base", "adapted"))
+    assert real["groups"]["physics"]["physical_consistency"] > base["groups"]["physics"]["physical_consistency"]
+    assert base["n_videos"] == real["n_videos"] == adapted["n_videos"]
+
+
+def test_demo_names_a_missing_adapted_student(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--adapted", str(tmp_path / "nope")]) == 2
+    assert "nope: no such student checkpoint" in capsys.readouterr().err
 
 
 def test_bench_world_prints_json_last(capsys):

@@ -50,6 +50,20 @@ def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
     out = capsys.readouterr().out
     assert "base" in out and "afd" in out and "physical_consistency" in out
+    assert "physical consistency: base " in out and "-> afd " in out and ", change " in out
+    assert (run / "strip.png").read_bytes() == (run / "samples" / "iter00003.png").read_bytes()
+    assert f"strip (teacher | base | afd, one row each per prompt): {run / 'strip.png'}" in out
+
+
+def test_fidelity_every_skips_the_log_only_measures(tiny_student, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(AdaptConfig, None, tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=3",
+                                                   "train.fidelity_every=2", "eval.before=false"))
+    train(cfg, progress=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert ["reward_fidelity" in r for r in rows] == [True, False, True]  # iterations 0, 1, 2
+    with pytest.raises(ValueError, match="fidelity_every must be >= 1"):
+        load_config(AdaptConfig, None, ["train.fidelity_every=0"])
 
 
 def test_resume_gives_the_same_parameters(tiny_student, tmp_path):

@@ -1,8 +1,9 @@
-"""``afd demo``: the main job on the embedded default.
+"""``afd demo``: what AFD does, to look at.
 
-It shows the testbed and the shipped base student: the real world (the teacher), the loose world
-(what the base student learned from) and the base student's own rollouts, as clips and a PNG
-strip, and scores all three on the eval splits side by side.
+The teacher (the real world), the shipped base student and the shipped AFD-adapted student (by
+default ``base-state`` and ``afd-state``, the main job's pair) on a few showcase prompts, as mp4
+clips and one PNG strip (teacher | base | adapted per prompt), then all three scored on the eval
+splits side by side with ± errors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from afd.eval import evaluate, format_reports, format_spread
+from afd.eval.compare import HEADLINE, change_lines
 from afd.student.model import CausalVideoTransformer
 from afd.student.sample import generate
 from afd.student.shipped import resolve_checkpoint
@@ -29,49 +31,57 @@ SHOWCASE = [
     "a large magenta square slides to the right on a gray background",
 ]
 
-LABELS = {"real": "real (teacher)", "loose": "loose (pretraining)", "base": "base student"}
+LABELS = {"real": "teacher (real world)", "base": "base student", "adapted": "adapted student"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the main job on the embedded default (see README)")
+    p = sub.add_parser("demo", help="teacher | base | adapted student side by side (clips, strip, scores)")
     p.add_argument("--out", default="demo", help="output folder")
     p.add_argument("--per-prompt", type=int, default=2, help="clips per eval prompt to score")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--student", default="base-chunk", help="student checkpoint (directory or shipped name)")
+    p.add_argument("--student", default="base-state", help="base student (directory or shipped name)")
+    p.add_argument("--adapted", default="afd-state",
+                   help="adapted student: a shipped name or a run's student folder (e.g. runs/afd-state/student)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     out = Path(args.out)
     t0 = time.time()
-    student = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.student))
+    students = {"base": CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.student)),
+                "adapted": CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.adapted))}
+    modes = ("real", "base", "adapted")
+
+    def clips_of(mode: str, prompts: list[str], seeds: list[int]) -> list[Video]:
+        if mode == "real":
+            return [c.video for c in sample_world(prompts, seeds, "real")]
+        return [Video(v, STUDENT.fps) for v in generate(students[mode], prompts, seeds)]
+
     seeds = [args.seed] * len(SHOWCASE)
-    showcase = {m: [c.video for c in sample_world(SHOWCASE, seeds, m)] for m in ("real", "loose")}
-    showcase["base"] = [Video(v, STUDENT.fps) for v in generate(student, SHOWCASE, seeds)]
+    showcase = {m: clips_of(m, SHOWCASE, seeds) for m in modes}
     videos, captions = [], []
     for k, prompt in enumerate(SHOWCASE):
-        for mode in ("real", "loose", "base"):
+        for mode in modes:
             v = showcase[mode][k]
             write_video(out / "clips" / f"{mode}_{k}.mp4", v)
             videos.append(resample(v, STUDENT))
             captions.append(f"{LABELS[mode]}: {prompt}")
-    strip = save_strip(out / "real_loose_base.png", videos, captions, n_frames=16)
-    print(f"wrote {strip} and {3 * len(SHOWCASE)} mp4 clips in {out / 'clips'}")
+    strip = save_strip(out / "teacher_base_adapted.png", videos, captions, n_frames=16)
+    print(f"wrote {strip} and {len(modes) * len(SHOWCASE)} mp4 clips in {out / 'clips'}")
 
     prompts = load_split("physics-eval") + load_split("general-eval")
     jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
     jp, js = [p for p, _ in jobs], [s for _, s in jobs]
-    clips = {m: [c.video for c in sample_world(jp, js, m)] for m in ("real", "loose")}
-    clips["base"] = [Video(v, STUDENT.fps) for v in generate(student, jp, js)]
     reports, spreads = {}, {}
-    for mode, vids in clips.items():
-        report, scores = evaluate(vids, jp)
+    for mode in modes:
+        report, scores = evaluate(clips_of(mode, jp, js), jp)
         reports[LABELS[mode]] = report
         spreads[mode] = [s.physical_consistency for s in scores if s.physical_consistency is not None]
         atomic_write_bytes(out / f"eval_{mode}.json", (json.dumps(report, indent=2) + "\n").encode())
     print(f"\nExact metrics on physics-eval + general-eval ({args.per_prompt} clips per prompt):")
     print(format_reports(reports))
-    for mode in clips:
-        print(f"{mode:>5}: {format_spread(spreads[mode])}")
+    for mode in modes:
+        print(f"{mode:>7}: {format_spread(spreads[mode])}")
+    print("\n".join(change_lines(reports[LABELS["base"]], reports[LABELS["adapted"]], HEADLINE)))
     print(f"\ndone in {time.time() - t0:.1f} s; outputs in {out}/")
     return 0

@@ -14,45 +14,16 @@ seed standard deviation sqrt((sd_a^2 + sd_b^2) / 2) instead.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from afd.eval.compare import Diff, Stat, diff, eval_se, single, value
 
 BASELINES = ("sft", "gan", "dmd")
 # The issue's goals for AFD (reported as measured, never met by changing a metric).
 GAP_GOAL = 0.70  # share of the base -> teacher physical-consistency gap closed
 GENERAL_TOLERANCE = 2.0  # general total within this many points of the base
 MARGIN_GOAL = 2.0  # physics-total margin over each baseline, in pooled seed standard deviations
-
-
-@dataclass(frozen=True)
-class Stat:
-    """A row's value: mean over n runs, seed std (nan when n < 2) and the standard error of the mean."""
-
-    mean: float
-    sd: float
-    n: int
-    se: float
-
-
-def _value(ev: dict | None, group: str, key: str) -> float:
-    g = ((ev or {}).get("groups") or {}).get(group) or {}
-    v = g.get(key)
-    return float("nan") if v is None else float(v)
-
-
-def _eval_se(ev: dict | None, group: str, key: str) -> float:
-    v = (((ev or {}).get("stderr") or {}).get(group) or {}).get(key)
-    return float("nan") if v is None else float(v)
-
-
-def single(ev: dict | None, group: str, key: str) -> Stat | None:
-    """One eval (a world row, the base, a sweep point): its bootstrap standard error is its noise."""
-    m = _value(ev, group, key)
-    if not math.isfinite(m):
-        return None
-    se = _eval_se(ev, group, key)
-    return Stat(m, float("nan"), 1, se)
 
 
 def method_stat(res: dict, family: str, method: str, group: str, key: str) -> Stat | None:
@@ -62,40 +33,14 @@ def method_stat(res: dict, family: str, method: str, group: str, key: str) -> St
         return None
     if method == "base":
         return single(runs[0]["eval"], group, key)
-    xs = np.asarray([_value(r["eval"], group, key) for r in runs], float)
+    xs = np.asarray([value(r["eval"], group, key) for r in runs], float)
     xs = xs[np.isfinite(xs)]
     if xs.size == 0:
         return None
     if xs.size == 1:
-        return Stat(float(xs[0]), float("nan"), 1, _eval_se(runs[0]["eval"], group, key))
+        return Stat(float(xs[0]), float("nan"), 1, eval_se(runs[0]["eval"], group, key))
     sd = float(xs.std(ddof=1))
     return Stat(float(xs.mean()), sd, int(xs.size), sd / math.sqrt(xs.size))
-
-
-@dataclass(frozen=True)
-class Diff:
-    d: float  # a - b
-    se: float  # sqrt(se_a^2 + se_b^2); nan when either is unknown
-    pooled_sd: float  # sqrt((sd_a^2 + sd_b^2) / 2) over seeds; nan unless both have >= 2 seeds
-
-    @property
-    def above_noise(self) -> bool:
-        return math.isfinite(self.se) and abs(self.d) > 2 * self.se
-
-    @property
-    def margin_sd(self) -> float:
-        """The difference in pooled seed standard deviations (nan when not defined)."""
-        return self.d / self.pooled_sd if math.isfinite(self.pooled_sd) and self.pooled_sd > 0 else float("nan")
-
-    def text(self, digits: int = 1) -> str:
-        se = f" ± {2 * self.se:.{digits}f}" if math.isfinite(self.se) else ""
-        return f"{self.d:+.{digits}f}{se}" + ("" if self.above_noise else " (within noise)")
-
-
-def diff(a: Stat, b: Stat) -> Diff:
-    se = math.sqrt(a.se ** 2 + b.se ** 2) if math.isfinite(a.se) and math.isfinite(b.se) else float("nan")
-    pooled = math.sqrt((a.sd ** 2 + b.sd ** 2) / 2) if a.n > 1 and b.n > 1 else float("nan")
-    return Diff(a.mean - b.mean, se, pooled)
 
 
 # What the against-the-base table and the verdicts compare: (group, key, label).

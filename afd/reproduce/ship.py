@@ -13,16 +13,12 @@ import shutil
 from pathlib import Path
 
 from afd.io_utils import atomic_write_text
-from afd.reproduce import claims
+from afd.eval.compare import HEADLINE, diff, single
 from afd.reproduce.config import ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.reproduce.report import run_config, teacher_clips
 from afd.student.shipped import CHECKPOINTS_DIR
 
-CARD_ROWS = [("physics", "physical_consistency", "physical consistency", 1),
-             ("physics", "gravity_error", "gravity error (relative, lower is better)", 3),
-             ("physics", "bounce_accuracy", "bounce accuracy", 1), ("physics", "total", "physics total", 1),
-             ("general", "total", "general total", 1)]
 
 
 def parse_target(spec: str) -> tuple[str, str]:
@@ -41,7 +37,7 @@ def _job(jobs: list[Job], kind: str, **match) -> Job | None:
 
 
 def _cell(ev: dict, group: str, key: str, digits: int) -> str:
-    s = claims.single(ev, group, key)
+    s = single(ev, group, key)
     if s is None:
         return "-"
     return f"{s.mean:.{digits}f}" + (f" ± {s.se:.{digits}f}" if s.se == s.se else "")
@@ -76,9 +72,9 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
              f"{cfg.eval_seed}), the same clips' seeds for both; ± is the bootstrap standard error, and a change "
              "inside 2 combined errors is marked within noise. Other seeds' spread: the report.", "",
              f"| | {base} | {name} | change |", "|---|---|---|---|"]
-    for g, k, label, digits in CARD_ROWS:
-        a, b = claims.single(after, g, k), claims.single(before, g, k)
-        change = claims.diff(a, b).text(digits) if a and b else "-"
+    for g, k, label, digits in HEADLINE:
+        a, b = single(after, g, k), single(before, g, k)
+        change = diff(a, b).text(digits) if a and b else "-"
         lines.append(f"| {label} | {_cell(before, g, k, digits)} | {_cell(after, g, k, digits)} | {change} |")
     lines += ["", "## Use", "", "```bash", f"afd sample --checkpoint {name} --split physics-eval --out samples/{name}",
               f"afd eval --checkpoint {name} --per-prompt {cfg.eval_per_prompt} --seed {cfg.eval_seed}", "```", ""]

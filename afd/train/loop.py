@@ -34,6 +34,7 @@ import torch
 
 from afd.config import config_from_dict, config_to_dict, save_config
 from afd.disc.model import Discriminator
+from afd.eval.compare import HEADLINE, change_lines
 from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample_and_score
 from afd.eval.table import format_reports
 from afd.io_utils import atomic_write_text, file_sha256
@@ -55,6 +56,7 @@ from afd.train.fidelity import CUES, rollout_measures, spearman
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.teacher_clips import TeacherClips
 from afd.video.core import Video
+from afd.video.io import atomic_write_bytes
 from afd.video.strip import save_strip
 from afd.world.splits import load_split
 
@@ -309,10 +311,12 @@ class Trainer:
         n = min(self.cfg.eval.strip_prompts, len(self.pool))
         return [self.pool[i] for i in np.linspace(0, len(self.pool) - 1, n).round().astype(int)] if n else []
 
-    def strip(self, before: torch.Tensor | None) -> None:
+    def strip(self, before: torch.Tensor | None) -> Path | None:
+        """teacher | base | now for the strip prompts -> samples/iter<step>.png, also copied to
+        strip.png (the latest) at the run's root; returns that copy."""
         prompts = self.strip_prompts()
         if not prompts or not self.main:
-            return
+            return None
         teacher = self.teacher.get(prompts, [0] * len(prompts))
         now = generate(self.models.student, prompts, [self.cfg.eval.seed] * len(prompts))
         clips, captions = [], []
@@ -322,7 +326,10 @@ class Trainer:
                 if v is not None:
                     clips.append(Video(v, self.fmt.fps))
                     captions.append(f"{name} (iter {self.step}): {p}" if name == "now" else f"{name}: {p}")
-        save_strip(self.out / "samples" / f"iter{self.step:05d}.png", clips, captions, n_frames=16, cell=40)
+        path = save_strip(self.out / "samples" / f"iter{self.step:05d}.png", clips, captions, n_frames=16, cell=40)
+        latest = self.out / "strip.png"
+        atomic_write_bytes(latest, Path(path).read_bytes())
+        return latest
 
     def eval_subset(self) -> dict[str, float]:
         e = self.cfg.eval
@@ -451,7 +458,7 @@ class Trainer:
         final.save_pretrained(self.out / "student", extra={"adapted_with": config_to_dict(self.cfg), "step": self.step,
                                                            "base": str(self.base_dir), "base_sha256": self.base_sha})
         self.models.disc.save_pretrained(self.out / "disc")
-        self.strip(strip_before)
+        strip = self.strip(strip_before)
         t0 = time.time()
         after = self.full_eval(final)
         atomic_write_text(self.out / "eval.json", json.dumps(after, indent=1) + "\n")
@@ -463,6 +470,10 @@ class Trainer:
         print(f"eval on {', '.join(EVAL_SPLITS)} ({self.cfg.eval.final_per_prompt} clips per prompt, "
               f"seed {self.cfg.eval.seed}):")
         print(format_reports({**reports, self.cfg.train.method: after}))
+        if reports:
+            print("\n".join(change_lines(reports["base"], after, HEADLINE, ("base", self.cfg.train.method))))
+        if strip is not None:
+            print(f"strip (teacher | base | {self.cfg.train.method}, one row each per prompt): {strip}")
         return self.out
 
 
