@@ -198,7 +198,7 @@ def test_report_from_finished_jobs(tmp_path):
     assert "**Incomplete:** 1 job(s)" in report
     assert "| chunk / afd (n=2) | **15.5 ± 0.7** |" in report  # best PC among model rows, in bold
     assert "| world: real (teacher) | 95.0 |" in report  # reference rows are not ranked
-    assert "| chunk / afd | +0.40 (n=2) | +0.40 (n=2) | - | - |" in report
+    assert "| chunk / afd | +0.40 (n=2) | - | +0.40 (n=2) | - | - |" in report
     assert "| gan-chunk-s0 | gan | chunk | 0 | 1e-05 | 200 | 10 |" in report
     out = Path(cfg.report_dir)
     for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):

@@ -35,7 +35,7 @@ def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
     for r in rows:
         assert all(k in r for k in CONTRACT), sorted(set(CONTRACT) - set(r))
         assert 0 <= r["r_phi"] <= 1 and 0 <= r["weight_min"] <= r["weight_max"] <= 1
-        assert all(f"cue_{c}" in r for c in CUES)
+        assert all(f"cue_{c}" in r for c in CUES) and "oracle_fidelity" in r
     # 2 prompts per iteration, no prefetch: each distinct clip paid once, repeats (and the strips'
     # teacher row) are served from the cache
     assert rows[-1]["teacher_calls_paid"] + rows[-1]["teacher_calls_cached"] >= 3 * 2

@@ -3,8 +3,8 @@
 Each rollout's reward is its physical consistency (0-100) from the world's evaluator
 (``afd.train.fidelity.rollout_measures``, the number ``reward_fidelity`` is measured against);
 the weights, the DiffusionNFT update, the prior and the EMA old policy are AFD's, unchanged. The
-run breaks the black-box contract on purpose, so it is never a default and never part of
-``afd reproduce``. It answers one question: with a perfect ranking, how far does the update move
+run breaks the black-box contract on purpose, so it is never a default; ``afd reproduce`` runs it
+as a reference row (configs/oracle.yaml), not a baseline. It answers one question: with a perfect ranking, how far does the update move
 this base under a given budget? A gain here that AFD does not reach points at the discriminator;
 no gain here points at the update, its settings or the base's spread of behaviour.
 """

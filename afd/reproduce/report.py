@@ -34,7 +34,7 @@ FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dy
              ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
 CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
 # What the weights rank by (afd.train.fidelity): the true physics, then the rendering cues.
-FIDELITY_KEYS = ("reward_fidelity", "cue_visible", "cue_single_object", "cue_steady_size", "cue_steady_motion")
+FIDELITY_KEYS = ("reward_fidelity", "oracle_fidelity", "cue_visible", "cue_single_object", "cue_steady_size", "cue_steady_motion")
 
 
 def metric(ev: dict, group: str, key: str) -> float:
@@ -407,7 +407,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     lines += ["## What the discriminator rewards", "",
               "Spearman correlation, over each iteration's rollouts, of the training signal (AFD weights, "
               "D scores for GAN; DMD's signal is per noised clip and is not ranked) with exact per-clip "
-              "measures: physical consistency (`reward_fidelity`) and four rendering cues (object found in every frame, "
+              "measures: physical consistency (`reward_fidelity`), the weights the oracle would give the same rollouts (`oracle_fidelity`, AFD only) and four rendering cues (object found in every frame, "
               "exactly one object, steady area, a track without jumps). Mean over the second half of each run's iterations, "
               "then over seeds (n = runs that logged it). Logged only; never used in training.", "",
               fidelity_table(res, cfg), ""]

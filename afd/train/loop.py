@@ -38,6 +38,7 @@ from afd.eval.compare import HEADLINE, change_lines
 from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample_and_score
 from afd.eval.table import format_reports
 from afd.io_utils import atomic_write_text, file_sha256
+from afd.methods.advantages import compute_weights
 from afd.methods.base import Batch, Method, Models
 from afd.student.codec import make_codec
 from afd.student.lora import AdaptersOff, add_lora, merged_copy
@@ -294,6 +295,12 @@ class Trainer:
             return out
         key_all = self._gather(key)
         out["reward_fidelity"] = spearman(key_all, pc_all)
+        if weights is not None:
+            # The weights the oracle would give this batch (same per-prompt baseline and std): the
+            # ceiling the method's weights are read against, prompt offsets removed.
+            oracle = compute_weights(torch.as_tensor(measures["physical_consistency"], dtype=torch.float32),
+                                     batch.group_ids, self.cfg.afd.advantage, gather=dist.gather_cat)
+            out["oracle_fidelity"] = spearman(key_all, self._gather(oracle.weights))
         out.update({f"cue_{c}": spearman(key_all, self._gather(measures[c])) for c in CUES})
         if scores is not None and weights is not None:
             out["score_fidelity"] = spearman(self._gather(scores), pc_all)
