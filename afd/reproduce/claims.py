@@ -210,8 +210,8 @@ def markdown(res: dict, families, methods) -> list[str]:
     """report.md's verdict sections: against the base, the issue's goals for AFD, the paper's claims."""
     lines = ["## Against the base", "",
              "Each adapted method minus its family's base; ± is 2 standard errors (seed std / sqrt(n) for "
-             "a trained row, the eval's bootstrap error for the base). A difference inside its ± is marked "
-             "*within noise*.", "",
+             "a trained row of n >= 2 seeds; the eval's bootstrap error for the base and for a single run). "
+             "A difference inside its ± is marked *within noise*.", "",
              "| run | " + " | ".join(lab for *_, lab in COMPARED) + " |", "|---" * (len(COMPARED) + 1) + "|"]
     for row in against_base(res, families, methods):
         lines.append(f"| {row['family']} / {row['method']} | "

@@ -56,7 +56,7 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     lines = [f"# {name} — `{base}` adapted with {job.method.upper()}", "",
              f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
              f"{t.steps} {job.method.upper()} iterations against the world teacher. Seed {job.seed} of the main grid of "
-             f"`reports/{Path(cfg.report_dir).name}/report.md`, which compares it with the other methods and seeds.", "",
+             f"`{cfg.report_dir}/report.md`, which compares it with the other methods and seeds.", "",
              "## How it was made", "", "```bash",
              f"afd reproduce --config {config_path or 'configs/reproduce.yaml'}   # runs every job, then ships this folder",
              f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
@@ -69,8 +69,9 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
              + ". The resolved config is inside `config.json` (`extra.adapted_with`).", "",
              "## Evaluation against its base", "",
              f"Every prompt of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from "
-             f"{cfg.eval_seed}), the same clips' seeds for both; ± is the bootstrap standard error, and a change "
-             "inside 2 combined errors is marked within noise. Other seeds' spread: the report.", "",
+             f"{cfg.eval_seed}), the same clips' seeds for both; ± on a score is its bootstrap standard error, ± on "
+             "the change is 2 combined errors, and a change inside them is marked within noise. The spread "
+             "over training seeds is in the report.", "",
              f"| | {base} | {name} | change |", "|---|---|---|---|"]
     for g, k, label, digits in HEADLINE:
         a, b = single(after, g, k), single(before, g, k)

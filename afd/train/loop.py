@@ -328,11 +328,12 @@ class Trainer:
         now = generate(self.models.student, prompts, [self.cfg.eval.seed] * len(prompts))
         clips, captions = [], []
         for i, p in enumerate(prompts):
-            rows = [("teacher", teacher[i]), ("before", before[i] if before is not None else None), ("now", now[i])]
+            rows = [("teacher", teacher[i]), ("base", before[i] if before is not None else None),
+                    (f"{self.cfg.train.method} (iter {self.step})", now[i])]
             for name, v in rows:
                 if v is not None:
                     clips.append(Video(v, self.fmt.fps))
-                    captions.append(f"{name} (iter {self.step}): {p}" if name == "now" else f"{name}: {p}")
+                    captions.append(f"{name}: {p}")
         path = save_strip(self.out / "samples" / f"iter{self.step:05d}.png", clips, captions, n_frames=16, cell=40)
         latest = self.out / "strip.png"
         atomic_write_bytes(latest, Path(path).read_bytes())
