@@ -228,7 +228,7 @@ def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
     card = (tmp_path / "ckpt" / "afd-chunk" / "README.md").read_text()
     assert "afd reproduce --config configs/reproduce-smoke.yaml" in card and "afd-chunk-s0" in card
     assert "| physical consistency | 10.0 | 15.0 | +5.0 (within noise) |" in card  # fake evals carry no stderr
-    assert "200 teacher clips" in card
+    assert "200 teacher clips" in card and "not complete when this was shipped: 1 jobs left" in card
 
 
 @pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"), ("{base-chunk: afd/chunk}", "new folder"),
@@ -285,7 +285,7 @@ def test_miniature_state_reproduction_through_the_report(tmp_path):
     assert [g["family"] for g in goals] == ["state-chunk", "state-frame"]
     assert set(goals[0]["met"]) == {"gap", "general", "baselines"}
     report = (tmp_path / "report" / "report.md").read_text()
-    for section in ("## Against the base", "## AFD against the issue's goals", "## The paper's claims on this testbed"):
+    for section in ("## Against the base", "## AFD against its goals", "## The paper's claims on this testbed"):
         assert section in report
     assert "| state-chunk / afd |" in report and "state-frame / sft (n=1)" in report
     # one seed: no seed spread, so the margins over the baselines are undefined, not invented

@@ -1,5 +1,5 @@
 """What the finished reproduction says, read against its noise: each method against the base and
-against AFD, the issue's goals for AFD, and the paper's claims one by one, each with the rule that
+against AFD, the goals set for AFD, and the paper's claims one by one, each with the rule that
 decides it. Everything here is computed from ``results.json``; report.md only prints it, so the
 words change when the numbers do.
 
@@ -7,7 +7,7 @@ Noise model. A method's row is the mean over its seeds; its ``se`` is the seed s
 over sqrt(n) (n >= 2 seeds). The base has no training randomness (one eval stands for every seed)
 and a sweep point is one run, so their ``se`` is the eval's own bootstrap standard error. A
 difference is *above noise* when it exceeds 2 x sqrt(se_a^2 + se_b^2); otherwise it is *within
-noise*. The issue's "beats a baseline by more than 2 seed standard deviations" uses the pooled
+noise*. The goal "beats a baseline by more than 2 seed standard deviations" uses the pooled
 seed standard deviation sqrt((sd_a^2 + sd_b^2) / 2) instead.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from afd.eval.compare import Diff, Stat, diff, eval_se, single, value
 
 BASELINES = ("sft", "gan", "dmd")
-# The issue's goals for AFD (reported as measured, never met by changing a metric).
+# The goals set for AFD (reported as measured, never met by changing a metric).
 GAP_GOAL = 0.70  # share of the base -> teacher physical-consistency gap closed
 GENERAL_TOLERANCE = 2.0  # general total within this many points of the base
 MARGIN_GOAL = 2.0  # physics-total margin over each baseline, in pooled seed standard deviations
@@ -65,7 +65,7 @@ def against_base(res: dict, families, methods) -> list[dict]:
 
 
 def afd_goals(res: dict, family: str) -> dict | None:
-    """The issue's three goals for AFD on one family, with the numbers behind each verdict."""
+    """The three goals set for AFD on one family, with the numbers behind each verdict."""
     afd = method_stat(res, family, "afd", "physics", "physical_consistency")
     base = method_stat(res, family, "base", "physics", "physical_consistency")
     teacher = single(res.get("teacher"), "physics", "physical_consistency")
@@ -207,7 +207,7 @@ def _pct(x: float | None) -> str:
 
 
 def markdown(res: dict, families, methods) -> list[str]:
-    """report.md's verdict sections: against the base, the issue's goals for AFD, the paper's claims."""
+    """report.md's verdict sections: against the base, the goals set for AFD, the paper's claims."""
     lines = ["## Against the base", "",
              "Each adapted method minus its family's base; ± is 2 standard errors (seed std / sqrt(n) for "
              "a trained row of n >= 2 seeds; the eval's bootstrap error for the base and for a single run). "
@@ -216,7 +216,7 @@ def markdown(res: dict, families, methods) -> list[str]:
     for row in against_base(res, families, methods):
         lines.append(f"| {row['family']} / {row['method']} | "
                      + " | ".join(c.text() if c else "-" for c in row["cells"].values()) + " |")
-    lines += ["", "## AFD against the issue's goals", "",
+    lines += ["", "## AFD against its goals", "",
               f"Goals: close at least {GAP_GOAL:.0%} of the base -> teacher physical-consistency gap; keep the "
               f"general total within {GENERAL_TOLERANCE:g} points of the base; beat SFT, GAN and DMD on the "
               f"physics total by more than {MARGIN_GOAL:g} pooled seed standard deviations. The oracle "

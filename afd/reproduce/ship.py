@@ -43,8 +43,10 @@ def _cell(ev: dict, group: str, key: str, digits: int) -> str:
     return f"{s.mean:.{digits}f}" + (f" ± {s.se:.{digits}f}" if s.se == s.se else "")
 
 
-def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: str | None) -> str:
-    """The model card (markdown) of a shipped student."""
+def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: str | None,
+         jobs_left: int = 0) -> str:
+    """The model card (markdown) of a shipped student; ``jobs_left``: unfinished jobs of the
+    reproduction when it was shipped (the card then says its report is not complete)."""
     work = Path(cfg.work_dir)
     run = json.loads((job.dir(work) / JOB_FILE).read_text())
     after = json.loads((job.dir(work) / EVAL_FILE).read_text())
@@ -56,7 +58,9 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     lines = [f"# {name} — `{base}` adapted with {job.method.upper()}", "",
              f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
              f"{t.steps} {job.method.upper()} iterations against the world teacher. Seed {job.seed} of the main grid of "
-             f"`{cfg.report_dir}/report.md`, which compares it with the other methods and seeds.", "",
+             f"`{cfg.report_dir}/report.md`, which compares it with the other methods and seeds"
+             + (f" (not complete when this was shipped: {jobs_left} jobs left; rerunning the command "
+                "below resumes it)" if jobs_left else "") + ".", "",
              "## How it was made", "", "```bash",
              f"afd reproduce --config {config_path or 'configs/reproduce.yaml'}   # runs every job, then ships this folder",
              f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
@@ -102,7 +106,8 @@ def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path = CHECKPOI
         tmp = Path(dest_root) / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
-        atomic_write_text(tmp / "README.md", card(name, cfg, job, base_job, config_path))
+        left = sum(not j.done(cfg.work_dir) for j in jobs)
+        atomic_write_text(tmp / "README.md", card(name, cfg, job, base_job, config_path, left))
         # Swap in whole: a reader never sees a folder with new weights and an old card.
         if dest.exists():
             shutil.rmtree(dest)
