@@ -100,13 +100,10 @@ def afd_goals(res: dict, family: str) -> dict | None:
     return out
 
 
-def _best(res: dict, family: str, methods, group: str, key: str, higher: bool = True):
+def _stats(res: dict, family: str, methods, group: str, key: str) -> dict[str, Stat]:
+    """The finished family x method rows among ``methods``."""
     stats = {m: method_stat(res, family, m, group, key) for m in methods}
-    stats = {m: s for m, s in stats.items() if s}
-    if not stats:
-        return None, {}
-    best = (max if higher else min)(stats, key=lambda m: stats[m].mean)
-    return best, stats
+    return {m: s for m, s in stats.items() if s}
 
 
 def paper_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
@@ -115,7 +112,7 @@ def paper_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
     out = []
     adapted = [m for m in methods if m in ("afd", *BASELINES)]
     for fam in families:
-        best, stats = _best(res, fam, adapted, "physics", "total")
+        stats = _stats(res, fam, adapted, "physics", "total")
         if "afd" not in stats or len(stats) < 2:
             out.append((f"Tables 1-2 ({fam}): AFD has the best physics total among adapted methods",
                         "not measured", "AFD or every baseline is missing"))
