@@ -290,3 +290,16 @@ def test_miniature_state_reproduction_through_the_report(tmp_path):
     assert "| state-chunk / afd |" in report and "state-frame / sft (n=1)" in report
     # one seed: no seed spread, so the margins over the baselines are undefined, not invented
     assert "(no seed sd)" in report and "nan" not in report.split("## The paper's claims")[0]
+
+
+def test_no_ship_leaves_the_checkpoints_alone(tmp_path, capsys):
+    from afd.student.shipped import CHECKPOINTS_DIR
+
+    extra = ["seeds=[0,1]", "ship={afd-nosuchship: afd/chunk}"]
+    cfg = smoke_cfg(tmp_path, *extra)
+    _fabricate(cfg, plan_jobs(cfg))
+    args = ["reproduce", "--config", str(SMOKE), "--report-only", "--no-ship", f"work_dir={tmp_path / 'jobs'}",
+            f"report_dir={tmp_path / 'report'}", f"configs_dir={REPO / 'configs'}", *extra]
+    assert main(args) == 0
+    assert (tmp_path / "report" / "report.md").is_file() and not (CHECKPOINTS_DIR / "afd-nosuchship").exists()
+    assert "shipped" not in capsys.readouterr().out

@@ -11,6 +11,8 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
     p.add_argument("--list", action="store_true", help="print the jobs (done, todo, or stale: finished under a "
                    "config that has since changed, rerun by the next `afd reproduce`) and exit")
+    p.add_argument("--no-ship", action="store_true", help="leave checkpoints/ alone (by default the config's "
+                   "`ship` entries whose runs have finished are copied there with their cards)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0] steps=10")
     p.set_defaults(func=cmd_reproduce)
 
@@ -48,7 +50,8 @@ def cmd_reproduce(args) -> int:
     path = write_report(cfg, jobs)
     save_config(cfg, Path(cfg.report_dir) / "reproduce.yaml")
     print(f"reproduce: report -> {path}")
-    from afd.reproduce.ship import ship
+    if not args.no_ship:
+        from afd.reproduce.ship import ship
 
-    ship(cfg, jobs, config_path=args.config)
+        ship(cfg, jobs, config_path=args.config)
     return 0
