@@ -270,11 +270,11 @@ def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransf
         loss_prior = prior_loss(v_theta, v_ref, w)
         loss = loss_nft + lambda_prior * loss_prior
     else:
-        loss_prior = torch.zeros((), dtype=loss_nft.dtype)
+        loss_prior = torch.zeros((), dtype=loss_nft.dtype, device=loss_nft.device)
         loss = loss_nft
     with torch.no_grad():
         fm = (v_theta - v).pow(2).mean()
         old_dev = (v_theta - v_old).pow(2).mean()
-        ref_dev = (v_theta - v_ref).pow(2).mean() if v_ref is not None else torch.zeros(())
+        ref_dev = (v_theta - v_ref).pow(2).mean() if v_ref is not None else torch.zeros((), device=v_theta.device)
     return {"loss": loss, "loss_nft": loss_nft.detach(), "loss_prior": loss_prior.detach(),
             "fm_loss": fm, "old_dev": old_dev, "ref_dev": ref_dev, "nft_per_sample": per_sample.detach()}

@@ -79,7 +79,7 @@ def test_afd_has_no_gradient_through_the_rollout(tiny_student, tmp_path):
 def test_oracle_weights_follow_the_exact_physics_and_train_no_discriminator(tiny_student, tmp_path, monkeypatch):
     """The diagnostic oracle: per prompt, real-world rollouts outrank loose-world ones on the
     world's exact physical consistency, so they get the higher weights; D is never trained."""
-    from afd.train.fidelity import rollout_measures
+    from afd.eval.measures import rollout_measures
     from afd.video.core import STUDENT
     from afd.world.sample import sample_world
 

@@ -100,7 +100,7 @@ def test_cli_errors(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert main(["pretrain", "--no-progress", "--resume", *args[:-1], "steps=2", "optim.lr=1"]) == 2
     err = capsys.readouterr().err
-    assert "optim is" in err and "may change on resume" in err
+    assert "optim.lr is" in err and "but 1.0 now" in err and "may change on resume" in err
     # the sampler default only affects evaluation and the export: it may change on resume
     assert main(["pretrain", "--no-progress", "--resume", *args, "model.dim=64"]) == 2
     assert "model.dim is 32" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from afd.student.lora import AdaptersOff, add_lora, merged_copy
 from afd.student.model import CausalVideoTransformer
 from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
-from afd.train.fidelity import CUES, rollout_measures, spearman
+from afd.eval.measures import CUES, rollout_measures
+from afd.train.fidelity import spearman
 from afd.train.loop import Plan, train
 from train_util import tiny_args
 

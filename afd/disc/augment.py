@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 
 import torch
+from afd.rollout_groups import per_rollout, rollouts_per_prompt
 
 # Mirroring swaps every one of these (rotation senses included), so a prompt naming any of
 # them is never flipped. Paraphrases are legal prompts, hence more than the grammar's words.
@@ -85,8 +86,6 @@ def augment_pair(teacher: torch.Tensor, student: torch.Tensor, prompts: Sequence
         raise ValueError(f"{len(prompts)} prompts for {p} teacher clips")
     if teacher.ndim != 5 or student.ndim != 5:
         raise ValueError(f"clips must be (B, T, C, H, W), got {tuple(teacher.shape)} and {tuple(student.shape)}")
-    if p == 0 or student.shape[0] % p:
-        raise ValueError(f"{student.shape[0]} student clips do not split into G rollouts for each of {p} prompts")
-    g = student.shape[0] // p
+    g = rollouts_per_prompt(p, student.shape[0])
     flip = _flip_draws(p, generator, p_flip) & torch.tensor([flip_allowed(s) for s in prompts], dtype=torch.bool)
-    return _flip_rows(teacher, flip), _flip_rows(student, flip.repeat_interleave(g)), flip
+    return _flip_rows(teacher, flip), _flip_rows(student, per_rollout(flip, g)), flip

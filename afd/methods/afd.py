@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from afd.device import device_of
+
 from afd.losses import Guidance, nft_student_loss, sampler_timesteps
 from afd.methods.advantages import compute_weights
 from afd.methods.base import Batch, Method, Prepared
 from afd.student.sample import guidance_kwargs
-from afd.train import dist
+from afd import dist
 
 
 def sampler_guidance(model, n: int) -> Guidance | None:
@@ -25,7 +27,7 @@ def sampler_guidance(model, n: int) -> Guidance | None:
     if kw["null_text"] is None:
         return None
     cfg = model.config
-    scale = torch.full((n, cfg.frames), kw["guidance"])
+    scale = torch.full((n, cfg.frames), kw["guidance"], device=device_of(model))
     scale[:, :cfg.block_frames] = kw["first_guidance"]
     return Guidance(kw["null_text"], scale)
 

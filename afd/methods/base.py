@@ -81,8 +81,15 @@ class Method:
     uses_rollouts = True  # the loop collects G rollouts per prompt with the old policy
     uses_discriminator = True  # the loop trains the shared discriminator on (teacher, rollout) pairs
 
-    def __init__(self, cfg, models: Models):
-        self.cfg, self.models = cfg, models
+    needs_judge = False  # the oracle: trained on a judge's exact scores (a diagnostic, never black-box)
+
+    def __init__(self, cfg, models: Models, judge=None):
+        """cfg: the run's AdaptConfig; judge: an ``afd.eval.judge.Judge`` or None (only methods
+        with ``needs_judge`` use it)."""
+        if self.needs_judge and judge is None:
+            raise ValueError(f"train.method={self.name} trains on a judge's exact scores and needs one "
+                             "(eval.judge=world), got eval.judge=none")
+        self.cfg, self.models, self.judge = cfg, models, judge
 
     def critic_steps(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
         """Train the method's own critic networks on this batch (after the shared D phase);

@@ -29,7 +29,8 @@ from afd.losses import fm_error, forward_noise, velocity
 from afd.methods.base import Batch, Method, Prepared
 from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
 from afd.student.lora import merged_copy
-from afd.train import dist
+from afd import dist
+from afd.device import autocast
 
 
 class FakeScore(nn.Module):
@@ -52,8 +53,8 @@ class DMD(Method):
     uses_rollouts = True
     uses_discriminator = False
 
-    def __init__(self, cfg, models):
-        super().__init__(cfg, models)
+    def __init__(self, cfg, models, judge=None):
+        super().__init__(cfg, models, judge)
         c = cfg.dmd
         student = models.student
         net = merged_copy(student) if cfg.student.lora_rank else copy.deepcopy(student)
@@ -76,7 +77,7 @@ class DMD(Method):
         stats = {"fake_fm": 0.0, "fake_cls": 0.0, "fake_acc": 0.0}
         params = list(self.fake.parameters())
         for _ in range(c.critic_steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.train.amp):
+            with autocast(self.fake, self.cfg.train.amp):
                 t, eps, xs_t = forward_noise(x_s, cfg, generator, c.t_shift)
                 fm = fm_error(velocity(self.fake.net, x_s, xs_t, t, batch.rollout_text), eps - x_s, t, c.weighting).mean()
                 tt, _, xt_t = forward_noise(x_t_, cfg, generator, c.t_shift)

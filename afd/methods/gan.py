@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from afd.methods.base import Batch, Method, Prepared
 from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
+from afd.rollout_groups import per_rollout
 
 
 class GAN(Method):
@@ -32,7 +33,7 @@ class GAN(Method):
         with frozen(m.disc):
             d_s = m.disc(m.codec.decode(x0), batch.rollout_text).float()
         if self.cfg.disc.loss == "bt":
-            loss_gen = F.softplus(batch.d_teacher.repeat_interleave(G) - d_s).mean()
+            loss_gen = F.softplus(per_rollout(batch.d_teacher, G) - d_s).mean()
         else:
             loss_gen = F.softplus(-d_s).mean()
         return adversarial_objective(loss_gen, {"d_fake": d_s.detach().mean()}, m, x0, batch.rollout_text, generator,

@@ -1,7 +1,7 @@
 """AFD with the world's exact physics score in place of the discriminator: a diagnostic.
 
-Each rollout's reward is its physical consistency (0-100) from the world's evaluator
-(``afd.train.fidelity.rollout_measures``, the number ``reward_fidelity`` is measured against);
+Each rollout's reward is the judge's score of it (the world judge: physical consistency, 0-100,
+``afd.eval.measures.rollout_measures``, the number ``reward_fidelity`` is measured against);
 the weights, the DiffusionNFT update, the prior and the EMA old policy are AFD's, unchanged. The
 run breaks the black-box contract on purpose, so it is never a default; ``afd reproduce`` runs it
 as a reference row (configs/oracle.yaml), not a baseline. It answers one question: with a perfect ranking, how far does the update move
@@ -16,26 +16,26 @@ import torch
 from afd.methods.advantages import compute_weights
 from afd.methods.afd import AFD
 from afd.methods.base import Batch, Prepared
-from afd.train import dist
-from afd.train.fidelity import rollout_measures
+from afd import dist
+from afd.rollout_groups import per_rollout
 
 
 class OracleAFD(AFD):
     name = "oracle"
     uses_discriminator = False
+    needs_judge = True
 
-    def __init__(self, cfg, models):
+    def __init__(self, cfg, models, judge=None):
         if cfg.afd.advantage.reward != "logit":
             # exp of a 0-100 score overflows; the ratio reward is a discriminator-logit transform.
             raise ValueError(f"train.method=oracle needs afd.advantage.reward=logit, got "
                              f"{cfg.afd.advantage.reward!r}")
-        super().__init__(cfg, models)
+        super().__init__(cfg, models, judge)
 
     def prepare(self, batch: Batch) -> Prepared:
-        G = self.cfg.train.rollouts
-        prompts = [p for p in batch.prompts for _ in range(G)]
-        batch.measures = rollout_measures(batch.rollouts, prompts)
-        pc = batch.measures["physical_consistency"]
+        prompts = per_rollout(batch.prompts, self.cfg.train.rollouts)
+        batch.measures = self.judge.measure(batch.rollouts, prompts)
+        pc = batch.measures[self.judge.score]
         adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32), batch.group_ids, self.cfg.afd.advantage,
                               gather=dist.gather_cat)
         return Prepared(weights=adv.weights, stats=adv.summary)

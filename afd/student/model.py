@@ -219,6 +219,7 @@ class CausalVideoTransformer(nn.Module):
         """
         cfg = self.config
         B, slots = x.shape[:2]
+        text = text.to(x.device)
         if int(frames.max()) >= cfg.frames:
             raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
         pos = self.pos_frame[frames][:, None, :] + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None]
@@ -229,14 +230,15 @@ class CausalVideoTransformer(nn.Module):
         text_h = self.text_proj(text.tokens)
         text_mask = text.mask[:, None, None, :]
         n_past = cache.n_frames if cache is not None else 0
-        k_frames = torch.cat([torch.arange(n_past), frames])
-        k_clean = torch.cat([torch.ones(n_past, dtype=torch.bool), clean])
+        k_frames = torch.cat([torch.arange(n_past, device=frames.device), frames])
+        k_clean = torch.cat([torch.ones(n_past, dtype=torch.bool, device=clean.device), clean])
         mask = self._mask(frames, clean, k_frames, k_clean)
         if mask is not None:
             # An additive mask in the compute dtype: the CPU flash kernel's backward is ~25%
             # faster with it than with a bool mask.
-            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else h.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+            dev = h.device.type
+            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=h.device).masked_fill_(~mask, float("-inf"))
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h, (k, v) = layer(h, c, text_h, text_mask, mask, cache.layer(i) if cache is not None else None)
@@ -275,7 +277,7 @@ class CausalVideoTransformer(nn.Module):
             else:
                 prevs.append(zeros)
             has.append(len(visible) > 0 or n_past > 0)
-        return torch.stack(prevs, dim=1), torch.tensor(has)
+        return torch.stack(prevs, dim=1), torch.tensor(has, device=x.device)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEncoding, cache: KVCache | None = None,
                 *, clean: bool = False) -> tuple[torch.Tensor, KVCache | None]:
@@ -294,8 +296,8 @@ class CausalVideoTransformer(nn.Module):
         n_past = cache.n_frames if cache is not None else 0
         if cache is not None and n_past % self.config.block_frames:
             raise ValueError(f"cache holds {n_past} frames, not a whole number of {self.config.block_frames}-frame blocks")
-        frames = torch.arange(n_past, n_past + T)
-        flags = torch.full((T,), clean, dtype=torch.bool)
+        frames = torch.arange(n_past, n_past + T, device=x.device)
+        flags = torch.full((T,), clean, dtype=torch.bool, device=x.device)
         out, k, v = self._run(x, t, frames, flags, text, cache)
         if clean:
             cache = (cache or KVCache.empty()).extended(k, v, T, last_frame=x[:, -1])
@@ -315,8 +317,8 @@ class CausalVideoTransformer(nn.Module):
         self._check_input(x_noised, text)
         x = torch.cat([x_clean, x_noised], dim=1)
         tt = torch.cat([torch.zeros_like(t), t], dim=1)
-        frames = torch.arange(T).repeat(2)
-        flags = torch.cat([torch.ones(T, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+        frames = torch.arange(T, device=x.device).repeat(2)
+        flags = torch.cat([torch.ones(T, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
         if return_features:
             out, _, _, feats = self._run(x, tt, frames, flags, text, None, features=True)
             return out[:, T:], feats[:, feats.shape[1] // 2:]
@@ -339,9 +341,9 @@ class CausalVideoTransformer(nn.Module):
         self._check_input(prefix, text)
         self._check_input(x_noised, text)
         x = torch.cat([prefix, x_noised], dim=1)
-        tt = torch.cat([torch.zeros(B, n), t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
-        frames = torch.arange(n + T)
-        flags = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(T, dtype=torch.bool)])
+        tt = torch.cat([torch.zeros(B, n, device=x.device), t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
+        frames = torch.arange(n + T, device=x.device)
+        flags = torch.cat([torch.ones(n, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, n:]
 

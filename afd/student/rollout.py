@@ -12,10 +12,10 @@ rule, quadratic cost) - the reference the cache is tested and benchmarked agains
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 
 import torch
 
+from afd.device import autocast, device_of
 from afd.student.cache import KVCache
 from afd.student.codec import make_codec
 from afd.student.model import CausalVideoTransformer
@@ -41,10 +41,6 @@ def rollout_noise(prompts: list[str], seeds: list[int], model: CausalVideoTransf
     for i, (p, s) in enumerate(zip(prompts, seeds)):
         out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(clip_seed(p, s)))
     return out
-
-
-def _autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def rollout(
@@ -91,6 +87,10 @@ def rollout(
     ``project_blocks``; decode with the codec); with a prefix its frames come first, unchanged.
     """
     cfg = model.config
+    dev = device_of(model)
+    # Noise is drawn on CPU generators (the same clip on every device) and moved here.
+    noise, text = noise.to(dev), text.to(dev)
+    null_text = null_text.to(dev) if null_text is not None else None
     if levels is None:
         default_first, levels = cfg.sampler_levels()
         first_levels = first_levels if first_levels is not None else default_first
@@ -144,17 +144,18 @@ def rollout(
     cache = KVCache.empty()
     blocks: list[torch.Tensor] = []
     if n_pre:
-        blocks = list(prefix.float().split(cfg.block_frames, dim=1))
+        blocks = list(prefix.float().to(dev).split(cfg.block_frames, dim=1))
         if use_cache:
-            with torch.no_grad(), _autocast(amp):
-                _, cache = model(both(prefix), torch.zeros(len(text), prefix.shape[1]), text, None, clean=True)
+            with torch.no_grad(), autocast(dev, amp):
+                _, cache = model(both(prefix.to(dev)), torch.zeros(len(text), prefix.shape[1], device=dev), text, None,
+                                 clean=True)
     for k in range(n_pre, K):
         lv = first_levels if k == 0 else levels
         x = noise[:, k, 0]
         last = grad_steps[k] if grad_steps is not None else len(lv) - 1
         for i in range(last + 1):
-            t = torch.full((B, cfg.block_frames), lv[i])
-            with torch.set_grad_enabled(grad_steps is not None and i == last), _autocast(amp):
+            t = torch.full((B, cfg.block_frames), lv[i], device=dev)
+            with torch.set_grad_enabled(grad_steps is not None and i == last), autocast(dev, amp):
                 if use_cache:
                     raw, _ = model(both(x), both(t), text, cache if k else None)
                 else:
@@ -172,7 +173,7 @@ def rollout(
             x0 = project(x0)
         blocks.append(x0)
         if use_cache and k < K - 1:
-            with torch.no_grad(), _autocast(amp):
-                _, cache = model(both(x0.detach()), torch.zeros(len(text), cfg.block_frames), text, cache if k else None,
-                                 clean=True)
+            with torch.no_grad(), autocast(dev, amp):
+                _, cache = model(both(x0.detach()), torch.zeros(len(text), cfg.block_frames, device=dev), text,
+                                 cache if k else None, clean=True)
     return torch.cat(blocks, dim=1)

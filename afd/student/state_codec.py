@@ -102,7 +102,7 @@ class StateCodec:
         # takes the colour of its clip's most distinct frame: the object keeps its colour.
         peak_bt, color_bt = peak.view(B, T), color.view(B, T, 3)
         best = peak_bt.argmax(dim=1)
-        clip_color = color_bt[torch.arange(B), best]  # (B, 3)
+        clip_color = color_bt[torch.arange(B, device=best.device), best]  # (B, 3)
         weak = peak_bt < 0.97 * peak_bt.max(dim=1, keepdim=True).values
         color_bt = torch.where(weak[..., None], clip_color[:, None].expand(B, T, 3), color_bt)
         color = color_bt.reshape(-1, 3)
@@ -111,7 +111,7 @@ class StateCodec:
         alpha = torch.where(axis.pow(2).sum(1)[:, None, None] > 1e-4, alpha, torch.zeros_like(alpha))
         area = alpha.flatten(1).sum(1)  # px^2
         visible = area > MIN_AREA
-        centre = torch.arange(H, dtype=torch.float32) + 0.5
+        centre = torch.arange(H, dtype=torch.float32, device=alpha.device) + 0.5
         a_sum = area.clamp_min(1e-8)
         cx = (alpha.sum(1) * centre).sum(1) / a_sum / H  # frame heights
         cy = (alpha.sum(2) * centre).sum(1) / a_sum / H
@@ -133,7 +133,7 @@ class StateCodec:
         errs = {}
         for m, r in radii.items():
             fit = render(cx[:, None], cy[:, None], r.repeat_interleave(T)[:, None],
-                         torch.full((B * T, 1), m), color[:, None], bg[:, None], H)[:, 0]
+                         torch.full((B * T, 1), m, device=cx.device), color[:, None], bg[:, None], H)[:, 0]
             e = (fit - (2 * frames - 1)).pow(2).flatten(1).sum(1)
             errs[m] = torch.where(inside, e, torch.zeros_like(e)).view(B, T).sum(1)
         square = errs[1.0] < errs[0.0]  # (B,)
@@ -145,8 +145,8 @@ class StateCodec:
         # frames (all of its visible frames are cut when a ball rolls along the floor: then its two
         # largest visible ones) and take the median.
         pool = torch.where(inside.view(B, T).any(1, keepdim=True), inside.view(B, T), visible.view(B, T))
-        ranked = torch.where(pool, area.view(B, T), torch.full((B, T), -1.0)).argsort(dim=1, descending=True)[:, :2]
-        pick = torch.zeros(B, T, dtype=torch.bool).scatter_(1, ranked, True) & pool
+        ranked = torch.where(pool, area.view(B, T), torch.full((B, T), -1.0, device=area.device)).argsort(dim=1, descending=True)[:, :2]
+        pick = torch.zeros(B, T, dtype=torch.bool, device=pool.device).scatter_(1, ranked, True) & pool
         _, _, r_fit = self._gauss_newton(target, cx, cy, radius, mix, color, bg, pick.flatten(), self.gn_steps, True)
         radius = per_clip(r_fit, pick.flatten()).repeat_interleave(T)
         # Then the centre of every visible frame the coverage centroid does not already redraw
@@ -178,8 +178,8 @@ class StateCodec:
         # Forward differences: coverage is piecewise linear in the parameters at this scale. Only
         # frames not yet redrawn exactly take another step.
         h = 2e-4  # frame heights
-        eye = torch.eye(p.shape[1])
-        active = torch.arange(len(idx))
+        eye = torch.eye(p.shape[1], device=p.device)
+        active = torch.arange(len(idx), device=idx.device)
         for _ in range(steps):
             q = p[active]
             base = draw(q, active)

@@ -46,6 +46,12 @@ class TextEncoding:
         return TextEncoding(*(torch.cat([a, b]) for a, b in zip((self.tokens, self.mask, self.pooled),
                                                                (other.tokens, other.mask, other.pooled))))
 
+    def to(self, device) -> "TextEncoding":
+        """The same encodings on ``device`` (self when already there)."""
+        if self.tokens.device == torch.device(device):
+            return self
+        return TextEncoding(*(x.to(device) for x in (self.tokens, self.mask, self.pooled)))
+
     def repeat_interleave(self, n: int) -> "TextEncoding":
         """Each prompt's encoding repeated n times in a row (for n rollouts per prompt)."""
         return TextEncoding(*(x.repeat_interleave(n, dim=0) for x in (self.tokens, self.mask, self.pooled)))

@@ -3,21 +3,18 @@ then scoring the rollouts for the method (method.md section 4)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 
 import torch
 
 from afd.disc.augment import augment_pair
 from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
 from afd.text.encoder import TextEncoding
-from afd.train import dist
+from afd import dist
+from afd.device import autocast
 from afd.train.config import DiscTrainConfig
+from afd.rollout_groups import per_rollout, rollouts_per_prompt
 
 LOSSES = {"bt": bt_loss, "gan": gan_loss}
-
-
-def _autocast(amp: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if amp else nullcontext()
 
 
 @torch.no_grad()
@@ -32,9 +29,9 @@ def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, gene
     discriminator trained on them has to separate the two by what survives the noise: where the
     object is, frame by frame (a conv D trained without it keyed on the student's artefacts instead)."""
     x = codec.encode(clips.float())
-    tt = torch.full(x.shape[:2], float(t))
-    x_t = (1 - t) * x + t * torch.randn(x.shape, generator=generator)
-    with _autocast(amp):
+    tt = torch.full(x.shape[:2], float(t), device=x.device)
+    x_t = (1 - t) * x + t * torch.randn(x.shape, generator=generator).to(x.device)
+    with autocast(ref, amp):
         v = ref.to_velocity(ref.forward_train(x, x_t, tt, text), x_t, tt).float()
     return codec.decode(x_t - t * v).clamp(-1, 1)
 
@@ -46,9 +43,9 @@ def rerender_pair(ref, codec, teacher: torch.Tensor, rollouts: torch.Tensor, tex
     unchanged (``disc.rerender_t`` off)."""
     if t <= 0:
         return teacher, rollouts
-    G = rollouts.shape[0] // teacher.shape[0]
+    G = rollouts_per_prompt(teacher.shape[0], rollouts.shape[0])
     return (rerender(ref, codec, teacher, text, t, generator, amp),
-            rerender(ref, codec, rollouts, text.repeat_interleave(G), t, generator, amp))
+            rerender(ref, codec, rollouts, per_rollout(text, G), t, generator, amp))
 
 
 def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, teacher: torch.Tensor,
@@ -64,8 +61,7 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
     """
     if cfg.steps == 0 or cfg.lr == 0:
         return {}
-    G = student.shape[0] // teacher.shape[0]
-    text_s = text.repeat_interleave(G)
+    text_s = per_rollout(text, rollouts_per_prompt(teacher.shape[0], student.shape[0]))
     loss_fn = LOSSES[cfg.loss]
     disc.train()
     losses, acc, gn, r1 = [], 0.0, 0.0, 0.0
@@ -76,7 +72,7 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
             t_x, s_x = teacher, student
         if cfg.r1_gamma > 0:
             t_x = t_x.clone().requires_grad_(True)
-        with _autocast(amp):
+        with autocast(disc, amp):
             d_t = disc(t_x, text).float()
             d_s = disc(s_x, text_s).float()
         loss = loss_fn(d_t, d_s)
@@ -101,11 +97,11 @@ def score_pairs(disc, cfg: DiscTrainConfig, teacher: torch.Tensor, student: torc
                 amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """D's logits in eval mode (no instance noise, no augmentation): (P,) teacher, (P * G,) rollouts,
     plus the loss, pairwise accuracy and r_phi = mean sigmoid(D(rollout) - D(teacher)) on them."""
-    G = student.shape[0] // teacher.shape[0]
+    G = rollouts_per_prompt(teacher.shape[0], student.shape[0])
     disc.eval()
-    with _autocast(amp):
+    with autocast(disc, amp):
         d_t = disc(teacher, text).float()
-        d_s = disc(student, text.repeat_interleave(G)).float()
+        d_s = disc(student, per_rollout(text, G)).float()
     stats = {"d_loss_eval": float(LOSSES[cfg.loss](d_t, d_s)), "d_acc": float(pairwise_accuracy(d_t, d_s)),
              "r_phi": float(r_phi(d_t, d_s)), "d_teacher_mean": float(d_t.mean()), "d_student_mean": float(d_s.mean())}
     return d_t, d_s, stats

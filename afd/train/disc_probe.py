@@ -46,11 +46,13 @@ from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.config import AdaptConfig
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
-from afd.train.fidelity import CUES, rollout_measures, spearman
+from afd.eval.measures import CUES, rollout_measures
+from afd.train.fidelity import spearman
 from afd.train.teacher_clips import TeacherClips
 from afd.teacher import WorldTeacher, to_student_format
 from afd.video.core import stack
 from afd.world.splits import load_split
+from afd.rollout_groups import group_ids
 
 MEASURES = ("physical_consistency", *CUES)
 NEGATIVES = ("base", "loose")
@@ -146,7 +148,7 @@ def _judge(disc, cfg: AdaptConfig, data: ProbeData, cols: slice, text, ref, code
     teacher, flat = rerender_pair(ref, codec, data.teacher, flat, text, cfg.disc.rerender_t,
                                   torch.Generator().manual_seed(gen_seed), cfg.train.amp)
     d_t, d_s, stats = score_pairs(disc, cfg.disc, teacher, flat, text)
-    groups = torch.arange(n).repeat_interleave(g)
+    groups = group_ids(n, g)
     w = compute_weights(d_s, groups, cfg.afd.advantage).weights.numpy()
     meas = {m: data.measures[m][:, cols] for m in MEASURES}
     pc = meas["physical_consistency"].reshape(-1)

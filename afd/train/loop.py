@@ -48,7 +48,7 @@ from afd.student.sample import generate, guidance_kwargs
 from afd.student.shipped import resolve_checkpoint
 from afd.teacher import TeacherBudgetExceeded
 from afd.text.encoder import get_text_encoder
-from afd.train import dist
+from afd import dist
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.config import AdaptConfig
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator

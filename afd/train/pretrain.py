@@ -28,6 +28,7 @@ from afd.student.model import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from afd.train import resume
 from afd.train.ema import ema_update, make_ema, warmup_decay
 from afd.train.logger import RunLogger
 from afd.video.core import stack
@@ -145,20 +146,7 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     """The config to resume with: ``saved`` updated with the fields of ``cfg`` that may change.
 
     Raises ValueError naming the first differing field that may not change."""
-    a, b = config_to_dict(saved), config_to_dict(cfg)
-    for key in a:
-        if key == "model":
-            for mk in a["model"]:
-                if a["model"][mk] != b["model"][mk] and mk not in RESUME_MUTABLE_MODEL:
-                    raise ValueError(f"{where}: model.{mk} is {a['model'][mk]!r} in the checkpoint but "
-                                     f"{b['model'][mk]!r} now; only {', '.join(RESUME_MUTABLE)} and "
-                                     f"model.{{{','.join(RESUME_MUTABLE_MODEL)}}} may change on resume")
-        elif a[key] != b[key] and key not in RESUME_MUTABLE:
-            raise ValueError(f"{where}: {key} is {a[key]!r} in the checkpoint but {b[key]!r} now; only "
-                             f"{', '.join(RESUME_MUTABLE)} and model.{{{','.join(RESUME_MUTABLE_MODEL)}}} "
-                             "may change on resume")
-    model = type(saved.model)(**{**vars(saved.model), **{k: getattr(cfg.model, k) for k in RESUME_MUTABLE_MODEL}})
-    return type(saved)(**{**vars(saved), **{k: getattr(cfg, k) for k in RESUME_MUTABLE}, "model": model})
+    return resume.resumable_config(saved, cfg, where, {*RESUME_MUTABLE, *(f"model.{k}" for k in RESUME_MUTABLE_MODEL)})
 
 
 INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "first_guidance",

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from afd.device import autocast
+
 from afd.io_utils import atomic_write_text
 from afd.train.config import AdaptConfig
 
@@ -43,7 +45,7 @@ BRANCHES = ("both", "positive", "negative")
 def _flat_grad(trainer, batch, prepared, seed: int, params) -> torch.Tensor:
     from afd.train.loop import _generator
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.cfg.train.amp):
+    with autocast(trainer.models.student, trainer.cfg.train.amp):
         out = trainer.method.student_loss(batch, prepared, _generator(seed, 0, 0))
     return torch.cat([g.flatten().float() for g in torch.autograd.grad(out["loss"], params)])
 

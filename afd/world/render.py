@@ -49,7 +49,7 @@ def render(
     # Coverage is zero beyond R + 1/2 from the centre, so compute it in a K x K window around
     # each centre (clamped inside the frame) and scatter: ~15x less work than full frames.
     K = min(size, int(torch.ceil(2 * R.detach().max() + 2).item()))
-    ar = torch.arange(K)
+    ar = torch.arange(K, device=cx.device)
     x0 = (px.detach() - K / 2).floor().clamp(0, size - K).long()  # (B, N)
     y0 = (py.detach() - K / 2).floor().clamp(0, size - K).long()
     dx = (x0[..., None] + ar + 0.5) - px[..., None]  # (B, N, K)
@@ -63,9 +63,9 @@ def render(
     oy = (R[..., 0] + 0.5 - dy.abs()).clamp(0, 1)
     a_sq = oy[..., :, None] * ox[..., None, :]
     a_win = mix * a_sq + (1 - mix) * a_ball
-    alpha = torch.zeros(B, N, size, size, dtype=a_win.dtype)
-    bi = torch.arange(B).view(B, 1, 1, 1)
-    ni = torch.arange(N).view(1, N, 1, 1)
+    alpha = torch.zeros(B, N, size, size, dtype=a_win.dtype, device=a_win.device)
+    bi = torch.arange(B, device=cx.device).view(B, 1, 1, 1)
+    ni = torch.arange(N, device=cx.device).view(1, N, 1, 1)
     rows = (y0[..., None] + ar).view(B, N, K, 1)
     cols = (x0[..., None] + ar).view(B, N, 1, K)
     alpha = alpha.index_put((bi, ni, rows, cols), a_win)

@@ -1,0 +1,54 @@
+"""Judges: optional exact scorers of clips, used only for logging, evaluation and the oracle.
+
+A run against a real teacher has no judge (``eval.judge=none``): it trains, logs, checkpoints
+and resumes, with no evaluation. The built-in world is one judge (``eval.judge=world``): it
+measures every rollout against its prompt's ground truth and evaluates a student on the world's
+eval splits. The trainer reaches a judge only through this interface, and only through loop
+callbacks (``afd.train.callbacks``) and the oracle method, never for the methods' training signal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+JudgeName = Literal["world", "none"]
+
+
+class Judge(Protocol):
+    """What the trainer may ask of a judge."""
+
+    score: str  # the key of ``measure``'s main per-clip score (higher is better)
+    cues: tuple[str, ...]  # further per-clip measures whose rank agreement is logged
+
+    def check_prompts(self, prompts: list[str], where: str) -> None:
+        """Raise ValueError (naming ``where``) if the judge cannot score these prompts."""
+
+    def measure(self, clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
+        """clips (N, T, 3, H, W) in [-1, 1] with their N prompts -> {name: (N,)}: ``score`` and ``cues``."""
+
+    def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
+                 progress: bool = False) -> dict:
+        """Sample ``model`` on the judge's eval prompts and score: a report (``afd eval`` schema)."""
+
+    def summarize(self, model, prompts_per_split: int, per_prompt: int, seed: int) -> dict[str, float]:
+        """A small eval subset's few headline numbers, for the training log."""
+
+    def describe(self) -> str:
+        """Which prompts ``evaluate`` uses, for printed tables."""
+
+    def tables(self, reports: dict[str, dict]) -> str:
+        """Reports keyed by column name as a printed table, with change lines when a "base" is given."""
+
+
+def make_judge(name: str) -> Judge | None:
+    """The judge called ``name`` (``eval.judge``): "world" or "none" (None)."""
+    if name == "none":
+        return None
+    if name == "world":
+        from afd.eval.world_judge import WorldJudge
+
+        return WorldJudge()
+    raise ValueError(f"unknown judge {name!r}; expected one of: world, none")

@@ -1,0 +1,48 @@
+"""The built-in world as a judge: exact physics and rendering measures, and its eval splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from afd.eval.compare import HEADLINE, change_lines
+from afd.eval.measures import CUES, rollout_measures
+from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample_and_score
+from afd.eval.table import format_reports
+from afd.world.grammar import PromptError, parse_prompt
+
+
+class WorldJudge:
+    """Scores clips of world-grammar prompts against their exact ground truth."""
+
+    score = "physical_consistency"
+    cues = CUES
+
+    def check_prompts(self, prompts: list[str], where: str) -> None:
+        for p in prompts:
+            try:
+                parse_prompt(p)
+            except PromptError as e:
+                raise ValueError(f"{where}: the world judge (eval.judge=world) scores world-grammar prompts only, "
+                                 f"and {e}; for your own prompts set eval.judge=none") from None
+
+    def measure(self, clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
+        return rollout_measures(clips, prompts)
+
+    def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
+                 progress: bool = False) -> dict:
+        report, _, _, _ = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed)
+        return report
+
+    def summarize(self, model, prompts_per_split: int, per_prompt: int, seed: int) -> dict[str, float]:
+        return evaluate_student(model, prompts_per_split, per_prompt, seed)
+
+    def describe(self) -> str:
+        return ", ".join(EVAL_SPLITS)
+
+    def tables(self, reports: dict[str, dict]) -> str:
+        text = format_reports(reports)
+        names = list(reports)
+        if "base" in reports and len(names) > 1:
+            text += "\n" + "\n".join(change_lines(reports["base"], reports[names[-1]], HEADLINE, ("base", names[-1])))
+        return text
