@@ -15,10 +15,11 @@ import torch
 import torch.distributed as dist
 
 
-def init() -> None:
-    """Join the process group when launched by torchrun (gloo on CPU); no-op otherwise."""
+def init(backend: str = "gloo") -> None:
+    """Join the process group when launched by torchrun; no-op otherwise. ``backend``: gloo for
+    CPU ranks, nccl for CUDA ranks (``afd.device.dist_backend``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
 
 
 def world_size() -> int:

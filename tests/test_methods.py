@@ -95,12 +95,13 @@ def test_oracle_weights_follow_the_exact_physics_and_train_no_discriminator(tiny
     w = tr.method.prepare(batch).weights
     assert w[0] > 0.5 > w[1] and w[2] > 0.5 > w[3]
     monkeypatch.setattr(Trainer, "discriminator", lambda *a, **k: pytest.fail("the oracle must not train D"))
-    import afd.train.loop as loop
+    # the oracle measures its rollouts once, through the judge; the log-only fidelity reuses them
     calls = []
-    monkeypatch.setattr(loop, "rollout_measures", lambda *a, **k: calls.append(1) or rollout_measures(*a, **k))
+    real_measure = tr.judge.measure
+    monkeypatch.setattr(tr.judge, "measure", lambda *a, **k: calls.append(1) or real_measure(*a, **k))
     row = tr.iteration(0)
     assert "d_loss" not in row and "loss_nft" in row and "reward_fidelity" in row
-    assert not calls  # the log-only fidelity reuses the oracle's measures
+    assert len(calls) == 1
     with pytest.raises(ValueError, match="afd.advantage.reward=logit"):
         trainer_for("oracle", tiny_student, tmp_path / "r", "afd.advantage.reward=ratio")
 

@@ -19,7 +19,8 @@ from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
 from afd.eval.measures import CUES, rollout_measures
 from afd.train.fidelity import spearman
-from afd.train.loop import Plan, train
+from afd.train.loop import train
+from afd.train.plan import Plan
 from train_util import tiny_args
 
 CONTRACT = ("step", "d_loss", "r_phi", "reward_fidelity", "loss_nft", "loss_prior", "teacher_calls_paid",
@@ -111,10 +112,10 @@ def test_budget_exhaustion_stops_with_a_clear_error_and_a_checkpoint(tiny_studen
 def test_plan_is_pure_and_shards_prompts():
     cfg = load_config(AdaptConfig, None, ["train.prompts=4", "train.rollouts=3", "teacher.clips_per_prompt=2"])
     pool = [f"p{i}" for i in range(10)]
-    a, b = Plan(cfg, 7, pool), Plan(cfg, 7, pool)
+    a, b = Plan.for_config(cfg, 7, pool), Plan.for_config(cfg, 7, pool)
     assert a.prompts == b.prompts and a.seeds == b.seeds and a.clip_ids == b.clip_ids
     assert len(set(a.prompts)) == 4 and all(0 <= k < 2 for k in a.clip_ids)
-    assert Plan(cfg, 8, pool).prompts != a.prompts or Plan(cfg, 8, pool).seeds != a.seeds
+    assert Plan.for_config(cfg, 8, pool).prompts != a.prompts or Plan.for_config(cfg, 8, pool).seeds != a.seeds
 
 
 def test_lora_reference_is_the_base_with_adapters_disabled():

@@ -81,7 +81,7 @@ class AdaptersOff:
 def merged_copy(model: CausalVideoTransformer) -> CausalVideoTransformer:
     """A plain ``CausalVideoTransformer`` whose weights are ``model``'s with the adapters merged in
     (what gets saved with ``save_pretrained``); ``model`` itself is unchanged."""
-    plain = CausalVideoTransformer(model.config)
+    plain = CausalVideoTransformer(model.config).to(next(model.parameters()).device)
     state = {}
     lora = {n: m for n, m in model.named_modules() if m in set(lora_layers(model))}
     for name, tensor in model.state_dict().items():

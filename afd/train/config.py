@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
+from afd.eval.judge import JudgeName
 from afd.methods import MethodName
 from afd.methods.advantages import AdvantageConfig
 
@@ -32,6 +34,10 @@ class LoopConfig:
     steps: int = 200  # iterations (each: collect, n_D discriminator steps, n_S student steps)
     seed: int = 0
     split: str = "physics-train"  # adaptation prompts (the teacher is only asked about these)
+    # Your own prompts instead of a world split: a .txt (one per line) or .jsonl ({"prompt": ...}
+    # per line) file of free text (afd.prompts). With prompts outside the world's grammar, set
+    # eval.judge=none: nothing can score them exactly.
+    prompts_file: str | None = None
     prompts: int = 8  # P prompts per iteration (global, split over ranks)
     rollouts: int = 4  # G rollouts per prompt (the per-prompt baseline needs G >= 2)
     student_steps: int = 1  # n_S optimizer steps per iteration on the same collected batch
@@ -49,6 +55,8 @@ class LoopConfig:
     # track every rollout and cost about as much as an AFD iteration on the state students; the
     # oracle measures its rollouts anyway, so its rows are always logged.
     fidelity_every: int = 1
+    # auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N (afd.device).
+    device: str = "auto"
 
     def __post_init__(self):
         for name in ("steps", "prompts", "rollouts"):
@@ -64,6 +72,7 @@ class LoopConfig:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.fidelity_every < 1:
             raise ValueError(f"fidelity_every must be >= 1, got {self.fidelity_every}")
+        check_device_spec(self.device)
 
     def old_decay_at(self, n: int) -> float:
         """The old policy's EMA decay after the n-th optimizer step (n >= 1)."""
@@ -243,6 +252,10 @@ class EvalConfig:
     # Score the base student on the final-eval set first (eval_base.json, the "before" column).
     # `afd reproduce` turns it off and evaluates each base once with `afd eval --checkpoint`.
     before: bool = True
+    # Who scores clips exactly (afd.eval.judge): "world" (the built-in world's evaluator: log-only
+    # fidelity, evals, tables; needs world-grammar prompts) or "none" (a real teacher: the run
+    # trains, logs, checkpoints and draws strips, with no evaluation).
+    judge: JudgeName = "world"
 
 
 @dataclass

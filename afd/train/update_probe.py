@@ -43,10 +43,10 @@ BRANCHES = ("both", "positive", "negative")
 
 
 def _flat_grad(trainer, batch, prepared, seed: int, params) -> torch.Tensor:
-    from afd.train.loop import _generator
+    from afd.train.plan import generator
 
     with autocast(trainer.models.student, trainer.cfg.train.amp):
-        out = trainer.method.student_loss(batch, prepared, _generator(seed, 0, 0))
+        out = trainer.method.student_loss(batch, prepared, generator(seed, 0, 0))
     return torch.cat([g.flatten().float() for g in torch.autograd.grad(out["loss"], params)])
 
 

@@ -1,0 +1,62 @@
+"""Building an adaptation run's networks and optimizers from its config (``afd train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from afd.disc.model import Discriminator
+from afd.io_utils import file_sha256
+from afd.methods import method_class
+from afd.methods.base import Method, Models
+from afd.student.codec import make_codec
+from afd.student.lora import AdaptersOff, add_lora
+from afd.student.model import CausalVideoTransformer
+from afd.student.shipped import resolve_checkpoint
+from afd.train.ema import make_ema
+
+
+@dataclass
+class RunParts:
+    """The networks and optimizers of a run, and the base student it starts from."""
+
+    models: Models
+    method: Method
+    opt_student: torch.optim.Optimizer
+    opt_disc: torch.optim.Optimizer
+    base_dir: Path
+    base_sha: str
+
+
+def load_base(cfg, base_dir: Path, device: torch.device) -> CausalVideoTransformer:
+    """The student before adaptation, with the run's sampler overrides (``student.*``), on ``device``."""
+    model = CausalVideoTransformer.from_pretrained(base_dir)
+    cfg.student.apply(model)
+    return model.to(device)
+
+
+def build_run(cfg, device: torch.device, judge=None) -> RunParts:
+    """Student (full or LoRA), its old policy (EMA) and frozen reference, the discriminator, the
+    method and both optimizers, all on ``device``. ``judge`` is handed to methods that need one."""
+    if cfg.disc.rerender_t > 0 and cfg.train.method != "afd":
+        raise ValueError(f"disc.rerender_t applies to afd only (train.method is {cfg.train.method!r}): "
+                         "a method with a gradient through D would need it through the re-rendering too")
+    base_dir = resolve_checkpoint(cfg.student.checkpoint)
+    student = load_base(cfg, base_dir, device).train()
+    if cfg.student.lora_rank:
+        add_lora(student, cfg.student.lora_rank, cfg.student.lora_alpha)
+        ref = AdaptersOff(student)
+    else:
+        ref = make_ema(student)  # a frozen copy of the initial student
+    old = make_ema(student)
+    disc = Discriminator(cfg.disc.model).to(device)
+    models = Models(student=student, old=old, ref=ref, disc=disc, codec=make_codec(student.config))
+    method = method_class(cfg.train.method)(cfg, models, judge)
+    t = cfg.train
+    opt_s = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=t.lr, betas=t.betas,
+                              weight_decay=t.weight_decay)
+    opt_d = torch.optim.AdamW(disc.trainable_parameters(), lr=cfg.disc.lr, betas=cfg.disc.betas,
+                              weight_decay=cfg.disc.weight_decay)
+    return RunParts(models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"))
