@@ -72,6 +72,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_config_file",
     "save_config",
 ]
 
@@ -111,7 +112,7 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise ConfigError(f"{path}: '{EXTENDS_KEY}' forms a cycle ({chain})")
-    data = _read_yaml_mapping(path)
+    data = read_config_file(path)
     base = data.pop(EXTENDS_KEY, None)
     if base is None:
         return [(path, data)]
@@ -364,7 +365,11 @@ def _open_section(tree: dict, name: str, sub: type) -> dict:
     return tree[name]
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of the YAML (or JSON) file at ``path``, unchecked, with this
+    module's one-line errors for a missing, unreadable or malformed file; for a file whose keys
+    are shared out over more than one config class (e.g. a teacher API file)."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
