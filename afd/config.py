@@ -40,7 +40,9 @@ Every problem is a :class:`ConfigError` (a ``ValueError``) naming its source (th
     command line: unknown key 'optim.lrr' (valid: lr, betas)
 
 ``ValueError`` raised by a dataclass's ``__post_init__`` is re-raised as a ``ConfigError`` that
-names the section and the source(s) that set keys in it.
+names the section and the source(s) that set keys in it. A config class whose fields include
+``Literal`` choices calls :func:`check_choices` in its ``__post_init__``, so that a config built
+directly in code is held to the same choices as one read from a file.
 
 :func:`config_to_dict` / :func:`config_from_dict` and :func:`save_config` / :func:`load_config`
 round-trip a config to an equal object, so the resolved config of a run can be stored next to
@@ -57,7 +59,7 @@ import reprlib
 import types
 import typing
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, Union
 
@@ -66,9 +68,11 @@ import yaml
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "check_choices",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_config_file",
     "save_config",
 ]
 
@@ -108,7 +112,7 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise ConfigError(f"{path}: '{EXTENDS_KEY}' forms a cycle ({chain})")
-    data = _read_yaml_mapping(path)
+    data = read_config_file(path)
     base = data.pop(EXTENDS_KEY, None)
     if base is None:
         return [(path, data)]
@@ -117,15 +121,49 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path
     return [*_read_with_bases(path.parent / base, (*seen, path.resolve())), (path, data)]
 
 
-def config_from_dict(cls: type[T], d: Mapping[str, Any], source: str = "checkpoint") -> T:
+def config_from_dict(cls: type[T], d: Mapping[str, Any], source: str = "checkpoint", *,
+                     base: T | None = None, may_omit: Collection[str] | None = None) -> T:
     """Build a ``cls`` from a (possibly partial) nested dict such as :func:`config_to_dict` makes.
 
-    Missing keys keep their defaults, so a checkpoint saved before a field was added still
-    loads; unknown keys and wrong types are errors, as for a file."""
+    Missing keys keep their defaults (or ``base``'s values, if given), so a checkpoint saved
+    before a field was added still loads; unknown keys and wrong types are errors, as for a file.
+
+    ``may_omit``: when given, only these top-level fields may be missing from ``d``; any other
+    missing one is an error naming it. For files whose omissions would otherwise go unnoticed,
+    e.g. a student checkpoint's architecture, where a silent default builds a different model."""
     _check_config_class(cls)
-    resolver = _Resolver(cls, _default_tree(cls))
+    if base is not None and not isinstance(base, cls):
+        raise TypeError(f"base must be a {cls.__name__}, got {type(base).__name__}")
+    resolver = _Resolver(cls, _default_tree(cls) if base is None else _instance_tree(base))
     resolver.merge(d, source=source)
+    if may_omit is not None:
+        missing = [name for name in _field_types(cls) if name not in d and name not in may_omit]
+        if missing:
+            raise ConfigError(f"{source}: missing required key {missing[0]!r}"
+                              + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
     return resolver.build()
+
+
+def check_choices(cfg: Any) -> None:
+    """Check the fields of ``cfg`` whose type holds a ``Literal`` (``Literal[...]``,
+    ``tuple[Literal[...], ...]``, ``Literal[...] | None``), normalising them to their type in place
+    (a list given for a tuple field becomes a tuple).
+
+    :func:`load_config` and friends check every field already; a config class calls this in its
+    ``__post_init__`` so that a config built directly in code (``DiscConfig(backbone="vit")``)
+    is refused with the same message instead of failing later, far from the typo.
+    Raises ValueError: ``backbone: expected one of 'conv', 'efficientnet', got 'vit' (str)``."""
+    if not _is_dataclass_instance(cfg):
+        raise TypeError(f"check_choices expects a dataclass instance, got {type(cfg).__name__}")
+    for name, tp in _field_types(type(cfg)).items():
+        if not _holds_literal(tp):
+            continue
+        try:
+            value = _coerce(getattr(cfg, name), tp)
+        except _Mismatch as m:
+            raise ValueError(f"{name}{m.where}: expected {_type_name(m.tp)}, got {_describe(m.value)}") from None
+        # object.__setattr__ so that frozen configs (APISpec) are normalised too.
+        object.__setattr__(cfg, name, value)
 
 
 def apply_overrides(cfg: T, overrides: Iterable[str], source: str = COMMAND_LINE) -> T:
@@ -327,7 +365,11 @@ def _open_section(tree: dict, name: str, sub: type) -> dict:
     return tree[name]
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of the YAML (or JSON) file at ``path``, unchecked, with this
+    module's one-line errors for a missing, unreadable or malformed file; for a file whose keys
+    are shared out over more than one config class (e.g. a teacher API file)."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -387,6 +429,13 @@ def _section_class(tp: Any) -> type | None:
         if len(members) == 1 and isinstance(members[0], type) and dataclasses.is_dataclass(members[0]):
             return members[0]
     return None
+
+
+def _holds_literal(tp: Any) -> bool:
+    """Whether ``tp`` is a ``Literal`` or a container or union with one inside."""
+    if typing.get_origin(tp) is Literal:
+        return True
+    return any(_holds_literal(a) for a in typing.get_args(tp) if a is not Ellipsis)
 
 
 class _Mismatch(Exception):

@@ -23,6 +23,7 @@ from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
+from afd.train.pretrain import Pretrainer
 
 TINY = StudentConfig(dim=32, depth=1, heads=2, frames=4)  # one 4-frame block
 TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8"]
@@ -105,6 +106,29 @@ def test_train_step_bench(capsys):
     assert len(r["top_ops"]) == 4 and "MFU" in out
     # FlopCounterMode (taught the CPU flash-attention ops) and the formula agree exactly.
     assert r["model_tflops_per_step"] == pytest.approx(r["analytic_tflops_per_step"], rel=1e-3)
+
+
+def test_train_step_bench_times_the_real_pretraining_step(monkeypatch):
+    """The bench must run pretrain's own step (text dropout and trainable=refine included), not
+    a copy of it: every step it times goes through Pretrainer.step on a Pretrainer.build student."""
+    calls = []
+    real_step = Pretrainer.step
+
+    def spy(self, step, prompts, x0, gen, encoder):
+        calls.append((self, step))
+        return real_step(self, step, prompts, x0, gen, encoder)
+
+    monkeypatch.setattr(Pretrainer, "step", spy)
+    overrides = [*TINY_OVERRIDES, "model.refine=4", "trainable=refine", "text_dropout=0.5"]
+    bench_train.run(batch=2, steps=1, config_path=PRETRAIN_YAML, overrides=overrides, warmup=1,
+                    peak_sizes=(128,), profile_rows=4)
+    # warm-up, timed, flop-counted and profiled steps, in order, on one trainer
+    assert [step for _, step in calls] == [0, 1, 2, 3]
+    trainer = calls[0][0]
+    assert all(t is trainer for t, _ in calls)
+    assert trainer.cfg.text_dropout == 0.5
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("refine.") for n in trained)
 
 
 def test_train_step_cli_arguments():

@@ -11,6 +11,7 @@ import pytest
 from afd.config import (
     ConfigError,
     apply_overrides,
+    check_choices,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -287,6 +288,51 @@ def test_from_dict_partial_and_errors():
         config_from_dict(RunCfg, {"model": {"dim": "64"}})
     with error("run.json: unknown key 'bogus'"):
         config_from_dict(RunCfg, {"bogus": 1}, source="run.json")
+
+
+def test_from_dict_may_omit_only_the_listed_fields():
+    d = config_to_dict(RunCfg())
+    del d["seed"], d["amp"]
+    assert config_from_dict(RunCfg, d, may_omit={"seed", "amp"}) == RunCfg()
+    with error("ckpt/config.json: missing required key 'amp'"):
+        config_from_dict(RunCfg, d, source="ckpt/config.json", may_omit={"seed"})
+    with error("missing required key 'name' (and 'seed', 'amp')"):
+        config_from_dict(RunCfg, {k: v for k, v in d.items() if k != "name"}, may_omit=())
+
+
+def test_from_dict_on_a_base_instance():
+    base = custom_cfg()
+    cfg = config_from_dict(RunCfg, {"optim": {"lr": 2e-4}}, base=base)
+    assert cfg.optim.lr == 2e-4 and cfg.model == base.model and cfg.name == base.name
+    assert base.optim.lr == 1e-8  # original untouched
+    with error("spec.yaml: optim.kind: expected one of 'adamw', 'sgd', got 'adam' (str)"):
+        config_from_dict(RunCfg, {"optim": {"kind": "adam"}}, source="spec.yaml", base=base)
+
+
+@dataclass
+class Choices:
+    kind: Literal["a", "b"] = "a"
+    kinds: tuple[Literal["x", "y"], ...] = ("x",)
+    maybe: Literal["p", "q"] | None = None
+    free: str = "anything"
+
+    def __post_init__(self):
+        check_choices(self)
+
+
+def test_check_choices_holds_direct_construction_to_the_literals():
+    c = Choices(kind="b", kinds=["y", "x"], maybe="q")
+    assert c.kinds == ("y", "x")  # a list given for the tuple field is normalised
+    assert Choices(free="zzz").free == "zzz"  # plain str fields are not touched
+    with pytest.raises(ValueError, match=re.escape("kind: expected one of 'a', 'b', got 'c' (str)")):
+        Choices(kind="c")
+    with pytest.raises(ValueError, match=re.escape("kinds[1]: expected one of 'x', 'y', got 'z' (str)")):
+        Choices(kinds=("x", "z"))
+    with pytest.raises(ValueError, match=re.escape("maybe: expected one of 'p', 'q' | None, got 'r' (str)")):
+        Choices(maybe="r")
+    # Through the engine the message also names the source and the dotted key.
+    with error("command line: kind: expected one of 'a', 'b', got 'c' (str)"):
+        load_config(Choices, None, ["kind=c"])
 
 
 def test_yaml_round_trip(tmp_path):

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from afd.config import config_from_dict, config_to_dict
 from afd.disc import (DiscConfig, Discriminator, augment, augment_pair, bt_loss, flip_allowed, gan_loss,
                       pairwise_accuracy, r1_penalty, r_phi)
 from afd.text import TextEncoding, get_text_encoder
@@ -59,9 +60,24 @@ def test_config_validation_names_the_field(kw, field):
 
 def test_config_dict_round_trip_and_unknown_keys():
     c = DiscConfig(backbone="efficientnet", lora_targets=["project"], width=8)
-    assert DiscConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    with pytest.raises(ValueError, match="unknown discriminator config keys"):
-        DiscConfig.from_dict({"widht": 3})
+    assert c.lora_targets == ("project",)
+    assert config_from_dict(DiscConfig, json.loads(json.dumps(config_to_dict(c)))) == c
+    with pytest.raises(ValueError, match="d/config.json: unknown key 'widht'"):
+        config_from_dict(DiscConfig, {"widht": 3}, source="d/config.json")
+    with pytest.raises(ValueError, match="d/config.json: backbone: expected one of 'conv', 'efficientnet', "
+                                         "'keypoint', got 'vit'"):
+        config_from_dict(DiscConfig, {"backbone": "vit"}, source="d/config.json")
+
+
+def test_saved_discriminator_config_is_checked_by_the_config_engine(tmp_path):
+    d = Discriminator(DiscConfig(width=8, text_pooling="attn"))
+    d.save_pretrained(tmp_path / "d")
+    assert Discriminator.from_pretrained(tmp_path / "d").config == d.config
+    meta = json.loads((tmp_path / "d" / "config.json").read_text())
+    meta["config"]["text_pooling"] = "mean"
+    (tmp_path / "d" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="config.json: text_pooling: expected one of 'pooled', 'attn', got 'mean'"):
+        Discriminator.from_pretrained(tmp_path / "d")
 
 
 # ----- shapes -----

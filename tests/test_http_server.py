@@ -160,7 +160,7 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown key\\(s\\) 'submit_paht'"):
         make_teacher(f"api:{cfg}")
     cfg.write_text("mode: jobs\n")
-    with pytest.raises(ValueError, match="missing key 'url'"):
+    with pytest.raises(ValueError, match="api.yaml: missing required key 'url'"):
         make_teacher(f"api:{cfg}")
     cfg.write_text("url: http://127.0.0.1:1\nconcurrency: 0\n")
     with pytest.raises(ValueError, match="api.yaml: HTTPTeacher concurrency"):

@@ -207,5 +207,5 @@ def test_refinement_head_trains_alone_from_a_checkpoint_without_it(tmp_path):
     assert torch.count_nonzero(trained["refine.net.4.weight"]) > 0
     with pytest.raises(ValueError, match="trainable=refine needs a refinement head"):
         tiny_cfg(tmp_path, "bad", "trainable=refine")
-    with pytest.raises(ValueError, match="trainable must be one of all, refine, got 'head'"):
+    with pytest.raises(ValueError, match="command line: trainable: expected one of 'all', 'refine', got 'head'"):
         tiny_cfg(tmp_path, "bad", "trainable=head")

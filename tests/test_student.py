@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -272,6 +273,28 @@ def test_load_errors_name_the_problem(tmp_path):
     (tmp_path / "o" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         CausalVideoTransformer.from_pretrained(tmp_path / "o")
+
+
+def test_checkpoint_config_must_state_what_changes_the_model(tmp_path):
+    tiny_model(block_frames=2).save_pretrained(tmp_path / "s")
+    path = tmp_path / "s" / "config.json"
+    meta = json.loads(path.read_text())
+
+    def load_with(config: dict):
+        path.write_text(json.dumps({**meta, "config": config}))
+        return CausalVideoTransformer.from_pretrained(tmp_path / "s")
+
+    # A missing block_frames would load the same weights as a chunk-wise student without a word.
+    for key in ("block_frames", "prediction", "shift", "guidance"):
+        with pytest.raises(ValueError, match=re.escape(f"{path}: missing required key '{key}'")):
+            load_with({k: v for k, v in meta["config"].items() if k != key})
+    # Fields that came after the shipped checkpoints default to how those checkpoints ran.
+    kept = {k: v for k, v in meta["config"].items() if k not in StudentConfig.CHECKPOINT_MAY_OMIT}
+    assert load_with(kept).config == StudentConfig(**kept)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: renoise: expected one of 'fresh', 'ddim', got 'euler'")):
+        load_with({**meta["config"], "renoise": "euler"})
+    with pytest.raises(ValueError, match=re.escape(f"{path}: unknown key 'dimm'")):
+        load_with({**meta["config"], "dimm": 3})
 
 
 def test_bad_input_shapes_are_clear(text):

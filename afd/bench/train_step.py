@@ -1,10 +1,11 @@
 """Pretraining step time and MFU of the causal student.
 
-Times the body of ``afd.train.pretrain.pretrain``'s loop - set the lr, bf16-autocast
-``flow_matching_loss``, ``backward``, ``clip_grad_norm_``, ``AdamW.step``, EMA update - at the
-model size of a pretraining config, on batches drawn by the loop's own ``batch_at``. The batches
-are rendered before timing (rendering is reported separately as data time: it is the world
-simulator, not the model).
+Times ``afd.train.pretrain.Pretrainer.step``, the very step ``pretrain`` runs (lr schedule, text
+dropout, bf16-autocast ``flow_matching_loss``, ``backward``, ``clip_grad_norm_``, ``AdamW.step``
+over the trainable parameters, EMA update), on the student, EMA and optimizer that
+``Pretrainer.build`` makes from a pretraining config, on batches drawn by the loop's own
+``batch_at``. The batches are rendered and codec-encoded before timing (reported separately as
+data time: it is the world simulator, not the model).
 
 MFU = (model FLOPs per step / seconds per step) / peak, where the peak is the best bf16 matmul
 throughput measured in the same process (large square ``bf16 @ bf16`` products), so it reflects
@@ -74,7 +75,9 @@ def peak_bf16_tflops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int =
 
 
 def analytic_step_flops(cfg: StudentConfig, batch: int, text_tokens: int = MAX_TOKENS) -> dict:
-    """Matmul FLOPs of one training step (forward + backward), counted from the architecture.
+    """Matmul FLOPs of one training step (forward + backward), counted from the architecture,
+    with every parameter trainable (``trainable=refine`` skips most of the backward, so a real
+    step of it counts fewer).
 
     The training pass runs the doubled sequence ``[clean | noised]``: ``slots = 2 * frames``
     frame slots, ``N = slots * tokens_per_frame`` tokens per clip, ``L = text_tokens`` prompt
@@ -173,11 +176,9 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
     tiny model in tests); ``batch`` overrides ``batch_size``.
     """
     from afd.config import load_config
-    from afd.losses import flow_matching_loss
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.codec import make_codec
     from afd.text.encoder import get_text_encoder
-    from afd.train.ema import ema_update, make_ema, warmup_decay
-    from afd.train.pretrain import PretrainConfig, batch_at, lr_at
+    from afd.train.pretrain import PretrainConfig, Pretrainer, batch_at
     from afd.world.splits import load_split
 
     if min(batch, steps) < 1 or warmup < 0:
@@ -185,35 +186,25 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
     cfg = load_config(PretrainConfig, config_path, [*overrides, f"batch_size={batch}"])
 
     with num_threads(threads):
-        torch.manual_seed(cfg.seed)
-        model = CausalVideoTransformer(cfg.model).train()
-        ema = make_ema(model)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                weight_decay=cfg.optim.weight_decay)
+        trainer = Pretrainer.build(cfg)
+        model = trainer.model
         pool = load_split(cfg.split)
         encoder = get_text_encoder()
-        encoder.encode(pool)  # as in pretrain: warm the prompt cache, so steps only look up
+        codec = make_codec(cfg.model)
+        encoder.encode(pool + [cfg.model.null_prompt])  # as in pretrain: warm the prompt cache
 
-        # One fresh batch per step (warm-up, timed, flop-counted, profiled), rendered up front.
+        # One fresh batch per step (warm-up, timed, flop-counted, profiled), made up front.
         n_batches = warmup + steps + 2
         t0 = time.perf_counter()
-        batches = [batch_at(i, cfg, pool) for i in range(n_batches)]
+        batches = []
+        for i in range(n_batches):
+            prompts, clips, gen = batch_at(i, cfg, pool)
+            batches.append((prompts, codec.encode(clips), gen))
         data_ms = (time.perf_counter() - t0) / n_batches * 1e3
 
         def train_step(i: int) -> float:
-            """The body of pretrain()'s loop for step i (minus logging, eval and checkpoints)."""
-            prompts, x0, gen = batches[i]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(i, cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
-                loss = flow_matching_loss(model, x0, encoder.encode(prompts), gen, shift=cfg.t_shift,
-                                          weighting=cfg.loss_weighting)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            ema_update(ema, model, warmup_decay(cfg.ema_decay, i))
-            return loss.item()
+            """Step i of pretraining, as pretrain() runs it (minus logging, eval and checkpoints)."""
+            return trainer.step(i, *batches[i], encoder).loss
 
         for i in range(warmup):  # allocator, kernel selection, AdamW state creation
             train_step(i)
@@ -264,7 +255,7 @@ def report(r: dict) -> str:
         f"pretraining step: batch {r['batch']}, {r['model']} ({r['params_m']:.2f}M params), "
         f"bf16 autocast {'on' if r['amp'] else 'off'}, {r['threads']} threads",
         f"  {r['ms_per_step']:.1f} ms/step (median of {r['steps']}; mean {r['ms_per_step_mean']:.1f}), "
-        f"+ {r['data_ms_per_step']:.1f} ms/step world rendering in the real loop (not included)",
+        f"+ {r['data_ms_per_step']:.1f} ms/step world rendering and codec encoding in the real loop (not included)",
         f"  model FLOPs/step: {r['model_tflops_per_step'] * 1e3:.2f} GFLOP counted (FlopCounterMode), "
         f"{r['analytic_tflops_per_step'] * 1e3:.2f} GFLOP analytic (counted/analytic = {ratio:.3f})",
         "    analytic parts (GFLOP): " + ", ".join(f"{k} {v:.2f}" for k, v in r["analytic_parts_gflops"].items()),

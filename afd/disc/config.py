@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import Literal
 
-BACKBONES = ("conv", "efficientnet", "keypoint")
-TEXT_CONDITIONING = ("both", "film", "proj", "none")
-TEXT_POOLING = ("pooled", "attn")
-EFFNET_NORMS = ("lite", "imagenet")
-LORA_TARGETS = ("expand", "project")
+from afd.config import check_choices
+
 EFFNET_MAX_BLOCKS = 16
 
 
@@ -59,13 +57,13 @@ class DiscConfig:
         pixel texture, the rendering artefacts a trial discriminator keyed on.
     """
 
-    backbone: str = "conv"
+    backbone: Literal["conv", "efficientnet", "keypoint"] = "conv"
     frames: int = 16
     size: int = 32
     width: int = 16
     hidden: int = 128
-    text_conditioning: str = "both"
-    text_pooling: str = "pooled"
+    text_conditioning: Literal["both", "film", "proj", "none"] = "both"
+    text_pooling: Literal["pooled", "attn"] = "pooled"
     motion_input: bool = True
     coord_input: bool = True
     instance_noise: float = 0.0
@@ -79,22 +77,16 @@ class DiscConfig:
     # efficientnet
     effnet_size: int = 64
     effnet_blocks: int = 16
-    effnet_norm: str = "lite"
+    effnet_norm: Literal["lite", "imagenet"] = "lite"
     effnet_pretrained: bool = True
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("expand", "project")
+    lora_targets: tuple[Literal["expand", "project"], ...] = ("expand", "project")
     lora_first_block: int = 5
 
     def __post_init__(self):
-        if isinstance(self.lora_targets, (list, str)):
-            # JSON gives lists; a bare string would otherwise be iterated per character
-            self.lora_targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
-        _choice("backbone", self.backbone, BACKBONES)
-        _choice("text_conditioning", self.text_conditioning, TEXT_CONDITIONING)
-        _choice("text_pooling", self.text_pooling, TEXT_POOLING)
-        _choice("effnet_norm", self.effnet_norm, EFFNET_NORMS)
+        check_choices(self)
         for name in ("frames", "size", "width", "hidden", "depth", "keypoints", "effnet_size", "lora_rank"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -121,25 +113,5 @@ class DiscConfig:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_first_block < self.effnet_blocks:
             raise ValueError(f"lora_first_block must be in [0, effnet_blocks={self.effnet_blocks}), got {self.lora_first_block}")
-        if not self.lora_targets or any(t not in LORA_TARGETS for t in self.lora_targets):
-            raise ValueError(f"lora_targets must be a non-empty subset of {LORA_TARGETS}, got {self.lora_targets!r}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "DiscConfig":
-        """Build from a dict (e.g. parsed JSON); unknown keys raise ValueError naming them."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: discriminator config must be an object, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{source}: unknown discriminator config keys {sorted(unknown)}")
-        return cls(**d)
-
-
-def _choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not self.lora_targets:
+            raise ValueError("lora_targets must name at least one of 'expand', 'project'")

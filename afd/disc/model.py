@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from afd.config import config_from_dict, config_to_dict
 from afd.disc.config import DiscConfig
 from afd.text import TextEncoding
 
@@ -121,7 +122,7 @@ class Discriminator(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.saved_state_dict().items()}
         save_safetensors_atomic(state, directory / WEIGHTS_FILE)
-        meta = {"format": FORMAT_NAME, "config": self.config.to_dict(),
+        meta = {"format": FORMAT_NAME, "config": config_to_dict(self.config),
                 "weights": "all but frozen backbone" if self._frozen_keys() else "all",
                 **self._backbone_meta(), "extra": extra or {}}
         atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
@@ -134,7 +135,7 @@ class Discriminator(nn.Module):
 
         directory = Path(directory)
         meta = read_disc_meta(directory)
-        config = DiscConfig.from_dict(meta["config"], source=str(directory / CONFIG_FILE))
+        config = config_from_dict(DiscConfig, meta["config"], source=str(directory / CONFIG_FILE))
         model = cls(config)
         want = meta.get("backbone_weights_sha256")
         have = model._backbone_meta().get("backbone_weights_sha256")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-METHODS = ("base", "sft", "gan", "dmd", "afd", "oracle")
+from afd.config import check_choices
+
+TrainedMethod = Literal["sft", "gan", "dmd", "afd", "oracle"]
+Method = Literal["base", TrainedMethod]  # "base": the starting student, evaluated, not trained
+METHODS = get_args(Method)
 # The oracle (AFD's update with weights from the world's exact physics, not a discriminator) is
 # the ceiling AFD's gain is read against, not a baseline.
 REFERENCE_METHODS = ("oracle",)
@@ -22,10 +27,13 @@ class SweepsConfig:
     # student lr is 1e-4, so the same ratios eta_D / lr = {0, 0.1, 0.5, 1, 5} give these.
     eta_d: list[float] = field(default_factory=lambda: [0.0, 1e-5, 5e-5, 1e-4, 5e-4])
     # Fig. 6: discriminator loss, Bradley-Terry vs GAN-style.
-    disc_loss: list[str] = field(default_factory=lambda: ["bt", "gan"])
+    disc_loss: list[Literal["bt", "gan"]] = field(default_factory=lambda: ["bt", "gan"])
     # Beyond the paper: teacher clips per physics-train prompt, for these methods.
     budget_clips: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    budget_methods: list[str] = field(default_factory=lambda: ["sft", "afd"])
+    budget_methods: list[TrainedMethod] = field(default_factory=lambda: ["sft", "afd"])
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 @dataclass
@@ -34,13 +42,13 @@ class ReproduceConfig:
     report_dir: str = "reports/default"  # report.md, results.json, figures, strips
     work_dir: str = "runs/reproduce/default"  # one directory per job (checkpoints, logs)
     configs_dir: str = "configs"  # where <method>.yaml live (sft.yaml, gan.yaml, dmd.yaml, afd.yaml)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[Method] = field(default_factory=lambda: list(METHODS))
     families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 100  # student updates per run (the same for every method)
     overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
     # key=value for one method's runs (after `overrides`), e.g. {afd: [disc.model.instance_noise=0.3]}
-    method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    method_overrides: dict[TrainedMethod, list[str]] = field(default_factory=dict)
     eval_per_prompt: int = 2  # clips per eval prompt for every row
     eval_prompts_per_split: int | None = None  # None: every prompt of physics-eval and general-eval
     eval_seed: int = 1000
@@ -51,12 +59,7 @@ class ReproduceConfig:
     notes: str = ""  # printed under the report's setup line (e.g. where the other families' report is)
 
     def __post_init__(self):
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
-        bad = [m for m in self.method_overrides if m not in METHODS or m == "base"]
-        if bad:
-            raise ValueError(f"method_overrides names {bad}; expected training methods ({', '.join(METHODS[1:])})")
+        check_choices(self)
         if not self.families:
             raise ValueError("families must name at least one family: checkpoint")
         if not self.seeds:
@@ -74,8 +77,5 @@ class ReproduceConfig:
                                  f"(not one of the bases {', '.join(self.families.values())})")
         if self.sweeps.family not in self.families:
             raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families ({', '.join(self.families)})")
-        bad = [m for m in self.sweeps.budget_methods if m not in METHODS or m == "base"]
-        if bad:
-            raise ValueError(f"sweeps.budget_methods {bad}: expected training methods (sft, gan, dmd, afd)")
         if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps):
             raise ValueError("sweeps.budget_clips and sweeps.sft_steps must be >= 1")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from afd.config import check_choices
 
 
 @dataclass
@@ -29,8 +32,8 @@ class StudentConfig:
     text_dim: int = 384
     # "x0": the network predicts the clean block and the velocity is (x_t - x0_hat) / t;
     # "velocity": it predicts v directly. x0 trained where velocity produced noise in a trial.
-    prediction: str = "x0"
-    codec: str = "pixel"  # "pixel" | "state" (afd.student.codec)
+    prediction: Literal["x0", "velocity"] = "x0"
+    codec: Literal["pixel", "state"] = "pixel"  # afd.student.codec
     video_size: int = 0
     # Default few-step sampler (overridable at sampling time): ``steps`` denoising steps per
     # block at levels 1 - i / steps, shifted by ``shift`` (method.md section 2).
@@ -39,7 +42,7 @@ class StudentConfig:
     # Between steps: "fresh" re-noises x0_hat with new noise (method.md section 3, Self-Forcing);
     # "ddim" reuses the noise the model implies, eps_hat = (x_t - (1 - t) x0_hat) / t, i.e. an
     # Euler step of the probability-flow ODE - sharper for an undistilled flow model.
-    renoise: str = "fresh"
+    renoise: Literal["fresh", "ddim"] = "fresh"
     # Steps for block 0, the block with no context that lays out the scene (0: ``steps``; never
     # fewer than ``steps``). On the 4-step chunk-wise base, 8 steps there cut the duplicated and
     # vanished objects of the first frames (general-eval Fréchet distance 44 -> 26) for ~20% more
@@ -88,14 +91,11 @@ class StudentConfig:
     project_blocks: bool = False
 
     def __post_init__(self):
-        if self.prediction not in ("x0", "velocity"):
-            raise ValueError(f"prediction must be 'x0' or 'velocity', got {self.prediction!r}")
+        check_choices(self)
         if self.height % self.patch or self.width % self.patch:
             raise ValueError(f"patch {self.patch} must divide height {self.height} and width {self.width}")
         if self.frames % self.block_frames:
             raise ValueError(f"block_frames {self.block_frames} must divide frames {self.frames}")
-        if self.renoise not in ("fresh", "ddim"):
-            raise ValueError(f"renoise must be 'fresh' or 'ddim', got {self.renoise!r}")
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0 channels (0: no refinement), got {self.refine}")
         if self.first_steps < 0:
@@ -108,8 +108,6 @@ class StudentConfig:
             raise ValueError(f"first_guidance must be >= 0 (0: the same as guidance), got {self.first_guidance}")
         if not self.null_prompt.strip():
             raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
-        if self.codec not in ("pixel", "state"):
-            raise ValueError(f"codec must be 'pixel' or 'state', got {self.codec!r}")
         if self.codec == "state":
             from afd.student.state_codec import STATE_CHANNELS
 
@@ -126,6 +124,18 @@ class StudentConfig:
                              f"video_size {self.video_size}")
         if self.dim % self.heads:
             raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
+
+    # Fields a checkpoint's config.json may leave out (``afd.student.model.read_student_config``);
+    # any other missing field is an error, because its default would silently build or sample a
+    # different model (a missing block_frames or prediction loads the weights without complaint
+    # and generates nonsense; a missing shift or guidance changes every sample). Each of these
+    # came after the shipped pixel checkpoints were saved, and its default is exactly how those
+    # checkpoints ran before it existed:
+    #   video_size: 0 decodes to ``height``, the pixel codec's only size (the state codec, which
+    #     needs it, refuses 0 in __post_init__, so a state checkpoint must state it);
+    #   first_guidance: 0 gives block 0 the same guidance as the others;
+    #   project_blocks: False caches the raw block, as every rollout did before.
+    CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks"})
 
     def sampler_levels(self, steps: int | None = None, shift: float | None = None,
                        first_steps: int | None = None) -> tuple[list[float], list[float]]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afd.config import config_from_dict, config_to_dict
 from afd.student.cache import KVCache
 from afd.student.config import StudentConfig
 from afd.text.encoder import TextEncoding
@@ -376,7 +376,7 @@ class CausalVideoTransformer(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
         save_safetensors_atomic(state, directory / WEIGHTS_FILE)
-        meta = {"format": FORMAT_NAME, "config": asdict(self.config), "extra": extra or {}}
+        meta = {"format": FORMAT_NAME, "config": config_to_dict(self.config), "extra": extra or {}}
         atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -399,7 +399,5 @@ def read_student_config(directory: str | Path) -> StudentConfig:
     from afd.io_utils import read_pretrained_meta
 
     meta = read_pretrained_meta(directory, FORMAT_NAME, "student checkpoint", CONFIG_FILE)
-    unknown = set(meta["config"]) - {f.name for f in fields(StudentConfig)}
-    if unknown:
-        raise ValueError(f"{Path(directory) / CONFIG_FILE}: unknown student config keys {sorted(unknown)}")
-    return StudentConfig(**meta["config"])
+    return config_from_dict(StudentConfig, meta["config"], source=str(Path(directory) / CONFIG_FILE),
+                            may_omit=StudentConfig.CHECKPOINT_MAY_OMIT)

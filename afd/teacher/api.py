@@ -17,37 +17,37 @@ these placeholders inside longer strings are replaced as text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 from urllib.parse import quote
 
-MODES = ("sync", "jobs")
+from afd.config import check_choices, config_from_dict
 
 
 @dataclass(frozen=True)
 class APISpec:
     """Endpoints and JSON field paths of one video API (see the module docstring)."""
 
-    mode: str = "sync"
+    mode: Literal["sync", "jobs"] = "sync"
     submit_path: str = "/v1/videos"
     submit_method: str = "POST"
     body: Any = field(default_factory=lambda: {"prompt": "{prompt}", "seed": "{seed}"})
-    headers: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
     idempotency_header: str | None = "Idempotency-Key"
     job_id_field: str = "id"
     status_path: str = "/v1/jobs/{job_id}"
     status_field: str = "status"
-    done_values: tuple = ("succeeded",)
-    failed_values: tuple = ("failed", "error", "cancelled", "canceled", "expired")
+    # A single string is one value; matched case-insensitively.
+    done_values: tuple[str, ...] | str = ("succeeded",)
+    failed_values: tuple[str, ...] | str = ("failed", "error", "cancelled", "canceled", "expired")
     error_field: str = "error.message"
     video_url_field: str = "video_url"
     poll_interval: float = 2.0
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"API mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_choices(self)
         for name in ("submit_path", "submit_method", "auth_header", "job_id_field", "status_path",
                      "status_field", "error_field", "video_url_field"):
             v = getattr(self, name)
@@ -87,8 +87,9 @@ PRESETS = {
 SPEC_KEYS = tuple(f.name for f in fields(APISpec))
 
 
-def get_spec(api: APISpec | str | dict | None) -> APISpec:
-    """An APISpec from a spec, a preset name, or a dict of fields (with optional ``preset``)."""
+def get_spec(api: APISpec | str | dict | None, source: str = "api") -> APISpec:
+    """An APISpec from a spec, a preset name, or a dict of fields (with optional ``preset``, the
+    spec the fields change; default ``afd-sync``). ``source`` names the dict in errors."""
     if api is None:
         return PRESETS["afd-sync"]
     if isinstance(api, APISpec):
@@ -100,10 +101,7 @@ def get_spec(api: APISpec | str | dict | None) -> APISpec:
     if isinstance(api, dict):
         api = dict(api)
         base = get_spec(api.pop("preset", "afd-sync"))
-        unknown = sorted(set(api) - set(SPEC_KEYS))
-        if unknown:
-            raise ValueError(f"unknown API field(s) {', '.join(map(repr, unknown))}; known: {', '.join(SPEC_KEYS)}")
-        return replace(base, **api)
+        return config_from_dict(APISpec, api, source=source, base=base)
     raise ValueError(f"api must be a preset name, a dict or an APISpec, got {type(api).__name__}")
 
 

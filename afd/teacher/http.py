@@ -41,8 +41,6 @@ from afd.video.core import Video
 log = logging.getLogger("afd.teacher.http")
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-CLIENT_KEYS = ("url", "id", "api", "concurrency", "connect_timeout", "read_timeout", "retries", "backoff",
-               "max_backoff", "deadline", "token_env", "journal", "max_bytes", "max_frames")
 
 
 class _Transient(Exception):
@@ -173,33 +171,13 @@ class HTTPTeacher(Teacher):
 
     @classmethod
     def from_config(cls, path: str | os.PathLike) -> "HTTPTeacher":
-        """Build from a YAML/JSON file: ``url`` plus any constructor keyword (``CLIENT_KEYS``)
-        and any ``APISpec`` field (or ``preset``) at the top level."""
-        import yaml
+        """Build from a YAML/JSON API file: ``url``, any constructor keyword and any ``APISpec``
+        field (or ``preset``) at the top level (``afd.teacher.api_file``)."""
+        from afd.teacher.api_file import read_api_file
 
-        from afd.teacher.api import SPEC_KEYS
-
-        path = Path(path)
+        url, api, kwargs = read_api_file(path)
         try:
-            cfg = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: teacher API config not found") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML/JSON: {str(e).splitlines()[0]}") from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"{path}: expected a mapping of keys (url, preset, mode, ...), got {type(cfg).__name__}")
-        unknown = sorted(set(cfg) - set(CLIENT_KEYS) - set(SPEC_KEYS) - {"preset"})
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                             f"client keys: {', '.join(CLIENT_KEYS)}; API keys: preset, {', '.join(SPEC_KEYS)}")
-        if "url" not in cfg:
-            raise ValueError(f"{path}: missing key 'url' (the API's base URL)")
-        api = {k: v for k, v in cfg.items() if k in SPEC_KEYS or k == "preset"}
-        if isinstance(cfg.get("api"), (str, dict)):
-            api = {**({"preset": cfg["api"]} if isinstance(cfg["api"], str) else cfg["api"]), **api}
-        kwargs = {k: v for k, v in cfg.items() if k in CLIENT_KEYS and k not in ("url", "api")}
-        try:
-            return cls(cfg["url"], api=api, **kwargs)
+            return cls(url, api=api, **kwargs)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
 

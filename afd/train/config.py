@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from afd.config import check_choices
 from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
 from afd.eval.judge import JudgeName
@@ -59,6 +60,7 @@ class LoopConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        check_choices(self)
         for name in ("steps", "prompts", "rollouts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -112,6 +114,7 @@ class StudentInitConfig:
     renoise: Literal["fresh", "ddim"] | None = None
 
     def __post_init__(self):
+        check_choices(self)
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if self.guidance is not None and self.guidance <= 0:
@@ -140,7 +143,7 @@ class StudentInitConfig:
 @dataclass
 class DiscTrainConfig:
     model: DiscConfig = field(default_factory=DiscConfig)
-    loss: str = "bt"  # "bt" (paper Eq. 1) or "gan" (BCE on absolute logits, Fig. 6)
+    loss: Literal["bt", "gan"] = "bt"  # "bt" (paper Eq. 1) or "gan" (BCE on absolute logits, Fig. 6)
     lr: float = 2e-5  # eta_D; 0 freezes D (the Fig. 5 sweep's lower end)
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-4
@@ -156,8 +159,7 @@ class DiscTrainConfig:
     rerender_t: float = 0.0
 
     def __post_init__(self):
-        if self.loss not in ("bt", "gan"):
-            raise ValueError(f"loss must be 'bt' or 'gan', got {self.loss!r}")
+        check_choices(self)
         if not 0 <= self.rerender_t < 1:
             raise ValueError(f"disc.rerender_t must be in [0, 1), got {self.rerender_t}")
         if self.lr < 0 or self.steps < 0 or self.warmup_iters < 0 or self.r1_gamma < 0:
@@ -168,7 +170,7 @@ class DiscTrainConfig:
 class AFDMethodConfig:
     beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
     lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
-    nft_space: str = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
+    nft_space: Literal["velocity", "x0"] = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
     t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)
     # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
     # "sampler": each rollout is trained once at every level of the student's own sampler (n
@@ -193,23 +195,21 @@ class AFDMethodConfig:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):
+        check_choices(self)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.lambda_prior < 0:
             raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
-        if self.nft_space not in ("velocity", "x0"):
-            raise ValueError(f"nft_space must be 'velocity' or 'x0', got {self.nft_space!r}")
 
 
 @dataclass
 class SFTMethodConfig:
     lambda_prior: float = 0.0  # unweighted prior toward the frozen initial student (0: off)
     t_shift: float = 1.0
-    weighting: str = "x0"  # as pretraining: "x0" (t^2-weighted velocity error) or "velocity"
+    weighting: Literal["x0", "velocity"] = "x0"  # as pretraining: "x0" (t^2-weighted velocity error) or "velocity"
 
     def __post_init__(self):
-        if self.weighting not in ("x0", "velocity"):
-            raise ValueError(f"weighting must be 'x0' or 'velocity', got {self.weighting!r}")
+        check_choices(self)
         if self.lambda_prior < 0:
             raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
 
@@ -231,11 +231,10 @@ class DMDMethodConfig:
     cls_weight: float = 1.0  # classifier BCE relative to the fake score's flow-matching loss
     head_hidden: int = 128
     t_shift: float = 1.0
-    weighting: str = "x0"
+    weighting: Literal["x0", "velocity"] = "x0"
 
     def __post_init__(self):
-        if self.weighting not in ("x0", "velocity"):
-            raise ValueError(f"weighting must be 'x0' or 'velocity', got {self.weighting!r}")
+        check_choices(self)
         if self.lambda_prior < 0 or self.fake_lr < 0 or self.critic_steps < 0 or self.cls_weight < 0:
             raise ValueError("dmd.lambda_prior, fake_lr, critic_steps and cls_weight must be >= 0")
 
@@ -256,6 +255,9 @@ class EvalConfig:
     # fidelity, evals, tables; needs world-grammar prompts) or "none" (a real teacher: the run
     # trains, logs, checkpoints and draws strips, with no evaluation).
     judge: JudgeName = "world"
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 @dataclass

@@ -15,11 +15,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from afd.config import config_from_dict, config_to_dict, save_config
+from afd.config import check_choices, config_from_dict, config_to_dict, save_config
 from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
 from afd.student.codec import make_codec
@@ -54,9 +55,6 @@ class PretrainEvalConfig:
     strip_clips: int = 6
 
 
-TRAINABLE = ("all", "refine")
-
-
 @dataclass
 class PretrainConfig:
     out: str = "runs/pretrain"
@@ -71,7 +69,7 @@ class PretrainConfig:
     split: str = "pretrain"
     world_mode: str = "loose"
     t_shift: float = 1.0  # shift applied to uniform training timesteps
-    loss_weighting: str = "x0"
+    loss_weighting: Literal["x0", "velocity"] = "x0"
     ema_decay: float = 0.999
     # Fraction of clips whose prompt is replaced by ``model.null_prompt`` (the clip stays), so the
     # student also learns the unconditional model its sampler's classifier-free guidance needs.
@@ -80,7 +78,7 @@ class PretrainConfig:
     # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
     # transformer, which then runs without autograd (0.9 s/step with a 48-channel head, against
     # 1.0-1.35 s for a full step of the base).
-    trainable: str = "all"
+    trainable: Literal["all", "refine"] = "all"
     log_every: int = 10
     save_every: int = 250
     model: StudentConfig = field(default_factory=StudentConfig)
@@ -88,14 +86,11 @@ class PretrainConfig:
     eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
 
     def __post_init__(self):
+        check_choices(self)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if self.loss_weighting not in ("x0", "velocity"):
-            raise ValueError(f"loss_weighting must be 'x0' or 'velocity', got {self.loss_weighting!r}")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.trainable == "refine" and not self.model.refine:
             raise ValueError("trainable=refine needs a refinement head: set model.refine to its channels (e.g. 32)")
 
@@ -128,6 +123,60 @@ def conditioning_prompts(step: int, cfg: PretrainConfig, prompts: list[str]) -> 
         return prompts
     drop = np.random.default_rng([cfg.seed, step, 1]).random(len(prompts)) < cfg.text_dropout
     return [cfg.model.null_prompt if d else p for p, d in zip(prompts, drop)]
+
+
+class StepResult(NamedTuple):
+    loss: float
+    lr: float
+    grad_norm: float
+
+
+@dataclass
+class Pretrainer:
+    """The student being pretrained, its EMA copy and its optimizer, and the one step that
+    updates them. ``pretrain`` runs it and ``afd bench train-step`` times it: one function, so the
+    benchmark cannot drift from what training does."""
+
+    cfg: PretrainConfig
+    model: CausalVideoTransformer
+    ema: CausalVideoTransformer
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # what the optimizer updates (the refinement head alone for trainable=refine)
+
+    @classmethod
+    def build(cls, cfg: PretrainConfig) -> Pretrainer:
+        """A freshly initialised student from ``cfg.seed`` (in training mode), its EMA and AdamW."""
+        torch.manual_seed(cfg.seed)
+        model = CausalVideoTransformer(cfg.model).train()
+        ema = make_ema(model)
+        if cfg.trainable == "refine":
+            model.requires_grad_(False)
+            model.refine.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                weight_decay=cfg.optim.weight_decay)
+        return cls(cfg, model, ema, opt, params)
+
+    def step(self, step: int, prompts: list[str], x0: torch.Tensor, gen: torch.Generator, encoder) -> StepResult:
+        """Optimizer step number ``step`` (0-based) on clean clips ``x0`` (B, T, C, H, W, codec
+        space) of ``prompts``: the lr of the schedule, text dropout, the flow-matching loss under
+        bf16 autocast, gradient clipping, AdamW and the EMA update. ``gen`` draws the noise and
+        timesteps; ``encoder`` is the text encoder. Raises FloatingPointError on a non-finite loss."""
+        cfg = self.cfg
+        lr = lr_at(step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = flow_matching_loss(self.model, x0, encoder.encode(conditioning_prompts(step, cfg, prompts)), gen,
+                                      shift=cfg.t_shift, weighting=cfg.loss_weighting)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        self.opt.step()
+        ema_update(self.ema, self.model, warmup_decay(cfg.ema_decay, step))
+        return StepResult(loss.item(), lr, float(grad_norm))
 
 
 CHECKPOINT_DIR = "checkpoint"
@@ -191,15 +240,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         saved = config_from_dict(PretrainConfig, read_checkpoint_state(ckpt_dir)["config"])
         cfg = resumable_config(saved, cfg, ckpt_dir)
 
-    torch.manual_seed(cfg.seed)
-    model = CausalVideoTransformer(cfg.model).train()
-    ema = make_ema(model)
-    if cfg.trainable == "refine":
-        model.requires_grad_(False)
-        model.refine.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay)
+    trainer = Pretrainer.build(cfg)
+    model, ema, opt = trainer.model, trainer.ema, trainer.opt
     step = 0
     logger = RunLogger(out)
     if cfg.init and not resume:
@@ -227,27 +269,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     t_last, losses = time.time(), []
     while step < cfg.steps:
         prompts, clips, gen = batch_at(step, cfg, pool)
-        x0 = codec.encode(clips)
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
-            loss = flow_matching_loss(model, x0, encoder.encode(conditioning_prompts(step, cfg, prompts)), gen,
-                                      shift=cfg.t_shift,
-                                      weighting=cfg.loss_weighting)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower optim.lr or check the data")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        opt.step()
-        ema_update(ema, model, warmup_decay(cfg.ema_decay, step))
+        result = trainer.step(step, prompts, codec.encode(clips), gen, encoder)
         step += 1
-        losses.append(loss.item())
+        losses.append(result.loss)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = (time.time() - t_last) / len(losses)
-            rec = {"loss": float(np.mean(losses)), "lr": lr, "grad_norm": float(grad_norm), "s_per_step": dt}
+            rec = {"loss": float(np.mean(losses)), "lr": result.lr, "grad_norm": result.grad_norm, "s_per_step": dt}
             logger.log(step, "train", **rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", s_step=f"{dt:.2f}")
             t_last, losses = time.time(), []
