@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 MODES = ("sync", "jobs")
+# The environment variable holding the bearer token, for both the client and `afd teacher serve`.
+DEFAULT_TOKEN_ENV = "AFD_TEACHER_TOKEN"
 
 
 @dataclass(frozen=True)
