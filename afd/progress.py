@@ -9,11 +9,17 @@ import time
 from tqdm import tqdm
 
 
+def format_duration(seconds: float) -> str:
+    """``"40 s"`` below 90 s, else minutes with one decimal (``"3.5 min"``)."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 class PhaseProgress:
     """A bar over ``total`` items of a phase named ``name`` (e.g. "eval: sample").
 
     ``update(n)`` after each batch; after the first one a line
-    ``"{name}: {total} {unit} {detail}, ~X min at the first batch's rate"`` is printed. With
+    ``"{name}: {total} {unit} {detail}, ~X min at the first batch's rate"`` is printed (the
+    phase's start line: the first batch is the earliest moment an estimate exists). With
     ``enabled=False`` nothing is printed at all. Use as a context manager (closes the bar).
     """
 
@@ -26,11 +32,10 @@ class PhaseProgress:
 
     def update(self, n: int) -> None:
         if self.enabled and self.done == 0 and n > 0 and self.total:
-            elapsed = time.monotonic() - self._t0
-            minutes = elapsed / n * self.total / 60
+            estimate = (time.monotonic() - self._t0) / n * self.total
             detail = f" {self.detail}" if self.detail else ""
-            tqdm.write(f"{self.name}: {self.total} {self.unit}{detail}, ~{minutes:.1f} min at the first "
-                       f"batch's rate", file=sys.stderr)
+            tqdm.write(f"{self.name}: {self.total} {self.unit}{detail}, ~{format_duration(estimate)} at the "
+                       f"first batch's rate", file=sys.stderr)
         self.done += n
         self._bar.update(n)
 

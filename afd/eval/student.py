@@ -45,8 +45,8 @@ def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prom
     Returns (report in the ``afd eval`` JSON schema, per-clip scores, the clips, their prompts)."""
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
-    with PhaseProgress(len(all_prompts), f"{name}: sample", progress,
-                       detail=f"({len(prompts)} prompts x {per_prompt} seeds)") as bar:
+    seeds_each = f"{per_prompt} seed{'s' if per_prompt > 1 else ''} each"
+    with PhaseProgress(len(all_prompts), f"{name}: sample", progress, detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
         clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
     report, scores = score_clips(clips, all_prompts, progress, name)
     return report, scores, clips, all_prompts
