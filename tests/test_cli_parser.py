@@ -31,6 +31,8 @@ for argv in (["--help"], ["sample", "--help"], ["teacher", "serve", "--help"], [
         codes.append(e.code)
 codes.append(main(["sample", "--checkpoint", "x", "--prompt", "a cat", "--out", sys.argv[1], "--per-prompt", "0"]))
 codes.append(main(["world", "render", "--split", "physics-eval", "--out", sys.argv[1], "--per-prompt", "0"]))
+codes.append(main(["eval", "--world", "real", "--per-prompt", "0"]))
+codes.append(main(["eval", "--compare", "a.json", "--json", "b.json"]))
 print(json.dumps({"codes": codes, "heavy": [m for m in %r if m in sys.modules]}))
 """ % (HEAVY,)
 
@@ -40,7 +42,7 @@ def test_help_and_usage_errors_import_no_heavy_module(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["codes"] == [0, 0, 0, 2, 2, 2, 2, 2, 2]
+    assert got["codes"] == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2]
     assert got["heavy"] == []
 
 

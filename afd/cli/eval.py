@@ -101,34 +101,46 @@ def _fd_terms(clips, prompts, report: dict) -> str:
     return format_frechet_terms(terms, general["frechet_distance"] if general else None)
 
 
-def cmd_eval(args) -> int:
+def check_args(args) -> None:
+    """Option combinations and ranges, checked before anything heavy is imported."""
     from afd.cli import CLIError
-    from afd.eval import evaluate_folder, format_reports, format_spread
-    from afd.eval.score import clip_scores_as_dicts
-    from afd.io_utils import atomic_write_bytes
 
     if args.compare:
         if (args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms
                 or args.block_drift or args.coherence or args.defects):
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
                            "--fd-terms, --coherence, --defects and --block-drift do not apply")
-        print(format_reports(load_reports(args.compare)))
-        return 0
+        return
     if args.block_drift and not args.checkpoint:
         raise CLIError("--block-drift measures a student: use it with --checkpoint")
     if args.videos:
         if args.split or args.prompts_per_split is not None:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
+        return
+    if args.per_prompt < 1:
+        raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    if args.prompts_per_split is not None and args.prompts_per_split < 1:
+        raise CLIError(f"--prompts-per-split must be >= 1, got {args.prompts_per_split}")
+
+
+def cmd_eval(args) -> int:
+    from afd.cli import CLIError
+
+    check_args(args)
+    from afd.eval import evaluate_folder, format_reports, format_spread
+    from afd.eval.score import clip_scores_as_dicts
+    from afd.io_utils import atomic_write_bytes
+
+    if args.compare:
+        print(format_reports(load_reports(args.compare)))
+        return 0
+    if args.videos:
         report, scores = evaluate_folder(args.videos)
         label = "score"
         clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence or args.defects) else (None, None)
     else:
-        if args.per_prompt < 1:
-            raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
         from afd.eval.student import EVAL_SPLITS, eval_prompts, sample_and_score, sample_world_and_score
 
-        if args.prompts_per_split is not None and args.prompts_per_split < 1:
-            raise CLIError(f"--prompts-per-split must be >= 1, got {args.prompts_per_split}")
         prompts = eval_prompts(args.prompts_per_split, args.split or EVAL_SPLITS)
         if args.checkpoint:
             from afd.student.model import CausalVideoTransformer
