@@ -47,17 +47,17 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    for name in ("workers", "max_jobs", "max_prompt_chars"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     import uvicorn
 
     from afd.teacher import make_teacher
     from afd.teacher.faults import FaultConfig
     from afd.teacher.server import create_app, is_loopback
 
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {args.port}")
-    for name in ("workers", "max_jobs", "max_prompt_chars"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     faults = None
     if args.fault_rate:
         if not is_loopback(args.host):
