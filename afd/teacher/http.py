@@ -414,7 +414,7 @@ class HTTPTeacher(Teacher):
             return
         self._count("probes")
         try:
-            # One short try, no credentials, nothing that could be billed: a HEAD of the base URL.
+            # One short try that nothing could bill: a HEAD of the base URL, no token, no body.
             with self._http().stream("HEAD", "", timeout=httpx.Timeout(self._timeout.connect)):
                 pass
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError, httpx.UnsupportedProtocol,
