@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,15 @@ def test_every_option_has_help_and_shows_its_default():
 def test_demo_help_names_the_main_job_as_the_readme_does():
     demo = dict(subparsers(build_parser()))[("afd", "demo")].format_help()
     assert "the main job is `make afd` (afd train --config configs/afd-state.yaml)" in " ".join(demo.split())
+
+
+def test_every_example_parses():
+    parser = build_parser()
+    examples = [line.strip() for _, sub in subparsers(parser) if sub.epilog
+                for line in sub.epilog.splitlines()[1:] if line.strip().startswith("afd ")]
+    assert len(examples) > 15
+    for example in examples:
+        argv = shlex.split(example, comments=True)[1:]
+        if argv[-1] == "--help":
+            continue
+        assert parser.parse_args(argv).func, example
