@@ -54,6 +54,7 @@ def test_out_refuses_a_foreign_folder_and_replaces_its_own(tiny_student, tmp_pat
     out = tmp_path / "clips"
     assert main(run + ["--per-prompt", "3", "--out", str(out)]) == 0
     assert len(list(out.glob("*.mp4"))) == 3 and len(list(out.glob("*.npz"))) == 3
+    (out / ".tmp-clip00002.npz.0a1b2c3d4e5f").write_bytes(b"half")  # left by a run killed mid-write
     assert main(run + ["--prompt", FREE[1], "--no-mp4", "--out", str(out)]) == 0
     # The earlier run's mp4 files and third clip are gone; only what the manifest lists remains.
     assert sorted(p.name for p in out.iterdir()) == ["clip00000.npz", "clip00001.npz", "manifest.jsonl"]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from afd.cli import examples
 
-# What `afd sample` writes into --out; an earlier run's files of these names are replaced.
-OWNED = re.compile(r"clip\d{5,}\.(npz|mp4)|manifest\.jsonl")
+# What `afd sample` writes into --out (and the temporary files of a run killed mid-write); an
+# earlier run's files of these names are replaced.
+_WRITES = r"(clip\d{5,}\.(npz|mp4)|manifest\.jsonl)"
+OWNED = re.compile(rf"{_WRITES}|\.tmp-{_WRITES}\.[0-9a-f]+")
 
 
 def register(sub) -> None:
