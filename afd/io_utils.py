@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the file helpers must not load torch (the CLI uses them)
+    import torch
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -19,11 +21,24 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _create_temp(directory: Path, prefix: str) -> tuple[int, str]:
+    """A new file in ``directory`` opened for writing: (fd, path). Unlike ``tempfile.mkstemp``
+    (always 0600) it is created with mode 0666 less the umask, as ``open`` would create it, so the
+    file renamed over the target gets the permissions users expect (typically 0644)."""
+    while True:
+        tmp = str(directory / f"{prefix}{secrets.token_hex(6)}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+    The file's mode follows the umask, as with ``open``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    fd, tmp = _create_temp(path.parent, f".tmp-{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

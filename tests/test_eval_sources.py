@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -86,3 +87,24 @@ def test_block_drift_on_the_shipped_base(capsys):
     assert main(["eval", "--checkpoint", "base-chunk", "--split", "general-eval", "--prompts-per-split", "2",
                  "--per-prompt", "1", "--block-drift"]) == 0
     assert "teacher-forced position error" in capsys.readouterr().out
+
+
+def test_student_eval_progress_is_opt_in_and_changes_no_number(tiny_student, capsys):
+    """The long base eval of ``make afd`` gets a line with its estimate and bars when asked; a
+    library call stays silent, and the scores are the same either way."""
+    from afd.eval.student import eval_prompts, evaluate_student, sample_and_score
+    from afd.student.model import CausalVideoTransformer
+
+    model = CausalVideoTransformer.from_pretrained(tiny_student)
+    prompts = eval_prompts(2)
+    quiet = sample_and_score(model, prompts, 2, 7)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    loud = sample_and_score(model, prompts, 2, 7, progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert re.search(r"eval: sample: 8 clips \(4 prompts, 2 seeds each\), ~\d+ s at the first batch's rate", err)
+    assert re.search(r"eval: score: 8 clips, ~\d+ s at the first batch's rate", err)
+    assert loud[0] == quiet[0] and [s.physical_consistency for s in loud[1]] == [s.physical_consistency for s in quiet[1]]
+    assert evaluate_student(model, 2, 2, 7, progress=True) == evaluate_student(model, 2, 2, 7)
+    assert "eval: sample: 8 clips" in capsys.readouterr().err

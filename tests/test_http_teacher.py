@@ -112,7 +112,12 @@ def test_bearer_token(monkeypatch, caplog):
     assert secret not in caplog.text and secret not in str(err.value)
 
 
-def test_retries_honour_retry_after_and_give_up_clearly(monkeypatch):
+def probed(responder) -> httpx.MockTransport:
+    """A mock API: the client's one HEAD probe is answered 200, every other request by ``responder``."""
+    return httpx.MockTransport(lambda r: httpx.Response(200) if r.method == "HEAD" else responder(r))
+
+
+def test_retries_honour_retry_after_and_give_up_clearly(monkeypatch, capsys):
     clip = encode_clip(TinyTeacher().clip("a cat", 0))
     script = [httpx.Response(429, headers={"Retry-After": "7"}, json={"error": {"message": "slow down"}}),
               httpx.Response(503, text="upstream busy"),
@@ -126,16 +131,18 @@ def test_retries_honour_retry_after_and_give_up_clearly(monkeypatch):
 
     waits = []
     monkeypatch.setattr(HTTPTeacher, "_wait", lambda self, s, cancel: waits.append(s))
-    client = HTTPTeacher("http://api.invalid", transport=httpx.MockTransport(handler), **fast_client_kwargs())
+    client = HTTPTeacher("http://api.invalid", transport=probed(handler), **fast_client_kwargs())
     video = client.sample(["a cat"], [0])[0]
     assert video.frames.shape == (6, 3, 16, 16) and len(seen) == 4
+    retried = [line for line in capsys.readouterr().err.splitlines() if "retrying in" in line]
+    assert len(retried) == 3 and "HTTP 429" in retried[0] and "'a cat' seed 0" in retried[0]  # shown, not only logged
     assert waits[0] >= 7 and all(w <= 0.2 for w in waits[1:])  # the server's hint wins over backoff
     keys = {r.headers["Idempotency-Key"] for r in seen}
     assert len(keys) == 1  # every retry is the same logical request
     assert json.loads(seen[0].content) == {"prompt": "a cat", "seed": 0}
 
     calls = []
-    always = httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(503, text="down for maintenance"))
+    always = probed(lambda r: calls.append(r) or httpx.Response(503, text="down for maintenance"))
     client = HTTPTeacher("http://api.invalid", transport=always, **fast_client_kwargs(retries=2))
     with pytest.raises(TeacherError) as err:
         client.sample(["a cat"], [5])
@@ -143,7 +150,7 @@ def test_retries_honour_retry_after_and_give_up_clearly(monkeypatch):
     assert "down for maintenance" in str(err.value) and len(calls) == 3
 
     calls.clear()
-    forbidden = httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(403, json={"detail": "quota"}))
+    forbidden = probed(lambda r: calls.append(r) or httpx.Response(403, json={"detail": "quota"}))
     with pytest.raises(TeacherError, match=r"HTTP 403\): quota"):
         HTTPTeacher("http://api.invalid", transport=forbidden, **fast_client_kwargs()).sample(["a cat"], [0])
     assert len(calls) == 1
@@ -155,15 +162,79 @@ def test_parse_retry_after():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
 
 
-def test_connection_refused_is_retried_then_reported():
+def closed_port() -> int:
+    """A loopback port with nobody listening."""
     import socket
 
-    with socket.socket() as s:  # a port with nobody listening
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = HTTPTeacher(f"http://127.0.0.1:{port}", **fast_client_kwargs(retries=2))
-    with pytest.raises(TeacherError, match="ConnectError"):
+        return s.getsockname()[1]
+
+
+def test_nothing_listening_fails_at_the_probe_without_retrying(tmp_path, monkeypatch, capsys):
+    waits = []
+    monkeypatch.setattr(HTTPTeacher, "_wait", lambda self, s, cancel: waits.append(s))
+    url = f"http://127.0.0.1:{closed_port()}"
+    client = HTTPTeacher(url)  # the default retry budget (8) would take minutes on a dead URL
+    cached = CachedTeacher(client, tmp_path)
+    with pytest.raises(TeacherError) as err:
+        cached.sample(["a cat", "a dog"], [0, 0])
+    assert url in str(err.value) and "nothing answers" in str(err.value) and "ConnectError" in str(err.value)
+    assert waits == [] and client.stats["retries"] == 0 and client.stats["requests"] == 0
+    assert cached.stats.paid == 0
+    assert cli_main(["teacher", "sample", "--teacher", url, "--prompt", "a cat", "--out", str(tmp_path / "c.npz")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and url in err_lines[0] and "nothing answers" in err_lines[0]
+
+
+def test_the_probe_runs_once_and_error_statuses_pass_it(tmp_path):
+    with serve(TinyTeacher()) as (app, url):
+        client = HTTPTeacher(url, **fast_client_kwargs())
         client.sample(["a cat"], [0])
+        client.sample(["a dog"], [1])
+        assert client.stats["probes"] == 1 and app.state.service.paid == 2
+    heads = []
+    down = httpx.MockTransport(lambda r: heads.append(r) or httpx.Response(503, text="busy"))
+    client = HTTPTeacher("http://api.invalid", transport=down, **fast_client_kwargs(retries=1))
+    with pytest.raises(TeacherError, match="failed 2 times"):  # got past the probe, then used its retries
+        client.sample(["a cat"], [0])
+    assert [r.method for r in heads] == ["HEAD", "POST", "POST"]
+
+
+def test_credentials_in_the_url_are_redacted_and_not_the_cache_identity(tmp_path, capsys):
+    from afd.teacher.urls import credential_free_url, redact_url
+
+    secret_url = "https://alice:pw-s3cret@api.example.com/v1?api_key=k3y-s3cret&model=fast&token=t0k-s3cret"
+    assert redact_url(secret_url) == "https://***@api.example.com/v1?api_key=***&model=fast&token=***"
+    assert credential_free_url(secret_url) == "https://api.example.com/v1?model=fast"
+    assert credential_free_url("http://h:8000/v1?keyframes=8") == "http://h:8000/v1?keyframes=8"  # not a key
+    plain = "http://127.0.0.1:8000"
+    assert redact_url(plain) == credential_free_url(plain) == plain  # existing caches keep their identity
+
+    port = closed_port()
+    client = HTTPTeacher(f"http://bob:pw-s3cret@127.0.0.1:{port}/?key=k3y-s3cret")
+    assert client.id == f"http://127.0.0.1:{port}/"
+    cached = CachedTeacher(client, tmp_path)
+    with pytest.raises(TeacherError) as err:
+        cached.sample(["a cat"], [0])
+    shown = str(err.value) + repr(client) + cached.dir.name
+    assert "s3cret" not in shown and "***" in str(err.value)
+    other_key = CachedTeacher(HTTPTeacher(f"http://bob:new-key@127.0.0.1:{port}/?key=new"), tmp_path)
+    assert other_key.dir == cached.dir  # a rotated key keeps the paid clips
+    assert cli_main(["teacher", "sample", "--teacher", f"http://u:pw-s3cret@127.0.0.1:{port}", "--prompt", "a",
+                     "--out", str(tmp_path / "c.npz")]) == 2
+    assert "s3cret" not in capsys.readouterr().err
+
+    with serve(TinyTeacher()) as (app, url):  # user info in a working URL: used, never shown or stored
+        authed = url.replace("http://", "http://carol:pw-s3cret@")
+        cached = CachedTeacher(HTTPTeacher(authed, **fast_client_kwargs()), tmp_path / "c2")
+        assert cached.sample(["a cat"], [0])[0].frames.shape == (6, 3, 16, 16)
+        assert cached.id == url and "s3cret" not in "".join(str(p) for p in (tmp_path / "c2").rglob("*"))
+    retrying = HTTPTeacher("http://dave:pw-s3cret@api.invalid",
+                           transport=probed(lambda r: httpx.Response(503, text="busy")), **fast_client_kwargs(retries=1))
+    with pytest.raises(TeacherError) as err:
+        retrying.sample(["a cat"], [0])
+    assert "s3cret" not in str(err.value) + capsys.readouterr().err
 
 
 def test_bad_urls_and_options_are_clear():

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -153,6 +156,24 @@ def test_write_is_atomic_on_failure(tmp_path, clip, monkeypatch):
         write_video(target, Video(torch.zeros(2, 3, 4, 4), 8.0))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(tmp_path, clip, umask):
+    """Atomic writes create their temporary file as ``open`` would (0666 less the umask), not
+    mkstemp's 0600, so clips, manifests and checkpoints are readable by whom the user expects."""
+    from afd.io_utils import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "manifest.jsonl", "{}\n")
+        write_video(tmp_path / "clip.npz", clip)
+        write_video(tmp_path / "clip.npz", clip)  # replacing a file: the new one's mode, same rule
+    finally:
+        os.umask(old)
+    for name in ("manifest.jsonl", "clip.npz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.npz", "manifest.jsonl"]  # no temporary left
 
 
 def test_strip_png(tmp_path, clip):

@@ -7,16 +7,17 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print figures; last line is JSON)")
     bs = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     q = bs.add_parser("world", help="render throughput of native world clips")
-    q.add_argument("--clips", type=int, default=1000)
+    q.add_argument("--clips", type=int, default=1000, help="clips to render")
     q.add_argument("--chunk", type=int, default=125, help="clips rendered per vectorised call")
-    q.add_argument("--mode", default="real", choices=("real", "loose"))
+    q.add_argument("--mode", default="real", choices=("real", "loose"),
+                   help="real: the teacher's physics; loose: the pretraining world")
     q.set_defaults(func=_world)
 
     q = bs.add_parser("rollout", help="student rollout frames/s: KV cache vs recomputing the prefix, 1..N blocks")
     q.add_argument("--checkpoint", default=None,
                    help="student directory (default: a randomly initialised default-size student; "
                         "timing does not depend on the weights)")
-    q.add_argument("--batch", type=int, default=8)
+    q.add_argument("--batch", type=int, default=8, help="clips rolled out together")
     q.add_argument("--max-blocks", type=int, default=8, help="time rollouts of 1..MAX_BLOCKS blocks")
     q.add_argument("--steps", type=int, default=4, help="denoising steps per block")
     q.add_argument("--repeats", type=int, default=3, help="timed runs per point (the median is reported)")
@@ -24,7 +25,7 @@ def register(sub) -> None:
     q.set_defaults(func=_rollout)
 
     q = bs.add_parser("train-step", help="pretraining ms/step and MFU against a measured bf16 matmul peak")
-    q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--batch", type=int, default=16, help="clips per training step")
     q.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
     q.add_argument("--config", default="configs/pretrain.yaml", help="pretraining YAML config giving the model size")
     q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

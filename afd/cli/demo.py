@@ -1,9 +1,9 @@
 """``afd demo``: what AFD does, to look at.
 
 The teacher (the real world), the shipped base student and the shipped AFD-adapted student (by
-default ``base-state`` and ``afd-state``, the main job's pair) on a few showcase prompts, as mp4
-clips and one PNG strip (teacher | base | adapted per prompt), then all three scored on the eval
-splits side by side with ± errors.
+default ``base-state`` and ``afd-state``: the pair that the main job, ``make afd``, starts from
+and ends with) on a few showcase prompts, as mp4 clips and one PNG strip (teacher | base |
+adapted per prompt), then all three scored on the eval splits side by side with ± errors.
 """
 
 from __future__ import annotations
@@ -12,16 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from afd.eval import evaluate, format_reports, format_spread
-from afd.eval.compare import HEADLINE, change_lines
-from afd.student.model import CausalVideoTransformer
-from afd.student.sample import generate
-from afd.student.shipped import resolve_checkpoint
-from afd.video.core import STUDENT, Video, resample
-from afd.video.io import atomic_write_bytes, write_video
-from afd.video.strip import save_strip
-from afd.world.sample import sample_world
-from afd.world.splits import load_split
+from afd.cli import examples
 
 SHOWCASE = [
     "a small red ball falls on a gray background",
@@ -35,17 +26,38 @@ LABELS = {"real": "teacher (real world)", "base": "base student", "adapted": "ad
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="teacher | base | adapted student side by side (clips, strip, scores)")
+    p = sub.add_parser("demo", help="teacher | base | adapted student side by side (clips, strip, scores)",
+                       description="The teacher, the shipped base student and the shipped AFD-adapted student "
+                                   "side by side: mp4 clips and a strip of showcase prompts, then all three scored "
+                                   "on the eval splits. Trains nothing; the main job is `make afd` "
+                                   "(afd train --config configs/afd-state.yaml).",
+                       epilog=examples("afd demo --out demo",
+                                       "afd demo --per-prompt 1 --out demo-quick",
+                                       "afd demo --adapted runs/afd-state/student --out demo-mine"))
     p.add_argument("--out", default="demo", help="output folder")
     p.add_argument("--per-prompt", type=int, default=2, help="clips per eval prompt to score")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed of the showcase and scored clips")
     p.add_argument("--student", default="base-state", help="base student (directory or shipped name)")
     p.add_argument("--adapted", default="afd-state",
                    help="adapted student: a shipped name or a run's student folder (e.g. runs/afd-state/student)")
+    p.add_argument("--no-progress", action="store_true", help="no estimate lines and progress bars while scoring")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
+    from afd.eval import format_reports, format_spread
+    from afd.eval.compare import HEADLINE, change_lines
+    from afd.eval.student import sample_and_score, score_clips
+    from afd.io_utils import atomic_write_bytes
+    from afd.student.model import CausalVideoTransformer
+    from afd.student.sample import generate
+    from afd.student.shipped import resolve_checkpoint
+    from afd.video.core import STUDENT, Video, resample
+    from afd.video.io import write_video
+    from afd.video.strip import save_strip
+    from afd.world.sample import sample_world
+    from afd.world.splits import load_split
+
     out = Path(args.out)
     t0 = time.time()
     students = {"base": CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.student)),
@@ -70,11 +82,17 @@ def cmd_demo(args) -> int:
     print(f"wrote {strip} and {len(modes) * len(SHOWCASE)} mp4 clips in {out / 'clips'}")
 
     prompts = load_split("physics-eval") + load_split("general-eval")
-    jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
-    jp, js = [p for p, _ in jobs], [s for _, s in jobs]
+    progress = not args.no_progress
     reports, spreads = {}, {}
     for mode in modes:
-        report, scores = evaluate(clips_of(mode, jp, js), jp)
+        if mode == "real":
+            # The teacher's own clips at its native format (scoring resamples them).
+            jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
+            jp = [p for p, _ in jobs]
+            report, scores = score_clips(clips_of(mode, jp, [s for _, s in jobs]), jp, progress, f"demo {mode}")
+        else:
+            report, scores, _, _ = sample_and_score(students[mode], prompts, args.per_prompt, args.seed,
+                                                    progress=progress, name=f"demo {mode}")
         reports[LABELS[mode]] = report
         spreads[mode] = [s.physical_consistency for s in scores if s.physical_consistency is not None]
         atomic_write_bytes(out / f"eval_{mode}.json", (json.dumps(report, indent=2) + "\n").encode())

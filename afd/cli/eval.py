@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 
-from afd.eval import evaluate_folder, format_reports, format_spread
-from afd.eval.score import clip_scores_as_dicts
-from afd.video.io import atomic_write_bytes
+from afd.cli import examples
 
 DEFAULT_PER_PROMPT = 2
 DEFAULT_SEED = 1000  # the adaptation loop's final eval uses the same prompts, clips and seeds
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="score clips with the exact world metrics: a clip folder, a checkpoint, or the world")
+    p = sub.add_parser("eval", help="score clips with the exact world metrics: a clip folder, a checkpoint, or the world",
+                       epilog=examples("afd eval --checkpoint base-state --json base.json",
+                                       "afd eval --videos clips/            # a folder with manifest.jsonl",
+                                       "afd eval --world real --per-prompt 1",
+                                       "afd eval --compare base=base.json runs/afd-state/eval.json"))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", help="folder with manifest.jsonl ({prompt, seed, path} per line)")
     src.add_argument("--checkpoint", help="student directory or shipped name (e.g. base-chunk): sample, then score")
@@ -43,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--block-drift", action="store_true",
                    help="with --checkpoint: also measure how the student's motion drifts inside its blocks and "
                         "jumps at block boundaries (moving general prompts, one clip each)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no estimate line and progress bars while clips are sampled and scored")
     p.set_defaults(func=cmd_eval)
 
 
@@ -97,7 +101,8 @@ def _fd_terms(clips, prompts, report: dict) -> str:
     return format_frechet_terms(terms, general["frechet_distance"] if general else None)
 
 
-def cmd_eval(args) -> int:
+def check_args(args) -> None:
+    """Option combinations and ranges, checked before anything heavy is imported."""
     from afd.cli import CLIError
 
     if args.compare:
@@ -105,33 +110,49 @@ def cmd_eval(args) -> int:
                 or args.block_drift or args.coherence or args.defects):
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
                            "--fd-terms, --coherence, --defects and --block-drift do not apply")
-        print(format_reports(load_reports(args.compare)))
-        return 0
+        return
     if args.block_drift and not args.checkpoint:
         raise CLIError("--block-drift measures a student: use it with --checkpoint")
     if args.videos:
         if args.split or args.prompts_per_split is not None:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
+        return
+    if args.per_prompt < 1:
+        raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    if args.prompts_per_split is not None and args.prompts_per_split < 1:
+        raise CLIError(f"--prompts-per-split must be >= 1, got {args.prompts_per_split}")
+
+
+def cmd_eval(args) -> int:
+    from afd.cli import CLIError
+
+    check_args(args)
+    from afd.eval import evaluate_folder, format_reports, format_spread
+    from afd.eval.score import clip_scores_as_dicts
+    from afd.io_utils import atomic_write_bytes
+
+    if args.compare:
+        print(format_reports(load_reports(args.compare)))
+        return 0
+    if args.videos:
         report, scores = evaluate_folder(args.videos)
         label = "score"
         clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence or args.defects) else (None, None)
     else:
-        if args.per_prompt < 1:
-            raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
         from afd.eval.student import EVAL_SPLITS, eval_prompts, sample_and_score, sample_world_and_score
 
-        if args.prompts_per_split is not None and args.prompts_per_split < 1:
-            raise CLIError(f"--prompts-per-split must be >= 1, got {args.prompts_per_split}")
         prompts = eval_prompts(args.prompts_per_split, args.split or EVAL_SPLITS)
         if args.checkpoint:
             from afd.student.model import CausalVideoTransformer
             from afd.student.shipped import resolve_checkpoint
 
             model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
-            report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed)
+            report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed,
+                                                              progress=not args.no_progress)
             label = str(args.checkpoint)
         else:
-            report, scores, clips, prompts = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed)
+            report, scores, clips, prompts = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed,
+                                                                    progress=not args.no_progress)
             label = f"world:{args.world}"
     print(format_reports({label: report}))
     pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]

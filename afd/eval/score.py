@@ -9,6 +9,7 @@ is ``None``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -104,11 +105,12 @@ def _mean(xs) -> float:
     return float(np.mean(xs))
 
 
-def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = None) -> tuple[dict, list[ClipScore]]:
+def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = None,
+             progress: Callable[[int], None] | None = None) -> tuple[dict, list[ClipScore]]:
     """Score clips. Returns (report, per-clip scores); the report has the ``afd eval`` JSON shape:
     ``{"n_videos", "groups": {"physics": {...} | None, "general": {...} | None}, "stderr": {...}}``
     (``stderr``: the bootstrap standard error of every group metric, :func:`bootstrap_stderr`).
-    ``names`` (e.g. file paths) label errors."""
+    ``names`` (e.g. file paths) label errors. ``progress``: told 1 as each clip is tracked."""
     if len(videos) != len(prompts):
         raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts")
     names = names or [f"clip {i}" for i in range(len(videos))]
@@ -119,7 +121,11 @@ def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = 
         except PromptError as e:
             raise PromptError(f"{n}: {e} (only world prompts can be scored)") from None
     size, fps = EVAL_FORMAT.height, EVAL_FORMAT.fps
-    tracks = [track(to_eval_format(v, n)) for v, n in zip(videos, names)]
+    tracks = []
+    for v, n in zip(videos, names):
+        tracks.append(track(to_eval_format(v, n)))
+        if progress is not None:
+            progress(1)
     scores = [ClipScore(p, a.domain) for p, a in zip(prompts, attrs)]
     phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
     genr = [i for i, a in enumerate(attrs) if a.domain == "general"]

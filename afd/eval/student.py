@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from afd.eval.score import ClipScore, evaluate
+from afd.progress import PhaseProgress
 from afd.student.model import CausalVideoTransformer
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video
@@ -34,27 +35,39 @@ def eval_prompts(prompts_per_split: int | None, splits: tuple[str, ...] | list[s
     return out
 
 
-def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prompt: int, seed: int
+def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prompt: int, seed: int,
+                     progress: bool = False, name: str = "eval"
                      ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """Sample ``per_prompt`` clips per prompt (seeds seed .. seed + per_prompt - 1) and score them.
 
+    ``progress``: print a line with the estimated time and show a bar (stderr) while sampling and
+    scoring, each phase named ``name``; off by default, so library callers stay quiet.
     Returns (report in the ``afd eval`` JSON schema, per-clip scores, the clips, their prompts)."""
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
-    clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds)]
-    report, scores = evaluate(clips, all_prompts)
+    seeds_each = f"{per_prompt} seed{'s' if per_prompt > 1 else ''} each"
+    with PhaseProgress(len(all_prompts), f"{name}: sample", progress, detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
+        clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
+    report, scores = score_clips(clips, all_prompts, progress, name)
     return report, scores, clips, all_prompts
 
 
-def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int
+def score_clips(clips: list[Video], prompts: list[str], progress: bool = False, name: str = "eval"
+          ) -> tuple[dict, list[ClipScore]]:
+    """``evaluate`` with the optional bar and estimate line of ``sample_and_score``."""
+    with PhaseProgress(len(clips), f"{name}: score", progress) as bar:
+        return evaluate(clips, prompts, progress=bar.update)
+
+
+def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int, progress: bool = False
                            ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """The reference rows: the world itself (``real`` = the teacher, ``loose`` = what the base was
     shown) sampled at the student's format for the same prompts and seeds as ``sample_and_score``
-    uses, so its report sits in the same table. Returns the same tuple."""
+    uses, so its report sits in the same table. Returns the same tuple; ``progress`` as there."""
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
     clips = [c.video for c in sample_world(all_prompts, seeds, mode, STUDENT)]
-    report, scores = evaluate(clips, all_prompts)
+    report, scores = score_clips(clips, all_prompts, progress, f"world:{mode}")
     return report, scores, clips, all_prompts
 
 
@@ -71,9 +84,11 @@ def summarize(report: dict, scores: list[ClipScore]) -> dict:
 
 
 def evaluate_student(model: CausalVideoTransformer, prompts_per_split: int, per_prompt: int, seed: int,
-                     strip_path: Path | None = None, strip_clips: int = 6) -> dict:
-    """Sample the eval subset, score it; optionally write a strip of ``strip_clips`` clips."""
-    report, scores, clips, prompts = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed)
+                     strip_path: Path | None = None, strip_clips: int = 6, progress: bool = False) -> dict:
+    """Sample the eval subset, score it; optionally write a strip of ``strip_clips`` clips.
+    ``progress``: as in ``sample_and_score`` (off: nothing printed)."""
+    report, scores, clips, prompts = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed,
+                                                      progress=progress)
     if strip_path is not None and strip_clips:
         pick = np.linspace(0, len(clips) - 1, min(strip_clips, len(clips))).round().astype(int)
         save_strip(strip_path, [clips[i] for i in pick], [prompts[i] for i in pick], n_frames=16, cell=48)

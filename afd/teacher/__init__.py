@@ -1,11 +1,23 @@
 """Black-box teachers: the ``Teacher`` interface, its implementations, the cache and the
 adapter to the student's format."""
 
-from afd.teacher.adapter import to_student_format
-from afd.teacher.base import Teacher, TeacherError
-from afd.teacher.cache import CachedTeacher, CacheStats, TeacherBudgetExceeded
-from afd.teacher.folder import FolderTeacher, ManifestError, read_manifest
-from afd.teacher.world import WorldTeacher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from afd.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from afd.teacher.base import Teacher
+
+# Resolved on first use, so that light modules of this package (errors, URL helpers, constants)
+# can be imported by the CLI parser without loading torch.
+__getattr__ = lazy_exports(__name__, {
+    "to_student_format": "afd.teacher.adapter", "Teacher": "afd.teacher.base", "TeacherError": "afd.teacher.base",
+    "CachedTeacher": "afd.teacher.cache", "CacheStats": "afd.teacher.cache",
+    "TeacherBudgetExceeded": "afd.teacher.cache", "FolderTeacher": "afd.teacher.folder",
+    "ManifestError": "afd.teacher.folder", "read_manifest": "afd.teacher.folder", "WorldTeacher": "afd.teacher.world",
+})
 
 
 def make_teacher(spec: str) -> Teacher:
@@ -27,14 +39,20 @@ def make_teacher(spec: str) -> Teacher:
             raise ValueError("teacher spec 'api:' needs a config file, e.g. api:teacher_api.yaml")
         return HTTPTeacher.from_config(arg)
     if kind == "world":
+        from afd.teacher.world import WorldTeacher
+
         return WorldTeacher(mode=arg or "real")
     if kind == "folder":
+        from afd.teacher.folder import FolderTeacher
+
         if not arg:
             raise ValueError("teacher spec 'folder:' needs a directory, e.g. folder:clips/")
         if arg.endswith(":any-seed"):
             return FolderTeacher(arg[: -len(":any-seed")], match="any-seed")
         return FolderTeacher(arg)
-    raise ValueError(f"unknown teacher spec {spec!r}; expected world[:real|loose], folder:DIR[:any-seed], "
+    from afd.teacher.urls import redact_text
+
+    raise ValueError(f"unknown teacher spec {redact_text(spec)!r}; expected world[:real|loose], folder:DIR[:any-seed], "
                      f"http(s)://HOST[:PORT] or api:FILE.yaml")
 
 

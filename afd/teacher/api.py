@@ -23,6 +23,9 @@ from urllib.parse import quote
 
 from afd.config import check_choices, config_from_dict
 
+# The environment variable holding the bearer token, for both the client and `afd teacher serve`.
+DEFAULT_TOKEN_ENV = "AFD_TEACHER_TOKEN"
+
 
 @dataclass(frozen=True)
 class APISpec:

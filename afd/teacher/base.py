@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from afd.video.core import Video
+if TYPE_CHECKING:  # only annotations: the CLI imports TeacherError without loading torch
+    from afd.video.core import Video
 
 
 class TeacherError(RuntimeError):

@@ -12,6 +12,12 @@ work already done by servers that honour it, as the afd server does. For job-bas
 job id is journaled (``jobs.JobJournal``) before it is polled, so a resumed run collects jobs it
 already paid for. Under ``CachedTeacher`` the journal lives in the cache directory and each clip
 is stored the moment it validates.
+
+Before its first request the client probes the base URL once: a URL where nothing listens fails
+at once with one line, instead of after the whole retry budget; after a successful probe,
+transient faults keep that budget, and every retry is reported on stderr. Credentials in the URL
+(``user:key@``, ``?api_key=``) are redacted wherever it is shown and left out of the default
+cache identity (``afd.teacher.urls``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -30,12 +37,14 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from tqdm import tqdm
 
-from afd.teacher.api import APISpec, FieldMissing, get_field, get_spec
+from afd.teacher.api import DEFAULT_TOKEN_ENV, APISpec, FieldMissing, get_field, get_spec
 from afd.teacher.base import Teacher, TeacherError, check_request
 from afd.teacher.cache import clip_key
 from afd.teacher.jobs import JobJournal
 from afd.teacher.payload import ClipLimits, PayloadError, decode_clip
+from afd.teacher.urls import credential_free_url, redact_text, redact_url
 from afd.video.core import Video
 
 log = logging.getLogger("afd.teacher.http")
@@ -125,7 +134,8 @@ class HTTPTeacher(Teacher):
     """A teacher reached over HTTP(S) at ``url``.
 
     ``api``: an ``APISpec``, a preset name (``afd-sync``, ``afd-jobs``) or a dict of its fields.
-    ``id``: the cache identity (default: the URL); set it if the same model moves URL.
+    ``id``: the cache identity (default: the URL without its credentials); set it if the same
+    model moves URL.
     ``concurrency``: requests (or jobs) in flight at once. ``connect_timeout``/``read_timeout``:
     per request, seconds. ``retries``: extra attempts per step after a transient failure, with
     backoff ``backoff * 2**n`` (capped at ``max_backoff``, jittered). ``deadline``: seconds per
@@ -137,12 +147,13 @@ class HTTPTeacher(Teacher):
     def __init__(self, url: str, *, api: APISpec | str | dict | None = None, id: str | None = None,
                  concurrency: int = 4, connect_timeout: float = 10.0, read_timeout: float = 120.0,
                  retries: int = 8, backoff: float = 0.5, max_backoff: float = 30.0, deadline: float = 1800.0,
-                 token_env: str | None = "AFD_TEACHER_TOKEN", journal: str | os.PathLike | None = None,
+                 token_env: str | None = DEFAULT_TOKEN_ENV, journal: str | os.PathLike | None = None,
                  max_bytes: int = ClipLimits.max_bytes, max_frames: int = ClipLimits.max_frames,
                  transport: httpx.BaseTransport | None = None):
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"teacher URL must look like http://HOST[:PORT][/PATH] or https://..., got {url!r}")
+            shown = redact_url(url) if isinstance(url, str) else url
+            raise ValueError(f"teacher URL must look like http://HOST[:PORT][/PATH] or https://..., got {shown!r}")
         for name, v, lo in (("concurrency", concurrency, 1), ("retries", retries, 0), ("max_bytes", max_bytes, 1),
                             ("max_frames", max_frames, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -151,9 +162,10 @@ class HTTPTeacher(Teacher):
                         ("max_backoff", max_backoff), ("deadline", deadline)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"HTTPTeacher {name} must be a number > 0 (seconds), got {v!r}")
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/")  # as given, credentials included: only requests use it
+        self.shown_url = redact_url(self.url)
         self.api = get_spec(api)
-        self._id = id or self.url
+        self._id = id or credential_free_url(self.url)
         self.concurrency, self.retries, self.deadline = concurrency, retries, float(deadline)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.token_env = token_env
@@ -166,6 +178,7 @@ class HTTPTeacher(Teacher):
         self._journal_path = Path(journal) if journal is not None else None
         self._journal: JobJournal | None = None
         self._rng = random.Random()
+        self._reachable = False  # set by the first successful probe
         self._stats_lock = threading.Lock()
         self.stats: Counter = Counter()  # requests, retries, jobs_submitted, jobs_resumed, clips
 
@@ -204,7 +217,7 @@ class HTTPTeacher(Teacher):
                 self._client = None
 
     def __repr__(self) -> str:
-        return f"HTTPTeacher({self.url!r}, mode={self.api.mode!r}, concurrency={self.concurrency})"
+        return f"HTTPTeacher({self.shown_url!r}, mode={self.api.mode!r}, concurrency={self.concurrency})"
 
     # -- the Teacher interface ------------------------------------------------------------------
 
@@ -223,6 +236,7 @@ class HTTPTeacher(Teacher):
             wanted.setdefault((p, s), []).append(i)
         if not wanted:
             return
+        self._probe()
         if self.api.mode == "jobs":
             self.journal.reload()
         cancel = threading.Event()
@@ -291,7 +305,7 @@ class HTTPTeacher(Teacher):
                 break
             except _JobGone:
                 if not resumed:
-                    raise TeacherError(f"teacher {self.url}: {clip}: job {job_id} disappeared from the server "
+                    raise TeacherError(f"teacher {self.shown_url}: {clip}: job {job_id} disappeared from the server "
                                        f"while being polled (HTTP 404)") from None
                 log.warning("%s: journaled job %s is unknown to the server (expired?); submitting again",
                             clip, job_id)
@@ -310,7 +324,7 @@ class HTTPTeacher(Teacher):
             job_id = self._field(clip, _json_body(reply, "job submission"), api.job_id_field, "job_id_field",
                                  "job submission")
             if not isinstance(job_id, (str, int)) or isinstance(job_id, bool) or not str(job_id):
-                raise TeacherError(f"teacher {self.url}: {clip}: job id at {api.job_id_field!r} is {job_id!r}, "
+                raise TeacherError(f"teacher {self.shown_url}: {clip}: job id at {api.job_id_field!r} is {job_id!r}, "
                                    f"not a string")
             return str(job_id)
 
@@ -341,10 +355,10 @@ class HTTPTeacher(Teacher):
                 except FieldMissing:
                     reason = "(no error message at error_field " + repr(api.error_field) + ")"
                 self.journal.record(clip.key, clip.prompt, clip.seed, job_id, "failed")
-                raise TeacherError(f"teacher {self.url}: {clip}: job {job_id} ended {status!r}: {reason}")
+                raise TeacherError(f"teacher {self.shown_url}: {clip}: job {job_id} ended {status!r}: {reason}")
             if time.monotonic() + api.poll_interval > clip.deadline:
                 raise TeacherError(
-                    f"teacher {self.url}: {clip}: job {job_id} still {status!r} after the {self.deadline:g} s "
+                    f"teacher {self.shown_url}: {clip}: job {job_id} still {status!r} after the {self.deadline:g} s "
                     f"deadline; it stays in the job journal and a later run will collect it")
             self._wait(api.poll_interval, cancel)
 
@@ -365,10 +379,30 @@ class HTTPTeacher(Teacher):
         try:
             return get_field(obj, path)
         except FieldMissing as e:
-            raise TeacherError(f"teacher {self.url}: {clip}: the {what} answer has no {path!r} ({e}); "
+            raise TeacherError(f"teacher {self.shown_url}: {clip}: the {what} answer has no {path!r} ({e}); "
                                f"check the API config key {key!r}") from None
 
     # -- HTTP and retries -----------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Once, before the first request: is anything answering at the base URL? Any HTTP
+        answer counts, error statuses included (what they mean is for the real requests and
+        their retries); a refused, unresolvable or unanswered connection is final."""
+        if self._reachable:
+            return
+        self._count("probes")
+        try:
+            # One short try that nothing could bill: a HEAD of the base URL, no token, no body.
+            with self._http().stream("HEAD", "", timeout=httpx.Timeout(self._timeout.connect)):
+                pass
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError, httpx.UnsupportedProtocol,
+                httpx.InvalidURL) as e:
+            raise TeacherError(f"teacher {self.shown_url}: nothing answers there ({type(e).__name__}: "
+                               f"{redact_text(str(e)) or 'no detail'}); check the URL and that the server is "
+                               f"running (nothing was requested or paid)") from None
+        except httpx.TransportError:
+            pass  # connected, then slow or odd: something listens, and requests retry what follows
+        self._reachable = True
 
     def _http(self) -> httpx.Client:
         with self._client_lock:
@@ -408,13 +442,14 @@ class HTTPTeacher(Teacher):
                         raise _Transient(f"{what} answer is larger than max_bytes={self.limits.max_bytes}")
                 reply = _Reply(r.status_code, r.headers, bytes(content))
         except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as e:
-            raise TeacherError(f"teacher {self.url}: {clip}: cannot send the {what} to {url!r}: {e}") from None
+            raise TeacherError(f"teacher {self.shown_url}: {clip}: cannot send the {what} to {redact_url(url)!r}: "
+                               f"{redact_text(str(e))}") from None
         except httpx.TimeoutException as e:
             raise _Transient(f"{what} timed out ({type(e).__name__})") from None
         except (httpx.TransportError, httpx.DecodingError) as e:
-            raise _Transient(f"{what} failed: {type(e).__name__}: {e}") from None
+            raise _Transient(f"{what} failed: {type(e).__name__}: {redact_text(str(e))}") from None
         except httpx.TooManyRedirects as e:
-            raise TeacherError(f"teacher {self.url}: {clip}: {what}: {e}") from None
+            raise TeacherError(f"teacher {self.shown_url}: {clip}: {what}: {redact_text(str(e))}") from None
         if 200 <= reply.status < 300 or (gone_ok and reply.status == 404):
             return reply
         message = _server_message(reply)
@@ -425,7 +460,7 @@ class HTTPTeacher(Teacher):
         if reply.status in (401, 403):
             hint = (f" (the token comes from the environment variable {self.token_env}, which is "
                     f"{'set' if self.token_env and os.environ.get(self.token_env) else 'not set'})")
-        raise TeacherError(f"teacher {self.url}: {clip}: the server refused the {what} "
+        raise TeacherError(f"teacher {self.shown_url}: {clip}: the server refused the {what} "
                            f"(HTTP {reply.status}): {message}{hint}")
 
     def _retry(self, clip: _Clip, what: str, fn, cancel: threading.Event):
@@ -434,23 +469,27 @@ class HTTPTeacher(Teacher):
         attempt = 0
         while True:
             if cancel.is_set():
-                raise TeacherError(f"teacher {self.url}: {clip}: cancelled")
+                raise TeacherError(f"teacher {self.shown_url}: {clip}: cancelled")
             try:
                 return fn()
             except _Transient as e:
                 attempt += 1
                 if attempt > self.retries:
-                    raise TeacherError(f"teacher {self.url}: {clip}: {what} failed {attempt} times, giving up; "
+                    raise TeacherError(f"teacher {self.shown_url}: {clip}: {what} failed {attempt} times, giving up; "
                                        f"last error: {e}") from None
                 step = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 delay = step / 2 + self._rng.uniform(0, step / 2)  # jitter spreads synchronized retries
                 if e.retry_after is not None:
                     delay = max(delay, e.retry_after)
                 if time.monotonic() + delay > clip.deadline:
-                    raise TeacherError(f"teacher {self.url}: {clip}: {what} still failing at the "
+                    raise TeacherError(f"teacher {self.shown_url}: {clip}: {what} still failing at the "
                                        f"{self.deadline:g} s deadline after {attempt} attempts; last error: {e}") from None
                 self._count("retries")
-                log.info("%s: %s attempt %d failed (%s); retrying in %.2f s", clip, what, attempt, e, delay)
+                # On stderr, not only in the log: a user watching a stalled run must see why.
+                line = (f"teacher {self.shown_url}: {clip}: {what} attempt {attempt} failed ({e}); retrying in "
+                        f"{delay:.1f} s ({attempt} of {self.retries} retries used)")
+                log.debug(line)
+                tqdm.write(f"afd: {line}", file=sys.stderr)
                 self._wait(delay, cancel)
 
     def _wait(self, seconds: float, cancel: threading.Event) -> None:

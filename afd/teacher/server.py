@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from afd.teacher.api import DEFAULT_TOKEN_ENV
 from afd.teacher.base import Teacher, TeacherError
 from afd.teacher.payload import H_JOB, H_TEACHER, EncodedClip, encode_clip
 
@@ -53,7 +54,6 @@ log = logging.getLogger("afd.teacher.server")
 
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 64 * 1024
-DEFAULT_TOKEN_ENV = "AFD_TEACHER_TOKEN"
 
 
 class RequestError(Exception):

@@ -1,5 +1,7 @@
 """Videos: one type (frames (T, C, H, W) float in [-1, 1] plus fps), resampling, files, strips."""
 
-from afd.video.core import STUDENT, TEACHER_NATIVE, Video, VideoFormat, resample, stack
+from afd.lazy import lazy_exports
 
 __all__ = ["Video", "VideoFormat", "TEACHER_NATIVE", "STUDENT", "resample", "stack"]
+# Resolved on first use: ``afd.video.io`` (file formats) must stay importable without torch.
+__getattr__ = lazy_exports(__name__, {name: "afd.video.core" for name in __all__})

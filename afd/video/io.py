@@ -12,11 +12,14 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from afd.io_utils import atomic_write_bytes  # noqa: F401  (re-exported: older imports use afd.video.io)
-from afd.video.core import Video
+
+if TYPE_CHECKING:  # imported where clips are built: FORMATS and the writers stay torch-free to import
+    from afd.video.core import Video
 
 FORMATS = (".mp4", ".gif", ".npz")
 _GIF_FPS_TAG = "afd-fps="
@@ -81,6 +84,8 @@ def write_video(path: str | os.PathLike, video: Video, record: dict | None = Non
 
 
 def _read_npz(path: Path) -> tuple[Video, dict | None]:
+    from afd.video.core import Video
+
     try:
         with np.load(path, allow_pickle=False) as z:
             if "frames" not in z.files or "fps" not in z.files:
@@ -122,6 +127,8 @@ def _decode_gif(path: Path) -> tuple[np.ndarray, float]:
 
 
 def _read_ffmpeg(path: Path, suffix: str) -> Video:
+    from afd.video.core import Video
+
     try:
         if suffix == ".gif":
             frames, fps = _decode_gif(path)
