@@ -1,6 +1,6 @@
 """The one adaptation loop (``afd train``): AFD and the baselines are thin methods over it.
 
-One iteration (paper Algorithm 1, method.md section 8):
+One iteration (paper Algorithm 1, docs/method.md section 8):
 
 1. plan: P prompts of the adaptation split, the teacher clip used for each, G rollout seeds each
    (pure functions of (train.seed, iteration); rank r takes prompts r, r + W, ...);
