@@ -94,7 +94,7 @@ def flow_matching_loss(model: CausalVideoTransformer, x0: torch.Tensor, text: Te
     x0: (B, T, C, H, W) clean clips in the model's space. Each block gets its own t; the noised
     copy is ``(1 - t) x0 + t eps``, the target velocity ``eps - x0``, and block k sees the clean
     blocks < k (``forward_train``). ``weighting="x0"`` weights the squared velocity error by
-    t^2, i.e. the x0 error ``||x0_hat - x0||^2`` (what made x0-prediction train, issue 3);
+    t^2, i.e. the x0 error ``||x0_hat - x0||^2`` (what made x0-prediction train);
     ``"velocity"`` is the plain ``||v_hat - v||^2``. Returns the mean (or (B,) per sample).
     """
     t, eps, x_t = forward_noise(x0, model.config, generator, shift)
@@ -113,7 +113,7 @@ def prior_regulariser(model, ref, x0: torch.Tensor, text: TextEncoding, generato
     return (velocity(model, x0, x_t, t, text) - v_ref).pow(2).mean()
 
 
-# ----- the student update of AFD: DiffusionNFT on the student's own rollouts (method.md section 6) -----
+# ----- the student update of AFD: DiffusionNFT on the student's own rollouts (docs/method.md section 6) -----
 
 NFT_SPACES = ("velocity", "x0")
 

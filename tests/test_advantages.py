@@ -1,4 +1,4 @@
-"""Scores -> advantages -> NFT weights (method.md section 5): hand-computed cases, clipping, ranks."""
+"""Scores -> advantages -> NFT weights (docs/method.md section 5): hand-computed cases, clipping, ranks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DiffusionNFT student losses (method.md section 6): gradient identities, minimiser, prior, wiring."""
+"""DiffusionNFT student losses (docs/method.md section 6): gradient identities, minimiser, prior, wiring."""
 
 from __future__ import annotations
 

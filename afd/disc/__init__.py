@@ -1,4 +1,4 @@
-"""The prompt-conditioned video discriminator D_phi(x0, y) (method.md section 4).
+"""The prompt-conditioned video discriminator D_phi(x0, y) (docs/method.md section 4).
 
     from afd.disc import Discriminator, DiscConfig, bt_loss, pairwise_accuracy, r_phi
     d = Discriminator(DiscConfig())                      # conv backbone (default)

@@ -1,4 +1,4 @@
-"""Discriminator objectives and the statistics the trainer logs (method.md section 4).
+"""Discriminator objectives and the statistics the trainer logs (docs/method.md section 4).
 
 Shapes. ``d_teacher`` holds one score per prompt, (P,); ``d_student`` holds the scores of
 the student rollouts of the same prompts, either (P,) (one rollout each) or (P * G,) / (P, G)

@@ -1,4 +1,4 @@
-"""From discriminator scores to per-rollout NFT weights (method.md section 5, paper Eq. 2, Table 3).
+"""From discriminator scores to per-rollout NFT weights (docs/method.md section 5, paper Eq. 2, Table 3).
 
 For N rollouts with scores ``s_i = D(x0_hat_i, y_i)`` (already stop-gradient):
 
@@ -45,7 +45,7 @@ class AdvantageConfig:
     reward: str = "logit"
     a_max: float = 5.0
     std_eps: float = 1e-4
-    # "rewards": the std of all rewards of the global batch (method.md section 5, the default).
+    # "rewards": the std of all rewards of the global batch (docs/method.md section 5, the default).
     # "residuals": the std of r - b over the global batch. With a Bradley-Terry discriminator
     # each prompt's scores carry an arbitrary offset (Eq. 1 only sees within-prompt differences),
     # which inflates the std of raw rewards and squeezes every weight toward 0.5; the residual

@@ -1,6 +1,6 @@
 """AFD: discriminator scores -> per-rollout weights -> DiffusionNFT on the student's own rollouts.
 
-method.md sections 5-6: the weights come from ``compute_weights`` (per-prompt baseline, global
+docs/method.md sections 5-6: the weights come from ``compute_weights`` (per-prompt baseline, global
 std gathered over ranks, clip, map to [0, 1]); the update is ``nft_student_loss`` (L_NFT plus
 lambda_prior times the w-weighted prior toward the frozen initial student) on forward-noised
 copies of the rollouts, in the student's space exactly as they were generated. No gradient ever

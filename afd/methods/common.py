@@ -16,7 +16,7 @@ def draw_grad_steps(n_blocks: int, n_steps: int, generator: torch.Generator) -> 
     """One denoising step per block that carries the gradient (Self-Forcing's random exit).
 
     The generator is seeded identically on every rank (by (seed, iteration, student step)), so
-    every rank picks the same steps, as the issue requires."""
+    every rank picks the same steps."""
     return [int(i) for i in torch.randint(0, n_steps, (n_blocks,), generator=generator)]
 
 

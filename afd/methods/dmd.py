@@ -1,4 +1,4 @@
-"""Score-free DMD: a DMD2 scaffold without its score-distillation term (method.md 9).
+"""Score-free DMD: a DMD2 scaffold without its score-distillation term (docs/method.md section 9).
 
 Our reading of the paper's one-line description ("DMD without the teacher score"), since a
 black-box teacher has no score to distil:

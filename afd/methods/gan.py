@@ -1,4 +1,4 @@
-"""GAN: the student raises the shared discriminator's score of its own rollouts (method.md 9).
+"""GAN: the student raises the shared discriminator's score of its own rollouts (docs/method.md section 9).
 
 Gradients go through the rollout, Self-Forcing style: through one randomly chosen denoising step
 per block (identical on every rank), with earlier steps and cache writes detached. The

@@ -1,4 +1,4 @@
-"""SFT: flow matching on the teacher's clips with teacher-forced clean context (method.md 9).
+"""SFT: flow matching on the teacher's clips with teacher-forced clean context (docs/method.md section 9).
 
 The pretraining loss on the fixed budget of teacher clips, so with many iterations it revisits
 each clip many times: the paper's off-policy regime. No rollouts and no discriminator. The prior

@@ -2,7 +2,7 @@
 
 The caller creates it, passes it into the model and gets an extended copy back; the model keeps
 no state between calls. It holds, per layer, the keys and values of *clean* frames only
-(method.md section 3): every block attends to the clean past, never to a noisy draft of it.
+(docs/method.md section 3): every block attends to the clean past, never to a noisy draft of it.
 """
 
 from __future__ import annotations

@@ -36,10 +36,10 @@ class StudentConfig:
     codec: Literal["pixel", "state"] = "pixel"  # afd.student.codec
     video_size: int = 0
     # Default few-step sampler (overridable at sampling time): ``steps`` denoising steps per
-    # block at levels 1 - i / steps, shifted by ``shift`` (method.md section 2).
+    # block at levels 1 - i / steps, shifted by ``shift`` (docs/method.md section 2).
     steps: int = 4
     shift: float = 5.0
-    # Between steps: "fresh" re-noises x0_hat with new noise (method.md section 3, Self-Forcing);
+    # Between steps: "fresh" re-noises x0_hat with new noise (docs/method.md section 3, Self-Forcing);
     # "ddim" reuses the noise the model implies, eps_hat = (x_t - (1 - t) x0_hat) / t, i.e. an
     # Euler step of the probability-flow ODE - sharper for an undistilled flow model.
     renoise: Literal["fresh", "ddim"] = "fresh"

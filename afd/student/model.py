@@ -6,7 +6,7 @@ pre-norm cross-attention to the prompt's token states, adaLN-modulated MLP. The 
 from a per-frame conditioning vector: the frame's noise level t plus the prompt's pooled vector,
 so every frame of a block can sit at its own t and clean context frames sit at t = 0.
 
-Attention rule (method.md sections 3 and 6): tokens are either *clean* context or *noised*
+Attention rule (docs/method.md sections 3 and 6): tokens are either *clean* context or *noised*
 frames being denoised. A clean frame in block b sees clean frames of blocks <= b; a noised frame
 in block b sees clean frames of blocks < b and the noised frames of block b. One rule serves
 inference with a KV cache (which holds clean frames only), recomputation without a cache, and the

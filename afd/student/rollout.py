@@ -1,7 +1,7 @@
 """The one AR rollout: prompts -> clips, block by block, a few denoising steps each.
 
 Used for inference (``afd sample``), on-policy data collection, evaluation, and - with
-``grad_steps`` - the gradient-through-rollout baselines. For each block k (method.md section 3):
+``grad_steps`` - the gradient-through-rollout baselines. For each block k (docs/method.md section 3):
 start from noise at t = 1; at each level predict x0, then re-noise to the next level with fresh
 noise; the last x0 estimate is the block. Then the clean block is run once at t = 0 to write its
 keys/values into the cache, which the next block attends to. With ``use_cache=False`` every

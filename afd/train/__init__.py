@@ -1,1 +1,1 @@
-"""Training: the pretraining loop (and, from issue 4, the adaptation trainer) plus shared pieces."""
+"""Training: the pretraining loop (and the adaptation trainer) plus shared pieces."""

@@ -1,5 +1,5 @@
 """The discriminator's part of an iteration: n_D steps on prompt-paired (teacher, rollout) clips,
-then scoring the rollouts for the method (method.md section 4)."""
+then scoring the rollouts for the method (docs/method.md section 4)."""
 
 from __future__ import annotations
 

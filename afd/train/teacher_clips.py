@@ -1,7 +1,7 @@
 """The teacher side of an adaptation run: a fixed budget of teacher clips, paid once, reused.
 
 Clip k of adaptation prompt p is the teacher's answer to (p, seed k), k < ``clips_per_prompt``
-(testbed.md "Teacher budget": 200 prompts x 1 clip by default). Every request goes through a
+(docs/testbed.md "Teacher budget": 200 prompts x 1 clip by default). Every request goes through a
 ``CachedTeacher`` whose directory is shared by all runs, so a clip is paid for once whatever
 method asks; the budget caps what this cache may ever pay for this teacher, and a request
 beyond it raises ``TeacherBudgetExceeded`` before paying. Clips are adapted to the student's
