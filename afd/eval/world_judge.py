@@ -31,7 +31,7 @@ class WorldJudge:
 
     def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
                  progress: bool = False) -> dict:
-        report, _, _, _ = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed)
+        report, _, _, _ = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed, progress=progress)
         return report
 
     def summarize(self, model, prompts_per_split: int, per_prompt: int, seed: int) -> dict[str, float]:
