@@ -48,8 +48,9 @@ from afd.train.resume import resumable_config
 from afd.train.teacher_clips import TeacherClips
 
 CHECKPOINT_DIR = "checkpoint"
-# Fields that may change when resuming: run length, bookkeeping and where it runs, never the optimisation.
-RESUME_MUTABLE = {"train.steps", "train.device", "run.save_every", "run.tensorboard", "eval.every",
+# Fields that may change when resuming: run length, bookkeeping and where it runs (a copied run
+# continues under its new run.dir), never the optimisation.
+RESUME_MUTABLE = {"train.steps", "train.device", "run.dir", "run.save_every", "run.tensorboard", "eval.every",
                   "eval.judge", "teacher.budget"}
 
 
