@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 from afd.student.schedule import add_noise, shift_t
 from afd.text.encoder import TextEncoding
 
@@ -86,7 +86,7 @@ def fm_error(v_hat: torch.Tensor, v: torch.Tensor, t: torch.Tensor, weighting: s
     return err.flatten(1).mean(1)
 
 
-def flow_matching_loss(model: CausalVideoTransformer, x0: torch.Tensor, text: TextEncoding,
+def flow_matching_loss(model: StudentModel, x0: torch.Tensor, text: TextEncoding,
                        generator: torch.Generator, *, shift: float = 1.0, weighting: str = "x0",
                        per_sample: bool = False) -> torch.Tensor:
     """Flow matching with teacher-forced clean context, all blocks in one pass.
@@ -213,8 +213,8 @@ def prior_loss(v_theta: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor) -> t
     return (w.detach().to(per.dtype) * per).mean()
 
 
-def nft_student_loss(model: CausalVideoTransformer, old_model: CausalVideoTransformer,
-                     ref_model: CausalVideoTransformer | None, x0_rollouts: torch.Tensor, text: TextEncoding,
+def nft_student_loss(model: StudentModel, old_model: StudentModel,
+                     ref_model: StudentModel | None, x0_rollouts: torch.Tensor, text: TextEncoding,
                      w: torch.Tensor, generator: torch.Generator, beta: float, lambda_prior: float, *,
                      shift: float = 1.0, space: str = "velocity", t: torch.Tensor | None = None,
                      guidance: Guidance | None = None, nft_scale: float = 1.0,

@@ -49,9 +49,8 @@ def cmd_demo(args) -> int:
     from afd.eval.compare import HEADLINE, change_lines
     from afd.eval.student import sample_and_score, score_clips
     from afd.io_utils import atomic_write_bytes
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.base import load_student_model
     from afd.student.sample import generate
-    from afd.student.shipped import resolve_checkpoint
     from afd.video.core import STUDENT, Video, resample
     from afd.video.io import write_video
     from afd.video.strip import save_strip
@@ -60,8 +59,7 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     t0 = time.time()
-    students = {"base": CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.student)),
-                "adapted": CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.adapted))}
+    students = {"base": load_student_model(args.student), "adapted": load_student_model(args.adapted)}
     modes = ("real", "base", "adapted")
 
     def clips_of(mode: str, prompts: list[str], seeds: list[int]) -> list[Video]:

@@ -143,10 +143,9 @@ def cmd_eval(args) -> int:
 
         prompts = eval_prompts(args.prompts_per_split, args.split or EVAL_SPLITS)
         if args.checkpoint:
-            from afd.student.model import CausalVideoTransformer
-            from afd.student.shipped import resolve_checkpoint
+            from afd.student.base import load_student_model
 
-            model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
+            model = load_student_model(args.checkpoint)
             report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed,
                                                               progress=not args.no_progress)
             label = str(args.checkpoint)

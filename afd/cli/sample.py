@@ -105,13 +105,12 @@ def cmd_sample(args) -> int:
     from tqdm import tqdm
 
     from afd.cli.common import write_manifest
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.base import load_student_model
     from afd.student.sample import generate
-    from afd.student.shipped import resolve_checkpoint
     from afd.video.core import Video
     from afd.video.io import write_video
 
-    model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint))
+    model = load_student_model(args.checkpoint)
     fps = model.config.frames / 2.0  # the built-in student's clips span 2 s (16 frames at 8 fps)
     jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
     t0 = time.time()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from afd.eval.tracker import track
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video, stack
 from afd.world.grammar import parse_prompt
@@ -71,7 +71,7 @@ def _nanmean(chunks: list[np.ndarray]) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-def block_drift(model: CausalVideoTransformer, prompts: list[str], seed: int = 1000) -> BlockDrift:
+def block_drift(model: StudentModel, prompts: list[str], seed: int = 1000) -> BlockDrift:
     """Measure ``model`` on the moving general prompts among ``prompts`` (one clip each, seed
     ``seed``). Raises ValueError if there is none."""
     moving = moving_prompts(prompts)

@@ -100,10 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write both reports here")
     args = ap.parse_args(argv)
     try:
-        from afd.student.model import CausalVideoTransformer
-        from afd.student.shipped import resolve_checkpoint
+        from afd.student.base import load_student_model
 
-        model = CausalVideoTransformer.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
+        model = load_student_model(args.checkpoint)
         reports = probe(model, args.per_prompt, args.seed)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Evaluate a student model in memory: sample prompts of the eval splits, score with the exact metrics.
 
 Kept apart from training (DiT style): the pretraining and adaptation loops call these, and so can
-anyone holding a ``CausalVideoTransformer``.
+anyone holding a ``StudentModel``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from afd.eval.score import ClipScore, evaluate
 from afd.progress import PhaseProgress
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video
 from afd.video.strip import save_strip
@@ -35,7 +35,7 @@ def eval_prompts(prompts_per_split: int | None, splits: tuple[str, ...] | list[s
     return out
 
 
-def sample_and_score(model: CausalVideoTransformer, prompts: list[str], per_prompt: int, seed: int,
+def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, seed: int,
                      progress: bool = False, name: str = "eval"
                      ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """Sample ``per_prompt`` clips per prompt (seeds seed .. seed + per_prompt - 1) and score them.
@@ -83,7 +83,7 @@ def summarize(report: dict, scores: list[ClipScore]) -> dict:
     }
 
 
-def evaluate_student(model: CausalVideoTransformer, prompts_per_split: int, per_prompt: int, seed: int,
+def evaluate_student(model: StudentModel, prompts_per_split: int, per_prompt: int, seed: int,
                      strip_path: Path | None = None, strip_clips: int = 6, progress: bool = False) -> dict:
     """Sample the eval subset, score it; optionally write a strip of ``strip_clips`` clips.
     ``progress``: as in ``sample_and_score`` (off: nothing printed)."""

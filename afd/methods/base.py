@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import ReferenceModel, StudentModel
+from afd.student.codec import Codec
 from afd.text.encoder import TextEncoding
 
 
@@ -26,11 +27,11 @@ class Models:
     ``forward_train`` / ``to_velocity``; ``disc`` is the shared discriminator (None if unused);
     ``codec`` maps the pixel clips of a ``Batch`` into the student's space."""
 
-    student: CausalVideoTransformer
-    old: CausalVideoTransformer
-    ref: object
+    student: StudentModel
+    old: StudentModel
+    ref: ReferenceModel
     disc: torch.nn.Module | None
-    codec: object  # afd.student.codec.Codec: pixels <-> the student's space
+    codec: Codec  # pixels <-> the student's space
 
 
 @dataclass

@@ -11,9 +11,12 @@ from typing import Protocol
 
 import torch
 
+from afd.video.core import VideoFormat
+
 
 class Codec(Protocol):
     name: str
+    fmt: VideoFormat  # the decoded clips' pixel format: what teacher clips are adapted to
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) in [-1, 1] -> (B, T', C, H', W') in the model's space."""
@@ -44,11 +47,14 @@ CODECS = ("pixel", "state")
 
 
 def make_codec(config) -> Codec:
-    """The codec of a student config (``afd.student.config.StudentConfig``)."""
+    """The codec of a student config (``afd.student.config.StudentConfig``), with its ``fmt``."""
     if config.codec == "pixel":
-        return PixelCodec()
-    if config.codec == "state":
+        codec = PixelCodec()
+    elif config.codec == "state":
         from afd.student.state_codec import StateCodec
 
-        return StateCodec(config.video_size)
-    raise ValueError(f"unknown codec {config.codec!r}; available: {', '.join(CODECS)}")
+        codec = StateCodec(config.video_size)
+    else:
+        raise ValueError(f"unknown codec {config.codec!r}; available: {', '.join(CODECS)}")
+    codec.fmt = config.video_format()
+    return codec

@@ -13,13 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 
-# Linear maps of each transformer layer that get adapters (self-attention, cross-attention, MLP).
-LORA_TARGETS = ["qkv", "proj", "cross_q", "cross_kv", "cross_proj", "mlp.0", "mlp.2"]
-
-
-def add_lora(model: CausalVideoTransformer, rank: int, alpha: float) -> CausalVideoTransformer:
+def add_lora(model: StudentModel, rank: int, alpha: float) -> StudentModel:
     """Inject LoRA adapters (rank, alpha) into ``model`` in place; freeze everything else.
 
     The adapters' B matrices start at zero, so the model's outputs are unchanged at first."""
@@ -27,8 +23,7 @@ def add_lora(model: CausalVideoTransformer, rank: int, alpha: float) -> CausalVi
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    targets = [n for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and n.startswith("layers.") and n.split(".", 2)[2] in LORA_TARGETS]
+    targets = model.lora_target_modules()  # the backbone names its own adaptable maps
     model.requires_grad_(False)
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), model)
     for n, p in model.named_parameters():
@@ -65,7 +60,7 @@ class AdaptersOff:
     Exposes the two methods the losses call (``forward_train``, ``to_velocity``); the config is the
     student's."""
 
-    def __init__(self, model: CausalVideoTransformer):
+    def __init__(self, model: StudentModel):
         self.model = model
         self.config = model.config
 
@@ -78,10 +73,10 @@ class AdaptersOff:
 
 
 @torch.no_grad()
-def merged_copy(model: CausalVideoTransformer) -> CausalVideoTransformer:
-    """A plain ``CausalVideoTransformer`` whose weights are ``model``'s with the adapters merged in
+def merged_copy(model: StudentModel) -> StudentModel:
+    """A plain backbone of ``model``'s class whose weights are ``model``'s with the adapters merged in
     (what gets saved with ``save_pretrained``); ``model`` itself is unchanged."""
-    plain = CausalVideoTransformer(model.config).to(next(model.parameters()).device)
+    plain = type(model)(model.config).to(next(model.parameters()).device)
     state = {}
     lora = {n: m for n, m in model.named_modules() if m in set(lora_layers(model))}
     for name, tensor in model.state_dict().items():

@@ -376,7 +376,7 @@ class CausalVideoTransformer(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
         save_safetensors_atomic(state, directory / WEIGHTS_FILE)
-        meta = {"format": FORMAT_NAME, "config": config_to_dict(self.config), "extra": extra or {}}
+        meta = {"format": self.FORMAT, "config": config_to_dict(self.config), "extra": extra or {}}
         atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -386,18 +386,28 @@ class CausalVideoTransformer(nn.Module):
         from afd.io_utils import load_safetensors_checked
 
         directory = Path(directory)
-        config = read_student_config(directory)
+        config = read_student_config(directory, cls.FORMAT)
         model = cls(config)
         load_safetensors_checked(model, directory / WEIGHTS_FILE)
         return model.eval()
+
+    # The config.json "format" tag (afd.student.base.STUDENT_FORMATS maps it back to this class).
+    FORMAT = FORMAT_NAME
+    # Linear maps of each transformer layer that get LoRA adapters (self-attention, cross-attention, MLP).
+    LORA_TARGETS = ("qkv", "proj", "cross_q", "cross_kv", "cross_proj", "mlp.0", "mlp.2")
+
+    def lora_target_modules(self) -> list[str]:
+        """Names of the layers' linear maps that LoRA adapts (``afd.student.lora.add_lora``)."""
+        return [n for n, m in self.named_modules()
+                if isinstance(m, nn.Linear) and n.startswith("layers.") and n.split(".", 2)[2] in self.LORA_TARGETS]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def read_student_config(directory: str | Path) -> StudentConfig:
+def read_student_config(directory: str | Path, format_name: str = FORMAT_NAME) -> StudentConfig:
     from afd.io_utils import read_pretrained_meta
 
-    meta = read_pretrained_meta(directory, FORMAT_NAME, "student checkpoint", CONFIG_FILE)
+    meta = read_pretrained_meta(directory, format_name, "student checkpoint", CONFIG_FILE)
     return config_from_dict(StudentConfig, meta["config"], source=str(Path(directory) / CONFIG_FILE),
                             may_omit=StudentConfig.CHECKPOINT_MAY_OMIT)

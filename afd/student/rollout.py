@@ -18,7 +18,7 @@ import torch
 from afd.device import autocast, device_of
 from afd.student.cache import KVCache
 from afd.student.codec import make_codec
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 from afd.text.encoder import TextEncoding
 
 
@@ -28,7 +28,7 @@ def clip_seed(prompt: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def rollout_noise(prompts: list[str], seeds: list[int], model: CausalVideoTransformer, steps: int) -> torch.Tensor:
+def rollout_noise(prompts: list[str], seeds: list[int], model: StudentModel, steps: int) -> torch.Tensor:
     """All the noise a rollout draws: (B, K blocks, steps, F, C, H, W), float32 N(0, 1).
 
     Index [:, k, 0] starts block k; [:, k, i] re-noises it before step i.
@@ -44,7 +44,7 @@ def rollout_noise(prompts: list[str], seeds: list[int], model: CausalVideoTransf
 
 
 def rollout(
-    model: CausalVideoTransformer,
+    model: StudentModel,
     text: TextEncoding,
     noise: torch.Tensor,
     levels: list[float] | None = None,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from afd.student.codec import make_codec
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel
 from afd.student.rollout import rollout, rollout_noise
 from afd.text.encoder import get_text_encoder
 
 
-def guidance_kwargs(model: CausalVideoTransformer, n: int, guidance: float | None = None,
+def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
                     first_guidance: float | None = None) -> dict:
     """``rollout``'s guidance arguments for n clips: the scales of blocks >= 1 and of block 0
     (defaults: the model config's ``guidance`` and ``first_guidance``, whose 0 means the same as
@@ -29,7 +29,7 @@ def guidance_kwargs(model: CausalVideoTransformer, n: int, guidance: float | Non
 
 
 @torch.no_grad()
-def generate(model: CausalVideoTransformer, prompts: list[str], seeds: list[int], *, steps: int | None = None,
+def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps: int | None = None,
              shift: float | None = None, batch_size: int = 32, amp: bool = True, use_cache: bool = True,
              renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
              n_blocks: int | None = None, guidance: float | None = None, first_guidance: float | None = None,

@@ -58,7 +58,14 @@ class TextEncoding:
 
 
 class TextEncoder:
-    """Frozen MiniLM encoder with a per-prompt cache. Thread-safe; CPU, float32."""
+    """Frozen MiniLM encoder with a per-prompt cache. Thread-safe; CPU, float32.
+
+    ``dim`` and ``max_tokens`` are the shape of its encodings: a student's ``text_dim`` must equal
+    ``dim`` (``afd.student.base.Student`` checks)."""
+
+    name = ENCODER_NAME
+    dim = TEXT_DIM
+    max_tokens = MAX_TOKENS
 
     def __init__(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

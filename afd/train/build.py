@@ -11,9 +11,9 @@ from afd.disc.model import Discriminator
 from afd.io_utils import file_sha256
 from afd.methods import method_class
 from afd.methods.base import Method, Models
+from afd.student.base import Student, StudentModel, load_student_model
 from afd.student.codec import make_codec
 from afd.student.lora import AdaptersOff, add_lora
-from afd.student.model import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint
 from afd.train.ema import make_ema
 
@@ -22,6 +22,7 @@ from afd.train.ema import make_ema
 class RunParts:
     """The networks and optimizers of a run, and the base student it starts from."""
 
+    student: Student  # the trained backbone with its codec, text encoder and device
     models: Models
     method: Method
     opt_student: torch.optim.Optimizer
@@ -30,11 +31,11 @@ class RunParts:
     base_sha: str
 
 
-def load_base(cfg, base_dir: Path, device: torch.device) -> CausalVideoTransformer:
+def load_base(cfg, base_dir: Path, device: torch.device) -> StudentModel:
     """The student before adaptation, with the run's sampler overrides (``student.*``), on ``device``."""
-    model = CausalVideoTransformer.from_pretrained(base_dir)
+    model = load_student_model(base_dir, device)
     cfg.student.apply(model)
-    return model.to(device)
+    return model
 
 
 def build_run(cfg, device: torch.device, judge=None) -> RunParts:
@@ -59,4 +60,6 @@ def build_run(cfg, device: torch.device, judge=None) -> RunParts:
                               weight_decay=t.weight_decay)
     opt_d = torch.optim.AdamW(disc.trainable_parameters(), lr=cfg.disc.lr, betas=cfg.disc.betas,
                               weight_decay=cfg.disc.weight_decay)
-    return RunParts(models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"))
+    # The text encoder loads last, after every random initialisation above (as it always has).
+    bundle = Student.wrap(student, codec=models.codec)
+    return RunParts(bundle, models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"))

@@ -40,7 +40,7 @@ from afd.disc.model import Discriminator
 from afd.io_utils import atomic_write_text, file_sha256, load_safetensors, save_safetensors_atomic
 from afd.methods.advantages import compute_weights
 from afd.student.codec import make_codec
-from afd.student.model import CausalVideoTransformer
+from afd.student.base import StudentModel, load_student_model
 from afd.student.sample import generate
 from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
@@ -79,7 +79,7 @@ def _probe_prompts(split: str, n: int | None, seed: int) -> list[str]:
     return [pool[i] for i in idx]
 
 
-def probe_data(cfg: AdaptConfig, student: CausalVideoTransformer, base_sha: str, n_prompts: int | None,
+def probe_data(cfg: AdaptConfig, student: StudentModel, base_sha: str, n_prompts: int | None,
                rollouts: int, seed: int, cache_root: Path, negatives: str = "base") -> ProbeData:
     """Teacher clips, rollouts of ``student`` (the base, whose weights hash to ``base_sha``) and
     their measures, from ``cache_root`` when already made.
@@ -176,7 +176,7 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
     save_config(cfg, out / "config.yaml")
     torch.manual_seed(seed)
     base_dir = resolve_checkpoint(cfg.student.checkpoint)
-    ref = CausalVideoTransformer.from_pretrained(base_dir).eval()  # rolls out; re-renders when disc.rerender_t > 0
+    ref = load_student_model(base_dir)  # rolls out; re-renders when disc.rerender_t > 0
     codec = make_codec(ref.config)
     data = probe_data(cfg, ref, file_sha256(base_dir / "model.safetensors"), n_prompts, rollouts, seed, cache_root,
                       negatives)

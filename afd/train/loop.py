@@ -35,7 +35,6 @@ from afd.rollout_groups import group_ids, per_rollout
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
 from afd.teacher import TeacherBudgetExceeded
-from afd.text.encoder import get_text_encoder
 from afd.train.build import build_run, load_base
 from afd.train.callbacks import make_callbacks
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
@@ -92,11 +91,10 @@ class Trainer:
         self.models, self.method = parts.models, parts.method
         self.opt_s, self.opt_d = parts.opt_student, parts.opt_disc
         self.base_dir, self.base_sha = parts.base_dir, parts.base_sha
-        sc = self.models.student.config
-        self.fmt = sc.video_format()
+        self.fmt = parts.student.fmt  # teacher clips are adapted to what the codec decodes to
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
-        self.encoder = get_text_encoder()
-        self.first_levels, self.levels = sc.sampler_levels()
+        self.encoder = parts.student.text
+        self.first_levels, self.levels = self.models.student.config.sampler_levels()
 
         self.step = 0
         self.warmup_done = cfg.disc.warmup_iters == 0
