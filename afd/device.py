@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _SPEC = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -26,6 +28,8 @@ def check_device_spec(spec: str) -> str:
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """The torch.device for a device setting; a ValueError in one line when it is absent here."""
+    import torch  # here, not at import: reading a config must not load torch
+
     check_device_spec(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,6 +47,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def device_of(x) -> torch.device:
     """The device of a tensor, a module (its first parameter or buffer; CPU if it has none) or a device."""
+    import torch
+
     if isinstance(x, torch.device):
         return x
     if isinstance(x, torch.Tensor):
@@ -57,6 +63,8 @@ def autocast(where, enabled: bool = True):
 
     bf16 on both CPU (AMX makes it ~4x faster than fp32 here) and CUDA; losses and optimizer
     states stay fp32 outside it."""
+    import torch
+
     if not enabled:
         return nullcontext()
     return torch.autocast(device_of(where).type, dtype=torch.bfloat16)

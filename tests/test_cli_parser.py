@@ -106,3 +106,14 @@ def test_every_example_parses():
         if argv[-1] == "--help":
             continue
         assert parser.parse_args(argv).func, example
+
+
+def test_a_train_config_error_answers_before_torch_loads():
+    """``afd train`` reads and checks its config without importing torch, so a typo answers at once."""
+    code = ("import sys\nfrom afd.cli import main\n"
+            "rc = main(['train', '--config', 'configs/afd.yaml', 'train.method=afdd'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["2", "False"], out.stderr
+    assert "train.method" in out.stderr and "afdd" in out.stderr

@@ -44,8 +44,9 @@ def register_train(sub) -> None:
 def cmd_train(args) -> int:
     from afd.config import load_config
     from afd.train.config import AdaptConfig
+
+    cfg = load_config(AdaptConfig, args.config, args.overrides)  # a config error answers before torch loads
     from afd.train.loop import train
 
-    cfg = load_config(AdaptConfig, args.config, args.overrides)
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0

@@ -10,10 +10,15 @@ Clips are finished videos in the student format, (B, 16, 3, 32, 32) in [-1, 1]; 
 EfficientNet-Lite0 + LoRA variant (imports peft lazily).
 """
 
-from afd.disc.augment import augment, augment_pair, flip_allowed
-from afd.disc.config import DiscConfig
-from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
-from afd.disc.model import Discriminator, read_disc_meta
+from afd.lazy import lazy_exports
+
+# Resolved on first use: reading a DiscConfig (afd.disc.config) must not load torch.
+__getattr__ = lazy_exports(__name__, {
+    "augment": "afd.disc.augment", "augment_pair": "afd.disc.augment", "flip_allowed": "afd.disc.augment",
+    "DiscConfig": "afd.disc.config", "bt_loss": "afd.disc.losses", "gan_loss": "afd.disc.losses",
+    "pairwise_accuracy": "afd.disc.losses", "r1_penalty": "afd.disc.losses", "r_phi": "afd.disc.losses",
+    "Discriminator": "afd.disc.model", "read_disc_meta": "afd.disc.model",
+})
 
 __all__ = [
     "DiscConfig",

@@ -9,10 +9,11 @@ callbacks (``afd.train.callbacks``) and the oracle method, never for the methods
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 JudgeName = Literal["world", "none"]
 

@@ -25,44 +25,16 @@ need to be unique within a rank.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from afd.methods.advantage_config import AdvantageConfig
+
+__all__ = ["AdvantageConfig", "AdvantageStats", "compute_weights"]
+
 Gather = Callable[[torch.Tensor], torch.Tensor]
-
-REWARDS = ("logit", "ratio")
-
-
-@dataclass
-class AdvantageConfig:
-    """``reward``: "logit" (r = s) or "ratio" (r = exp(s)); ``a_max``: advantage clip (Table 3:
-    5.0), also the scale mapping A to w; ``std_eps``: added to the global std (1e-4);
-    ``std_over``: what the global std is taken over (see below)."""
-
-    reward: str = "logit"
-    a_max: float = 5.0
-    std_eps: float = 1e-4
-    # "rewards": the std of all rewards of the global batch (docs/method.md section 5, the default).
-    # "residuals": the std of r - b over the global batch. With a Bradley-Terry discriminator
-    # each prompt's scores carry an arbitrary offset (Eq. 1 only sees within-prompt differences),
-    # which inflates the std of raw rewards and squeezes every weight toward 0.5; the residual
-    # std removes those offsets (an afd option; measured with the oracle in docs/recipe.md).
-    std_over: str = "rewards"
-
-    def __post_init__(self):
-        if self.reward not in REWARDS:
-            raise ValueError(f"advantage reward must be one of {REWARDS}, got {self.reward!r}")
-        if not (math.isfinite(self.a_max) and self.a_max > 0):
-            raise ValueError(f"a_max must be a positive finite number, got {self.a_max}")
-        # std_eps > 0 keeps A defined (0 / eps = 0) when every reward in the batch is equal.
-        if self.std_over not in ("rewards", "residuals"):
-            raise ValueError(f"std_over must be 'rewards' or 'residuals', got {self.std_over!r}")
-        if not (math.isfinite(self.std_eps) and self.std_eps > 0):
-            raise ValueError(f"std_eps must be a positive finite number, got {self.std_eps}")
-
 
 @dataclass
 class AdvantageStats:

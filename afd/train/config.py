@@ -18,7 +18,7 @@ from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
 from afd.eval.judge import JudgeName
 from afd.methods import MethodName
-from afd.methods.advantages import AdvantageConfig
+from afd.methods.advantage_config import AdvantageConfig
 
 
 
