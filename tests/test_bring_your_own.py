@@ -109,3 +109,21 @@ def test_the_loop_imports_no_world_module_and_methods_nothing_from_train():
     assert not {m for m in _imports(root / "train" / "loop.py") if m.startswith("afd.world")}
     for f in (root / "methods").glob("*.py"):
         assert not {m for m in _imports(f) if m.startswith("afd.train")}, f
+
+
+def test_a_teacher_urls_credentials_never_reach_the_run_files(tiny_student, tmp_path, capsys):
+    """A URL with ``user:key@`` trains and resumes, but the key is in no file the run writes."""
+    from http_util import TinyTeacher, serve
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    with serve(TinyTeacher(frames=16, size=32)) as (app, url):
+        authed = url.replace("http://", "http://carol:pw-s3cret@")
+        args = ["train", "--no-progress", *tiny_args(tiny_student, tmp_path / "run", tmp_path / "cache"),
+                f"teacher.spec={authed}", f"train.prompts_file={prompts}", "eval.judge=none", "eval.strip_prompts=0"]
+        assert main([*args, "train.steps=1"]) == 0
+        assert main([*args, "train.steps=2", "--resume"]) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in written if "s3cret" in str(p) or b"s3cret" in p.read_bytes()]
+    assert "s3cret" not in capsys.readouterr().out
+    assert "http://***@127.0.0.1" in (tmp_path / "run" / "config.yaml").read_text()

@@ -10,7 +10,7 @@ Every field is documented where it is declared; the resolved config is saved as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from afd.config import check_choices
@@ -272,3 +272,11 @@ class AdaptConfig:
     gan: GANMethodConfig = field(default_factory=GANMethodConfig)
     dmd: DMDMethodConfig = field(default_factory=DMDMethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def public_config(cfg: AdaptConfig) -> AdaptConfig:
+    """``cfg`` as it is written next to a run and into its checkpoints and students: a teacher URL's
+    credentials (``user:key@``, ``?api_key=``) replaced by ``***`` (afd.teacher.urls)."""
+    from afd.teacher.urls import redact_text
+
+    return replace(cfg, teacher=replace(cfg.teacher, spec=redact_text(cfg.teacher.spec)))

@@ -38,7 +38,7 @@ from afd.teacher import TeacherBudgetExceeded
 from afd.train.build import build_run, load_base
 from afd.train.callbacks import make_callbacks
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
-from afd.train.config import AdaptConfig
+from afd.train.config import AdaptConfig, public_config
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update
 from afd.train.logger import RunLogger, truncate_jsonl
@@ -69,7 +69,11 @@ class Trainer:
                 raise FileNotFoundError(f"{self.ckpt}: nothing to resume")
             state = read_checkpoint_state(self.ckpt)
             saved = config_from_dict(AdaptConfig, state["config"], source=str(self.ckpt))
-            cfg = resumable_config(saved, cfg, self.ckpt, RESUME_MUTABLE)
+            # The checkpoint holds the spec with its credentials masked: compare like with like,
+            # then keep the real one to call the teacher with.
+            spec = cfg.teacher.spec
+            cfg = resumable_config(saved, public_config(cfg), self.ckpt, RESUME_MUTABLE)
+            cfg.teacher.spec = spec
         self.cfg, self.progress = cfg, progress
         t = cfg.train
         self.pool, where = load_prompt_pool(t.split, t.prompts_file)
@@ -108,7 +112,7 @@ class Trainer:
         if self.main:
             self.logger.truncate_after(self.step)
             truncate_jsonl(self.out / "metrics.jsonl", self.step)
-            save_config(cfg, self.out / "config.yaml")
+            save_config(public_config(cfg), self.out / "config.yaml")
 
     # ----- state -----
 
@@ -123,7 +127,7 @@ class Trainer:
         if not self.main:
             return
         save_checkpoint(self.ckpt, self._modules(), self._optimizers(), {
-            "step": self.step, "config": config_to_dict(self.cfg), "warmup_done": self.warmup_done,
+            "step": self.step, "config": config_to_dict(public_config(self.cfg)), "warmup_done": self.warmup_done,
             "reference": str(self.base_dir), "reference_sha256": self.base_sha,
             "teacher_calls_paid": self.teacher.paid, "teacher_calls_cached": self.teacher.cached,
             "rng": {"seed": self.cfg.train.seed, "note": "per-iteration generators are seeded by (seed, step)"},
@@ -308,7 +312,7 @@ class Trainer:
 
             final = merged_copy(final) if self.cfg.student.lora_rank else final
             final.save_pretrained(self.out / "student", extra={
-                "adapted_with": config_to_dict(self.cfg), "step": self.step, "base": str(self.base_dir),
+                "adapted_with": config_to_dict(public_config(self.cfg)), "step": self.step, "base": str(self.base_dir),
                 "base_sha256": self.base_sha})
             self.models.disc.save_pretrained(self.out / "disc")
             print(f"train: {self.cfg.train.method} finished {self.step} iterations -> {self.out}")
