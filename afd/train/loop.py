@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from afd import dist
-from afd.config import config_from_dict, config_to_dict, save_config
+from afd.config import config_to_dict, save_config
 from afd.device import autocast, dist_backend, resolve_device
 from afd.eval.judge import make_judge
 from afd.methods.base import Batch
@@ -37,22 +37,16 @@ from afd.student.sample import guidance_kwargs
 from afd.teacher import TeacherBudgetExceeded
 from afd.train.build import build_run, load_base
 from afd.train.callbacks import make_callbacks
-from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from afd.train.checkpoint import load_checkpoint, save_checkpoint
 from afd.train.config import AdaptConfig, public_config
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.plan import CRITIC, DISC, GLOBAL, RERENDER, STUDENT_STEP, Plan, generator, seed_of
-from afd.train.resume import resumable_config
+from afd.train.resume import resumed_config
 from afd.train.teacher_clips import TeacherClips
 
 CHECKPOINT_DIR = "checkpoint"
-# Fields that may change when resuming: run length, bookkeeping and where it runs (a copied run
-# continues under its new run.dir), never the optimisation.
-RESUME_MUTABLE = {"train.steps", "train.device", "run.dir", "run.save_every", "run.tensorboard", "eval.every",
-                  "eval.judge", "teacher.budget"}
-
-
 class Trainer:
     """Holds a run's state; ``run()`` executes the loop. Built by ``train()``."""
 
@@ -65,15 +59,7 @@ class Trainer:
             raise FileExistsError(f"{self.ckpt} exists: pass --resume to continue that run, or set run.dir=")
         state = {}
         if resume:
-            if not self.ckpt.exists():
-                raise FileNotFoundError(f"{self.ckpt}: nothing to resume")
-            state = read_checkpoint_state(self.ckpt)
-            saved = config_from_dict(AdaptConfig, state["config"], source=str(self.ckpt))
-            # The checkpoint holds the spec with its credentials masked: compare like with like,
-            # then keep the real one to call the teacher with.
-            spec = cfg.teacher.spec
-            cfg = resumable_config(saved, public_config(cfg), self.ckpt, RESUME_MUTABLE)
-            cfg.teacher.spec = spec
+            cfg, state = resumed_config(cfg, self.ckpt)
         self.cfg, self.progress = cfg, progress
         t = cfg.train
         self.pool, where = load_prompt_pool(t.split, t.prompts_file)
@@ -258,23 +244,12 @@ class Trainer:
 
     # ----- the loop -----
 
-    def prefetch_teacher(self) -> None:
-        """Pay for (or load) the whole teacher budget before training; other ranks then read it."""
-        if self.main:
-            t0 = time.time()
-            before = self.teacher.paid
-            try:
-                self.teacher.prefetch()
-            except TeacherBudgetExceeded as e:
-                raise TeacherBudgetExceeded(f"{e} (while prefetching the teacher budget; nothing trained)") from None
-            print(f"train: teacher clips ready ({self.teacher.paid - before} paid now, "
-                  f"{self.teacher.paid_total} in {self.teacher.teacher.dir}) in {time.time() - t0:.1f}s")
-        dist.barrier()
-
     def run(self) -> Path:
         cfg, t = self.cfg, self.cfg.train
         if cfg.teacher.prefetch:
-            self.prefetch_teacher()
+            if self.main:  # the other ranks then read the paid clips from the shared cache
+                print(f"train: {self.teacher.prefetch_budget()}")
+            dist.barrier()
         if not self.warmup_done:
             self.disc_warmup()
         self._call("on_start")

@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from afd.config import config_from_dict, config_to_dict
+from afd.train.checkpoint import read_checkpoint_state
+from afd.train.config import AdaptConfig, public_config
 
 T = TypeVar("T")
+
+# afd train: fields that may change when resuming: run length, bookkeeping and where it runs (a copied run
+# continues under its new run.dir), never the optimisation.
+RESUME_MUTABLE = {"train.steps", "train.device", "run.dir", "run.save_every", "run.tensorboard", "eval.every",
+                  "eval.judge", "teacher.budget"}
 
 
 def resumable_config(saved: T, cfg: T, where: str | Path, mutable: set[str]) -> T:
@@ -40,3 +47,18 @@ def _merge(a: dict[str, Any], b: dict[str, Any], prefix: str, mutable: set[str],
                                  f"only {allowed} may change on resume")
             out[key] = new
     return out
+
+
+def resumed_config(cfg: AdaptConfig, ckpt: Path) -> tuple[AdaptConfig, dict]:
+    """``afd train``: the config to resume ``ckpt`` with (the checkpoint's own, with ``cfg``'s
+    ``RESUME_MUTABLE`` fields) and the checkpoint's state."""
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: nothing to resume")
+    state = read_checkpoint_state(ckpt)
+    saved = config_from_dict(AdaptConfig, state["config"], source=str(ckpt))
+    # The checkpoint holds the teacher spec with its credentials masked: compare like with like,
+    # then keep the real one to call the teacher with.
+    spec = cfg.teacher.spec
+    cfg = resumable_config(saved, public_config(cfg), ckpt, RESUME_MUTABLE)
+    cfg.teacher.spec = spec
+    return cfg, state

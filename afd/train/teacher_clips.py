@@ -10,9 +10,11 @@ format (frames by timestamp, pixels by area) and kept in memory for the rest of 
 
 from __future__ import annotations
 
+import time
+
 import torch
 
-from afd.teacher import CachedTeacher, make_teacher, to_student_format
+from afd.teacher import CachedTeacher, TeacherBudgetExceeded, make_teacher, to_student_format
 from afd.train.config import TeacherConfig
 from afd.video.core import VideoFormat, stack
 
@@ -45,6 +47,16 @@ class TeacherClips:
             chunk = todo[i:i + 64]
             self._remember(chunk, self.teacher.sample([p for p, _ in chunk], [k for _, k in chunk]))
         self.paid += self.teacher.stats.paid - before
+
+    def prefetch_budget(self) -> str:
+        """``prefetch`` with a budget error that says nothing was trained; returns a summary line."""
+        t0, before = time.time(), self.paid
+        try:
+            self.prefetch()
+        except TeacherBudgetExceeded as e:
+            raise TeacherBudgetExceeded(f"{e} (while prefetching the teacher budget; nothing trained)") from None
+        return (f"teacher clips ready ({self.paid - before} paid now, {self.paid_total} in "
+                f"{self.teacher.dir}) in {time.time() - t0:.1f}s")
 
     def get(self, prompts: list[str], clip_ids: list[int]) -> torch.Tensor:
         """(P, T, C, H, W) float in [-1, 1]: clip ``clip_ids[i]`` of ``prompts[i]``."""
