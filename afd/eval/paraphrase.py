@@ -69,14 +69,15 @@ def probe(model, per_prompt: int, seed: int, pairs=PARAPHRASES) -> dict:
     each arm's score in 0-100: mean physical consistency for a physics prompt, for a general
     prompt the % of clips whose colour, size, background and direction are all right
     (``score_original``, ``score_paraphrase``)."""
+    from afd.rollout_groups import per_rollout
     from afd.student.sample import generate
 
     if per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, got {per_prompt}")
-    originals = [o for o, _ in pairs for _ in range(per_prompt)]
+    originals = per_rollout([o for o, _ in pairs], per_prompt)
     seeds = [seed + k for _ in pairs for k in range(per_prompt)]
     out: dict = {"pairs": [{"original": o, "paraphrase": p} for o, p in pairs]}
-    for arm, texts in (("original", originals), ("paraphrase", [p for _, p in pairs for _ in range(per_prompt)])):
+    for arm, texts in (("original", originals), ("paraphrase", per_rollout([p for _, p in pairs], per_prompt))):
         clips = [Video(v, STUDENT.fps) for v in generate(model, texts, seeds)]
         out[arm], scores = evaluate(clips, originals)
         for i, row in enumerate(out["pairs"]):
