@@ -276,3 +276,24 @@ def test_journaled_job_unknown_to_the_server_is_submitted_again(tmp_path, caplog
         assert "lost-job is unknown to the server" in caplog.text
         assert client.stats["jobs_resumed"] == 1 and client.stats["jobs_submitted"] == 1
         assert JobJournal(tmp_path / "jobs.jsonl").get(clip_key(url, "a cat", 0))["state"] == "collected"
+
+
+def test_a_query_on_the_base_url_goes_to_every_api_request_and_nowhere_else():
+    """``http://host/api?api_key=K``: each request to the API keeps its own path and carries the key
+    as a parameter; a clip fetched from another host (storage) never sees it."""
+    clip = encode_clip(TinyTeacher().clip("a cat", 0))
+    seen = []
+
+    def handler(request: httpx.Request):
+        seen.append(request.url)
+        if request.method == "HEAD":
+            return httpx.Response(200)
+        return httpx.Response(200, content=clip.data, headers={"Content-Type": clip.media_type, **clip.headers})
+
+    client = HTTPTeacher("http://api.test/api?api_key=K1", transport=httpx.MockTransport(handler),
+                         **fast_client_kwargs())
+    assert client.sample(["a cat"], [0])[0].frames.shape == (6, 3, 16, 16)
+    head, post = seen
+    assert head.path.rstrip("/") == "/api" and head.params.get("api_key") == "K1"
+    assert post.path.startswith("/api/") and post.params.get("api_key") == "K1" and "K1" not in post.path
+    assert not client._same_origin("https://storage.test/clip.mp4")

@@ -34,7 +34,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import httpx
 from tqdm import tqdm
@@ -163,6 +163,11 @@ class HTTPTeacher(Teacher):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"HTTPTeacher {name} must be a number > 0 (seconds), got {v!r}")
         self.url = url.rstrip("/")  # as given, credentials included: only requests use it
+        # A query on the base URL (``?api_key=...``) is sent as parameters of every request to the
+        # API's own origin; joined onto the base as text, request paths would land inside it.
+        parts = urlsplit(self.url)
+        self._base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/")
+        self._base_params = parse_qsl(parts.query, keep_blank_values=True)
         self.shown_url = redact_url(self.url)
         self.api = get_spec(api)
         self._id = id or credential_free_url(self.url)
@@ -393,7 +398,8 @@ class HTTPTeacher(Teacher):
         self._count("probes")
         try:
             # One short try that nothing could bill: a HEAD of the base URL, no token, no body.
-            with self._http().stream("HEAD", "", timeout=httpx.Timeout(self._timeout.connect)):
+            with self._http().stream("HEAD", "", params=self._base_params or None,
+                                     timeout=httpx.Timeout(self._timeout.connect)):
                 pass
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError, httpx.UnsupportedProtocol,
                 httpx.InvalidURL) as e:
@@ -408,7 +414,7 @@ class HTTPTeacher(Teacher):
         with self._client_lock:
             if self._client is None:
                 self._client = httpx.Client(
-                    base_url=self.url, timeout=self._timeout, transport=self._transport, follow_redirects=True,
+                    base_url=self._base, timeout=self._timeout, transport=self._transport, follow_redirects=True,
                     limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
                     headers={"User-Agent": "afd-teacher-client"},
                 )
@@ -416,10 +422,8 @@ class HTTPTeacher(Teacher):
 
     def _headers(self, clip: _Clip, url: str, idempotent: bool) -> dict:
         headers = dict(self.api.headers)
-        target = urlsplit(urljoin(self.url + "/", url))
-        base = urlsplit(self.url)
         # Credentials go only to the API's own origin, never to a storage host it links to.
-        if (target.scheme, target.netloc) == (base.scheme, base.netloc):
+        if self._same_origin(url):
             token = os.environ.get(self.token_env, "") if self.token_env else ""
             if token:
                 scheme = self.api.auth_scheme
@@ -428,13 +432,19 @@ class HTTPTeacher(Teacher):
             headers[self.api.idempotency_header] = clip.key
         return headers
 
+    def _same_origin(self, url: str) -> bool:
+        target, base = urlsplit(urljoin(self._base + "/", url)), urlsplit(self._base)
+        return (target.scheme, target.netloc) == (base.scheme, base.netloc)
+
     def _send(self, clip: _Clip, method: str, url: str, what: str, body=None, idempotent: bool = False,
               gone_ok: bool = False) -> _Reply:
         """One HTTP exchange. Returns 2xx replies (and 404 when ``gone_ok``); raises _Transient
         for what may succeed later and TeacherError for a final refusal."""
         self._count("requests")
         try:
-            with self._http().stream(method, url, json=body, headers=self._headers(clip, url, idempotent)) as r:
+            params = self._base_params if self._base_params and self._same_origin(url) else None
+            with self._http().stream(method, url, json=body, params=params,
+                                     headers=self._headers(clip, url, idempotent)) as r:
                 content = bytearray()
                 for chunk in r.iter_bytes():
                     content += chunk
