@@ -9,6 +9,7 @@ noise on every device.
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
@@ -31,17 +32,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     import torch  # here, not at import: reading a config must not load torch
 
     check_device_spec(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if spec == "auto" and torch.cuda.is_available():
+        spec = "cuda"
     if not torch.cuda.is_available():
         why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
         raise ValueError(f"device={spec} was requested but {why} (torch {torch.__version__}); "
                          "use device=cpu or device=auto")
+    if spec == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        spec = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # torchrun: one GPU per local rank
     device = torch.device(spec)
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device={spec} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    torch.cuda.set_device(device)  # collectives (nccl) and bare .cuda() calls use this rank's GPU
     return device
 
 

@@ -15,11 +15,17 @@ import torch
 import torch.distributed as dist
 
 
+_COMM = torch.device("cpu")  # where collectives' tensors live: the current GPU under nccl
+
+
 def init(backend: str = "gloo") -> None:
     """Join the process group when launched by torchrun; no-op otherwise. ``backend``: gloo for
-    CPU ranks, nccl for CUDA ranks (``afd.device.dist_backend``)."""
+    CPU ranks, nccl for CUDA ranks (``afd.device.dist_backend``; the rank's GPU already set)."""
+    global _COMM
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend)
+    if dist.is_initialized():
+        _COMM = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def world_size() -> int:
@@ -50,15 +56,15 @@ def gather_cat(x: torch.Tensor) -> torch.Tensor:
     """Concatenate a (N_local, ...) tensor over ranks along dim 0 (ranks may hold different N)."""
     if world_size() == 1:
         return x
-    n = torch.tensor([x.shape[0]], dtype=torch.long)
+    n = torch.tensor([x.shape[0]], dtype=torch.long, device=_COMM)
     sizes = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(sizes, n)
     m = int(max(s.item() for s in sizes))
-    padded = torch.zeros((m, *x.shape[1:]), dtype=x.dtype)
-    padded[: x.shape[0]] = x
+    padded = torch.zeros((m, *x.shape[1:]), dtype=x.dtype, device=_COMM)
+    padded[: x.shape[0]] = x.to(_COMM)
     out = [torch.zeros_like(padded) for _ in range(world_size())]
     dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)])
+    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)]).to(x.device)
 
 
 def average_gradients(params) -> None:
@@ -76,6 +82,6 @@ def mean_scalar(value: float) -> float:
     """The mean of a per-rank float over ranks (for logging)."""
     if world_size() == 1:
         return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_COMM)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()

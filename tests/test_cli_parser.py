@@ -117,3 +117,13 @@ def test_a_train_config_error_answers_before_torch_loads():
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["2", "False"], out.stderr
     assert "train.method" in out.stderr and "afdd" in out.stderr
+
+
+def test_overrides_may_follow_an_option(capsys):
+    """``afd train ... run.dir=x --resume train.steps=40``: the override after the option reaches the
+    config too (argparse alone would call it unrecognized)."""
+    assert main(["train", "--config", "configs/afd.yaml", "run.dir=x", "--resume", "train.method=nope"]) == 2
+    assert "train.method" in capsys.readouterr().err  # read and checked: it was not dropped
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "configs/afd.yaml", "--resume", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

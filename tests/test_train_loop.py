@@ -198,14 +198,16 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
 
     # end to end: D trains and scores on re-rendered clips, so its logits differ from a plain run's
     logits = {}
-    for name, extra in (("plain", ()), ("rerender", ("disc.rerender_t=0.3",))):
+    # (LoRA too: its frozen reference is a view without parameters of its own)
+    for name, extra in (("plain", ()), ("rerender", ("disc.rerender_t=0.3",)),
+                        ("lora", ("disc.rerender_t=0.3", "student.lora_rank=2", "eval.judge=none"))):
         run = tmp_path / name
         assert main(["train", "--config", "configs/afd.yaml", "--no-progress",
                      *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=1", "eval.final_prompts_per_split=1",
                                 *extra)]) == 0
         row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
         logits[name] = row["d_student_mean"]
-        assert np.isfinite(row["d_loss"]) and "reward_fidelity" in row
+        assert np.isfinite(row["d_loss"]) and ("reward_fidelity" in row) == (name != "lora")
     assert logits["plain"] != logits["rerender"]
     capsys.readouterr()
     args = tiny_args(tiny_student, tmp_path / "bad", tmp_path / "cache")

@@ -63,16 +63,6 @@ def earlier_output(out: Path) -> list[Path]:
     return found
 
 
-def read_prompt_file(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: prompt file not found")
-    prompts = [line.strip() for line in p.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise ValueError(f"{p}: no prompts (one per line expected)")
-    return prompts
-
-
 def read_prompt_args(args) -> list[str]:
     """The prompts of --split, --prompts FILE or the --prompt texts (argparse allows one source)."""
     if args.prompt:
@@ -81,7 +71,9 @@ def read_prompt_args(args) -> list[str]:
                 raise ValueError(f"--prompt must be non-empty text, got {text!r}")
         return [text.strip() for text in args.prompt]
     if args.prompts:
-        return read_prompt_file(args.prompts)
+        from afd.prompts import read_prompts_file  # the one reader: .txt or .jsonl, as afd train
+
+        return read_prompts_file(args.prompts)
     from afd.world.splits import load_split
 
     return load_split(args.split)

@@ -27,7 +27,7 @@ class WorldJudge:
                                  f"and {e}; for your own prompts set eval.judge=none") from None
 
     def measure(self, clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
-        return rollout_measures(clips, prompts)
+        return rollout_measures(clips.detach().cpu(), prompts)  # the tracker works on CPU arrays
 
     def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
                  progress: bool = False) -> dict:

@@ -51,7 +51,7 @@ class AFD(Method):
         if c.timesteps == "sampler":
             # Every rollout once at each of the sampler's levels, all copies in one batch.
             n_draws = int(draw.max()) + 1
-            levels = sampler_timesteps(n_draws, m.student.config, generator)[:, draw]  # (n, B, T)
+            levels = sampler_timesteps(n_draws, m.student.config, generator)[:, draw.cpu()]  # (n, B, T)
             n = levels.shape[0]
             x0, w, t = x0.repeat(n, 1, 1, 1, 1), w.repeat(n), levels.flatten(0, 1)
             text = text.index(torch.arange(len(text)).repeat(n))

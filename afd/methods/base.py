@@ -59,7 +59,7 @@ class Batch:
     group_ids: torch.Tensor | None = None
     d_teacher: torch.Tensor | None = None
     d_student: torch.Tensor | None = None
-    # The rollouts' exact measures (afd.train.fidelity.rollout_measures), if a method already
+    # The rollouts' exact measures (afd.eval.measures.rollout_measures), if a method already
     # computed them (the oracle); the loop's log-only fidelity then reuses them.
     measures: dict | None = None
 

@@ -30,7 +30,7 @@ from afd.methods.base import Batch, Method, Prepared
 from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
 from afd.student.lora import merged_copy
 from afd import dist
-from afd.device import autocast
+from afd.device import autocast, device_of
 
 
 class FakeScore(nn.Module):
@@ -59,7 +59,7 @@ class DMD(Method):
         student = models.student
         net = merged_copy(student) if cfg.student.lora_rank else copy.deepcopy(student)
         net.requires_grad_(True)
-        self.fake = FakeScore(net, c.head_hidden).train()
+        self.fake = FakeScore(net, c.head_hidden).to(device_of(student)).train()
         self.opt = torch.optim.AdamW(self.fake.parameters(), lr=c.fake_lr, betas=(0.9, 0.999),
                                      weight_decay=cfg.train.weight_decay)
 

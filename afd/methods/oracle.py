@@ -36,6 +36,6 @@ class OracleAFD(AFD):
         prompts = per_rollout(batch.prompts, self.cfg.train.rollouts)
         batch.measures = self.judge.measure(batch.rollouts, prompts)
         pc = batch.measures[self.judge.score]
-        adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32), batch.group_ids, self.cfg.afd.advantage,
+        adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32, device=batch.group_ids.device), batch.group_ids, self.cfg.afd.advantage,
                               gather=dist.gather_cat)
         return Prepared(weights=adv.weights, stats=adv.summary)

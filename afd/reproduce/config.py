@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from afd.config import check_choices
+from afd.methods import METHODS as REGISTERED
 
+# The training methods in the order the report lists them: the registry's, reordered.
 TrainedMethod = Literal["sft", "gan", "dmd", "afd", "oracle"]
+if set(get_args(TrainedMethod)) != set(REGISTERED):
+    raise ImportError(f"afd.reproduce.config: {get_args(TrainedMethod)} must list afd.methods.METHODS {sorted(REGISTERED)}")
 Method = Literal["base", TrainedMethod]  # "base": the starting student, evaluated, not trained
 METHODS = get_args(Method)
 # The oracle (AFD's update with weights from the world's exact physics, not a discriminator) is

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from afd.device import device_of
+
 from afd.student.codec import make_codec
 from afd.student.base import StudentModel
 from afd.student.rollout import rollout, rollout_noise
@@ -25,7 +27,8 @@ def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
         g0 = (cfg.first_guidance or g) if guidance is None else guidance
     if g == 1 and g0 == 1:
         return {"guidance": 1.0, "first_guidance": 1.0, "null_text": None}
-    return {"guidance": g, "first_guidance": g0, "null_text": get_text_encoder().encode([cfg.null_prompt] * n)}
+    null = get_text_encoder().encode([cfg.null_prompt] * n).to(device_of(model))
+    return {"guidance": g, "first_guidance": g0, "null_text": null}
 
 
 @torch.no_grad()
@@ -34,7 +37,8 @@ def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps
              renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
              n_blocks: int | None = None, guidance: float | None = None, first_guidance: float | None = None,
              progress=None) -> torch.Tensor:
-    """Sample one clip per (prompt, seed): (B, T, 3, H, W) float in [-1, 1].
+    """Sample one clip per (prompt, seed): (B, T, 3, H, W) float in [-1, 1], on the CPU whatever the
+    model's device (finished clips go to files, metrics and pictures).
 
     ``prefix``: (B, n, 3, H, W) in [-1, 1], the opening frames of each clip (whole blocks); the
     student continues them (``rollout(prefix=...)``) and the returned clips start with them.
@@ -60,7 +64,7 @@ def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps
             pre = codec.encode(prefix[i:i + batch_size]) if prefix is not None else None
             x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise,
                          prefix=pre, first_levels=first, n_blocks=n_blocks, **guidance_kwargs(model, len(p), guidance, first_guidance))
-            out.append(codec.decode(x0))
+            out.append(codec.decode(x0).cpu())
             if progress is not None:
                 progress(len(p))
     finally:

@@ -1,14 +1,9 @@
-"""``reward_fidelity``: does the discriminator's weighting follow the true physics?
+"""Rank agreement for the log-only fidelity measures (``afd.train.callbacks.JudgeCallback``).
 
-The Spearman rank correlation, over one iteration's rollouts, between the NFT weights w and the
-rollouts' exact physical-consistency scores from the world's evaluator (``afd.eval``). It is
-logged only and never feeds training (the trainer stays black-box); only a simulator testbed can
-compute it. +1: D ranks rollouts exactly by physics; 0: unrelated; NaN: a constant side.
-
-Alongside it, the same rank agreement with four exact rendering measures (``CUES``): whether the
-object is visible, whether it is one object, whether its size holds steady, whether its track is
-free of jitter. They say what else D rewards: a discriminator that separates teacher from student
-by the student's rendering artefacts has high cue agreement and little ``reward_fidelity``.
+``reward_fidelity`` is Spearman's rho, over one iteration's rollouts, between the method's weights
+and a judge's exact score (the world's physical consistency, ``afd.eval.measures``); the same rho
+with each rendering cue says what else the discriminator rewards. +1: the same order; 0:
+unrelated; NaN: a constant side. Logged only: training never sees a judge.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 
 
 def rank_average(x: np.ndarray) -> np.ndarray:

@@ -250,9 +250,9 @@ class Trainer:
             if self.main:  # the other ranks then read the paid clips from the shared cache
                 print(f"train: {self.teacher.prefetch_budget()}")
             dist.barrier()
+        self._call("on_start")  # the base eval and the "before" strip first, as the run's reference
         if not self.warmup_done:
             self.disc_warmup()
-        self._call("on_start")
         from tqdm import tqdm
 
         bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and self.main), dynamic_ncols=True,

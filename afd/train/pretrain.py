@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from afd.config import check_choices, config_from_dict, config_to_dict, save_config
+from afd.device import autocast
 from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
 from afd.student.codec import make_codec
@@ -29,7 +30,7 @@ from afd.student.model import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
-from afd.train import resume
+from afd.train.resume import resumable_config as _resumable_config
 from afd.train.ema import ema_update, make_ema, warmup_decay
 from afd.train.logger import RunLogger
 from afd.video.core import stack
@@ -166,7 +167,7 @@ class Pretrainer:
         lr = lr_at(step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+        with autocast(self.model, cfg.amp):
             loss = flow_matching_loss(self.model, x0, encoder.encode(conditioning_prompts(step, cfg, prompts)), gen,
                                       shift=cfg.t_shift, weighting=cfg.loss_weighting)
         if not torch.isfinite(loss):
@@ -195,7 +196,7 @@ def resumable_config(saved: PretrainConfig, cfg: PretrainConfig, where: Path) ->
     """The config to resume with: ``saved`` updated with the fields of ``cfg`` that may change.
 
     Raises ValueError naming the first differing field that may not change."""
-    return resume.resumable_config(saved, cfg, where, {*RESUME_MUTABLE, *(f"model.{k}" for k in RESUME_MUTABLE_MODEL)})
+    return _resumable_config(saved, cfg, where, {*RESUME_MUTABLE, *(f"model.{k}" for k in RESUME_MUTABLE_MODEL)})
 
 
 INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "guidance", "first_guidance",
