@@ -8,8 +8,47 @@ from typing import Literal
 from afd.config import check_choices
 
 
+class BlockSampler:
+    """What every student config shares with the rollout and the losses, whatever its backbone:
+    the block layout (``frames``, ``block_frames``) and the few-step sampler's fields (``steps``,
+    ``shift``, ``first_steps``, ``renoise``, ``guidance``, ``first_guidance``, ``null_prompt``,
+    ``project_blocks``; their meaning is documented on ``StudentConfig``). A config dataclass
+    declares those fields itself and calls ``check_sampler`` in its ``__post_init__``."""
+
+    def check_sampler(self) -> None:
+        """ValueError naming the first sampler or block-layout field out of range."""
+        if self.frames % self.block_frames:
+            raise ValueError(f"block_frames {self.block_frames} must divide frames {self.frames}")
+        if self.first_steps < 0:
+            raise ValueError(f"first_steps must be >= 0 (0: the same as steps), got {self.first_steps}")
+        if self.steps < 1 or self.shift <= 0:
+            raise ValueError(f"steps must be >= 1 and shift > 0, got steps={self.steps}, shift={self.shift}")
+        if self.guidance <= 0:
+            raise ValueError(f"guidance must be > 0 (1: off), got {self.guidance}")
+        if self.first_guidance < 0:
+            raise ValueError(f"first_guidance must be >= 0 (0: the same as guidance), got {self.first_guidance}")
+        if not self.null_prompt.strip():
+            raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
+
+    def sampler_levels(self, steps: int | None = None, shift: float | None = None,
+                       first_steps: int | None = None) -> tuple[list[float], list[float]]:
+        """The default few-step sampler: (levels of block 0, levels of every later block).
+
+        ``steps``/``shift``/``first_steps`` override the config's; block 0 gets
+        max(steps, first_steps) steps."""
+        from afd.student.schedule import step_levels
+
+        steps, shift = steps or self.steps, shift or self.shift
+        first = self.first_steps if first_steps is None else first_steps
+        return step_levels(max(steps, first), shift), step_levels(steps, shift)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.frames // self.block_frames
+
+
 @dataclass
-class StudentConfig:
+class StudentConfig(BlockSampler):
     """Shape of the causal AR video transformer.
 
     The clip is ``frames`` frames of ``channels x height x width`` in the codec's space (pixels
@@ -94,20 +133,9 @@ class StudentConfig:
         check_choices(self)
         if self.height % self.patch or self.width % self.patch:
             raise ValueError(f"patch {self.patch} must divide height {self.height} and width {self.width}")
-        if self.frames % self.block_frames:
-            raise ValueError(f"block_frames {self.block_frames} must divide frames {self.frames}")
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0 channels (0: no refinement), got {self.refine}")
-        if self.first_steps < 0:
-            raise ValueError(f"first_steps must be >= 0 (0: the same as steps), got {self.first_steps}")
-        if self.steps < 1 or self.shift <= 0:
-            raise ValueError(f"steps must be >= 1 and shift > 0, got steps={self.steps}, shift={self.shift}")
-        if self.guidance <= 0:
-            raise ValueError(f"guidance must be > 0 (1: off), got {self.guidance}")
-        if self.first_guidance < 0:
-            raise ValueError(f"first_guidance must be >= 0 (0: the same as guidance), got {self.first_guidance}")
-        if not self.null_prompt.strip():
-            raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
+        self.check_sampler()
         if self.codec == "state":
             from afd.student.state_codec import STATE_CHANNELS
 
@@ -137,18 +165,6 @@ class StudentConfig:
     #   project_blocks: False caches the raw block, as every rollout did before.
     CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks"})
 
-    def sampler_levels(self, steps: int | None = None, shift: float | None = None,
-                       first_steps: int | None = None) -> tuple[list[float], list[float]]:
-        """The default few-step sampler: (levels of block 0, levels of every later block).
-
-        ``steps``/``shift``/``first_steps`` override the config's; block 0 gets
-        max(steps, first_steps) steps."""
-        from afd.student.schedule import step_levels
-
-        steps, shift = steps or self.steps, shift or self.shift
-        first = self.first_steps if first_steps is None else first_steps
-        return step_levels(max(steps, first), shift), step_levels(steps, shift)
-
     @property
     def pixel_size(self) -> int:
         """Side of the square frames the student's clips have after decoding."""
@@ -163,7 +179,3 @@ class StudentConfig:
     @property
     def tokens_per_frame(self) -> int:
         return (self.height // self.patch) * (self.width // self.patch)
-
-    @property
-    def n_blocks(self) -> int:
-        return self.frames // self.block_frames

@@ -17,7 +17,6 @@ The model keeps no state between calls: the KV cache is passed in and returned (
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,13 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afd.config import config_from_dict, config_to_dict
 from afd.student.cache import KVCache
+from afd.student.causal import BlockCausalModel
 from afd.student.config import StudentConfig
+from afd.student.mask import attention_mask
 from afd.text.encoder import TextEncoding
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT_NAME = "afd-student"
 T_MIN = 1e-3  # smallest t used to turn an x0 prediction into a velocity
 
@@ -141,8 +139,10 @@ class RefineHead(nn.Module):
         return raw + self.net(inp).view(B, S, C, H, W).float()
 
 
-class CausalVideoTransformer(nn.Module):
-    """Block-causal flow model over ``(B, T, C, H, W)`` clips (see the module docstring)."""
+class CausalVideoTransformer(BlockCausalModel, nn.Module):
+    """Block-causal flow model over ``(B, T, C, H, W)`` clips (see the module docstring); its
+    views of the clip (``forward``, ``forward_train``, ``forward_with_prefix``) and persistence
+    come from ``BlockCausalModel``."""
 
     def __init__(self, config: StudentConfig):
         super().__init__()
@@ -198,18 +198,6 @@ class CausalVideoTransformer(nn.Module):
         x = tokens.reshape(B, T, h, w, cfg.channels, P, P).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, cfg.channels, cfg.height, cfg.width)
 
-    # ----- attention mask -----
-    def _mask(self, q_frames, q_clean, k_frames, k_clean) -> torch.Tensor | None:
-        """Bool (Nq, Nk) token mask from per-slot frame indices and clean flags (None = all visible)."""
-        F_ = self.config.block_frames
-        qb, kb = (q_frames // F_)[:, None], (k_frames // F_)[None, :]
-        qc, kc = q_clean[:, None], k_clean[None, :]
-        allowed = torch.where(kc, (kb < qb) | ((kb == qb) & qc), (kb == qb) & ~qc)
-        if bool(allowed.all()):
-            return None
-        S = self.config.tokens_per_frame
-        return allowed.repeat_interleave(S, dim=0).repeat_interleave(S, dim=1)
-
     # ----- core -----
     def _run(self, x, t, frames, clean, text: TextEncoding, cache: KVCache | None, features: bool = False):
         """x: (B, slots, C, H, W); t: (B, slots); frames/clean: (slots,) long/bool.
@@ -230,15 +218,7 @@ class CausalVideoTransformer(nn.Module):
         text_h = self.text_proj(text.tokens)
         text_mask = text.mask[:, None, None, :]
         n_past = cache.n_frames if cache is not None else 0
-        k_frames = torch.cat([torch.arange(n_past, device=frames.device), frames])
-        k_clean = torch.cat([torch.ones(n_past, dtype=torch.bool, device=clean.device), clean])
-        mask = self._mask(frames, clean, k_frames, k_clean)
-        if mask is not None:
-            # An additive mask in the compute dtype: the CPU flash kernel's backward is ~25%
-            # faster with it than with a bool mask.
-            dev = h.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=h.device).masked_fill_(~mask, float("-inf"))
+        mask = attention_mask(frames, clean, n_past, cfg.block_frames, cfg.tokens_per_frame, h)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h, (k, v) = layer(h, c, text_h, text_mask, mask, cache.layer(i) if cache is not None else None)
@@ -279,81 +259,6 @@ class CausalVideoTransformer(nn.Module):
             has.append(len(visible) > 0 or n_past > 0)
         return torch.stack(prevs, dim=1), torch.tensor(has, device=x.device)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEncoding, cache: KVCache | None = None,
-                *, clean: bool = False) -> tuple[torch.Tensor, KVCache | None]:
-        """Run frames that follow the cached ones.
-
-        x: (B, T, C, H, W) frames number ``cache.n_frames ..`` (model space); t: (B, T) or (B,)
-        noise levels in [0, 1]. ``clean=True`` marks x as clean context (normally t = 0): its
-        frames attend block-causally to each other and the returned cache is extended with their
-        keys/values. ``clean=False``: x holds noised frames of one or more blocks, each seeing
-        the cached clean frames of earlier blocks and its own block; the cache is returned
-        unchanged. Returns (raw prediction (B, T, C, H, W) float32, cache).
-        """
-        B, T = x.shape[:2]
-        self._check_input(x, text)
-        t = t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)
-        n_past = cache.n_frames if cache is not None else 0
-        if cache is not None and n_past % self.config.block_frames:
-            raise ValueError(f"cache holds {n_past} frames, not a whole number of {self.config.block_frames}-frame blocks")
-        frames = torch.arange(n_past, n_past + T, device=x.device)
-        flags = torch.full((T,), clean, dtype=torch.bool, device=x.device)
-        out, k, v = self._run(x, t, frames, flags, text, cache)
-        if clean:
-            cache = (cache or KVCache.empty()).extended(k, v, T, last_frame=x[:, -1])
-        return out, cache
-
-    def forward_train(self, x_clean: torch.Tensor, x_noised: torch.Tensor, t: torch.Tensor,
-                      text: TextEncoding, *, return_features: bool = False):
-        """Teacher-forced view of a whole clip in one pass: the sequence ``[clean | noised]``.
-
-        x_clean, x_noised: (B, T, C, H, W); t: (B, T) noise level of each noised frame (constant
-        within a block). Noised block k sees clean blocks < k and itself, exactly what the
-        rollout shows it at inference. Returns the raw prediction for the noised frames; with
-        ``return_features`` also the last layer's tokens of the noised frames (B, T * tokens, dim)
-        (a feature extractor for critics built on the student architecture).
-        """
-        B, T = x_clean.shape[:2]
-        self._check_input(x_noised, text)
-        x = torch.cat([x_clean, x_noised], dim=1)
-        tt = torch.cat([torch.zeros_like(t), t], dim=1)
-        frames = torch.arange(T, device=x.device).repeat(2)
-        flags = torch.cat([torch.ones(T, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
-        if return_features:
-            out, _, _, feats = self._run(x, tt, frames, flags, text, None, features=True)
-            return out[:, T:], feats[:, feats.shape[1] // 2:]
-        out, _, _ = self._run(x, tt, frames, flags, text, None)
-        return out[:, T:]
-
-    def forward_with_prefix(self, prefix: torch.Tensor | None, x_noised: torch.Tensor, t: torch.Tensor,
-                            text: TextEncoding) -> torch.Tensor:
-        """Cache-free view: clean prefix (B, n, C, H, W) and the noised frames after it, one pass.
-
-        The same attention rule as the cached path, recomputing the prefix's keys/values.
-        Returns the raw prediction for ``x_noised`` (B, T, C, H, W).
-        """
-        if prefix is None:
-            return self(x_noised, t, text)[0]
-        B, n = prefix.shape[:2]
-        T = x_noised.shape[1]
-        if n % self.config.block_frames:
-            raise ValueError(f"prefix of {n} frames is not a whole number of {self.config.block_frames}-frame blocks")
-        self._check_input(prefix, text)
-        self._check_input(x_noised, text)
-        x = torch.cat([prefix, x_noised], dim=1)
-        tt = torch.cat([torch.zeros(B, n, device=x.device), t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
-        frames = torch.arange(n + T, device=x.device)
-        flags = torch.cat([torch.ones(n, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
-        out, _, _ = self._run(x, tt, frames, flags, text, None)
-        return out[:, n:]
-
-    def _check_input(self, x: torch.Tensor, text: TextEncoding) -> None:
-        cfg = self.config
-        if x.dim() != 5 or tuple(x.shape[2:]) != (cfg.channels, cfg.height, cfg.width):
-            raise ValueError(f"student input must be (B, T, {cfg.channels}, {cfg.height}, {cfg.width}), got {tuple(x.shape)}")
-        if len(text) != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} clips but {len(text)} prompt encodings")
-
     # ----- prediction <-> velocity / x0 -----
     def to_x0(self, raw: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Clean estimate from a raw prediction; t: (B, T) broadcast over pixels."""
@@ -367,32 +272,9 @@ class CausalVideoTransformer(nn.Module):
             return raw
         return (x_t - raw) / t[..., None, None, None].clamp_min(T_MIN)
 
-    # ----- persistence -----
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (plus ``extra`` under "extra") atomically."""
-        from afd.io_utils import atomic_write_text, save_safetensors_atomic
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
-        save_safetensors_atomic(state, directory / WEIGHTS_FILE)
-        meta = {"format": self.FORMAT, "config": config_to_dict(self.config), "extra": extra or {}}
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "CausalVideoTransformer":
-        """Load a student saved by ``save_pretrained`` (never unpickles)."""
-        from afd.io_utils import load_safetensors_checked
-
-        directory = Path(directory)
-        config = read_student_config(directory, cls.FORMAT)
-        model = cls(config)
-        load_safetensors_checked(model, directory / WEIGHTS_FILE)
-        return model.eval()
-
     # The config.json "format" tag (afd.student.base.STUDENT_FORMATS maps it back to this class).
     FORMAT = FORMAT_NAME
+    CONFIG = StudentConfig
     # Linear maps of each transformer layer that get LoRA adapters (self-attention, cross-attention, MLP).
     LORA_TARGETS = ("qkv", "proj", "cross_q", "cross_kv", "cross_proj", "mlp.0", "mlp.2")
 
@@ -401,13 +283,7 @@ class CausalVideoTransformer(nn.Module):
         return [n for n, m in self.named_modules()
                 if isinstance(m, nn.Linear) and n.startswith("layers.") and n.split(".", 2)[2] in self.LORA_TARGETS]
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
-
-def read_student_config(directory: str | Path, format_name: str = FORMAT_NAME) -> StudentConfig:
-    from afd.io_utils import read_pretrained_meta
-
-    meta = read_pretrained_meta(directory, format_name, "student checkpoint", CONFIG_FILE)
-    return config_from_dict(StudentConfig, meta["config"], source=str(Path(directory) / CONFIG_FILE),
-                            may_omit=StudentConfig.CHECKPOINT_MAY_OMIT)
+def read_student_config(directory: str | Path) -> StudentConfig:
+    """The ``StudentConfig`` of a saved ``afd-student`` folder."""
+    return CausalVideoTransformer.read_config(directory)
