@@ -23,8 +23,13 @@ if TYPE_CHECKING:
     from afd.text.encoder import TextEncoding
     from afd.video.core import VideoFormat
 
-# config.json "format" tag -> "module:Class" with ``from_pretrained(directory)``.
-STUDENT_FORMATS: dict[str, str] = {"afd-student": "afd.student.model:CausalVideoTransformer"}
+# config.json "format" tag -> "module:Class" with ``from_pretrained(directory)``. A module is
+# imported only when a folder names its tag, so a backbone's optional dependencies (diffusers for
+# the Wan student: the ``wan`` extra) are needed only by those who load it.
+STUDENT_FORMATS: dict[str, str] = {
+    "afd-student": "afd.student.model:CausalVideoTransformer",
+    "afd-wan-student": "afd.student.wan:CausalWanStudent",
+}
 
 
 class StudentModel(Protocol):
@@ -93,8 +98,13 @@ def load_student_model(checkpoint: str | Path, device: str | torch.device = "cpu
     from afd.student.shipped import resolve_checkpoint
 
     directory = resolve_checkpoint(str(checkpoint))
-    module, cls = STUDENT_FORMATS[student_format(directory)].split(":")
-    return getattr(importlib.import_module(module), cls).from_pretrained(directory).to(device)
+    tag = student_format(directory)
+    module, cls = STUDENT_FORMATS[tag].split(":")
+    try:
+        backbone = getattr(importlib.import_module(module), cls)
+    except ImportError as e:  # a missing optional dependency, named by the backbone's module
+        raise ValueError(f"{Path(directory) / 'config.json'}: cannot load a {tag!r} student: {e}") from None
+    return backbone.from_pretrained(directory).to(device)
 
 
 @dataclass

@@ -49,6 +49,9 @@ CODECS = ("pixel", "state")
 def make_codec(config) -> Codec:
     """The codec of a student config (``afd.student.config.StudentConfig``), with its ``fmt``."""
     if config.codec == "pixel":
+        if config.channels != 3:
+            raise ValueError(f"codec 'pixel' decodes RGB frames as they are, but the student models "
+                             f"{config.channels} channels (a latent student needs a latent codec)")
         codec = PixelCodec()
     elif config.codec == "state":
         from afd.student.state_codec import StateCodec

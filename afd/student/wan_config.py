@@ -1,0 +1,89 @@
+"""The Wan student's hyperparameters (saved as JSON next to its weights; no diffusers import).
+
+Size defaults are Wan2.1-T2V-1.3B's transformer; block layout and sampler defaults are
+Self-Forcing's chunk-wise student (21 latent frames of 60x104 in blocks of 3, 4 steps at shift 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from afd.config import check_choices
+from afd.student.config import BlockSampler
+
+
+@dataclass
+class WanStudentConfig(BlockSampler):
+    """A causal ``diffusers.WanTransformer3DModel`` over ``frames`` frames of
+    ``channels x height x width`` in the codec's space, in blocks of ``block_frames`` frames
+    (3 = Self-Forcing's chunk-wise, 1 = frame-wise)."""
+
+    # Model space (the codec's; pixels for codec "pixel").
+    channels: int = 16  # the transformer's in and out channels
+    height: int = 60
+    width: int = 104
+    frames: int = 21
+    block_frames: int = 3
+    # The diffusers transformer's size; inner dim = heads * head_dim.
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    heads: int = 12
+    head_dim: int = 128
+    layers: int = 30
+    ffn_dim: int = 8960
+    text_dim: int = 4096
+    freq_dim: int = 256
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024  # frame, row and column positions each stay below it
+    # "pixel" is the identity: channels must then be 3 (``afd.student.codec.make_codec`` checks).
+    # The Wan VAE codec comes with a later change.
+    codec: Literal["pixel"] = "pixel"
+    # The few-step sampler, with the same meaning as ``StudentConfig``'s fields.
+    steps: int = 4
+    shift: float = 5.0
+    renoise: Literal["fresh", "ddim"] = "fresh"
+    first_steps: int = 0
+    guidance: float = 1.0
+    first_guidance: float = 0.0
+    null_prompt: str = "a video"
+    project_blocks: bool = False
+
+    # Every field must be in a saved config.json: a default would silently build another model.
+    CHECKPOINT_MAY_OMIT = frozenset()
+
+    def __post_init__(self):
+        check_choices(self)
+        for name in ("channels", "height", "width", "frames", "block_frames", "heads", "head_dim", "layers",
+                     "ffn_dim", "text_dim", "freq_dim", "rope_max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_sampler()
+        pt, ph, pw = self.patch_size
+        if pt != 1:
+            # A temporal patch would merge frames of different blocks (or clean and noised copies).
+            raise ValueError(f"patch_size must be (1, ph, pw): blocks are whole frames, got {self.patch_size}")
+        if ph < 1 or pw < 1 or self.height % ph or self.width % pw:
+            raise ValueError(f"patch_size {self.patch_size} must divide height {self.height} and width {self.width}")
+        if self.head_dim % 2 or self.head_dim < 6:
+            raise ValueError(f"head_dim must be even and >= 6 (RoPE splits it over frame, row and column), "
+                             f"got {self.head_dim}")
+        longest = max(self.frames, self.height // ph, self.width // pw)
+        if longest > self.rope_max_seq_len:
+            raise ValueError(f"rope_max_seq_len {self.rope_max_seq_len} is below the {longest} positions "
+                             f"(frames, patch rows or columns) the model needs")
+
+    @property
+    def dim(self) -> int:
+        """Width of the transformer's token states."""
+        return self.heads * self.head_dim
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.height // self.patch_size[1]) * (self.width // self.patch_size[2])
+
+    def video_format(self):
+        """The decoded clips' format: with the pixel codec, the model space itself at the student's fps."""
+        from afd.video.core import STUDENT, VideoFormat
+
+        return VideoFormat(frames=self.frames, height=self.height, width=self.width, fps=STUDENT.fps)
