@@ -106,9 +106,11 @@ class CausalSelfAttention:
                             "CausalWanStudent, not the diffusers forward")
         if getattr(attn, "fused_projections", False):
             raise ValueError("fused QKV projections are not supported by the causal Wan student")
-        q = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
-        k = attn.norm_k(attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
         v = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+        # QK-norm in fp32, as Wan's own RMSNorm: its weight is fp32 and a bf16 input would miss
+        # the fused kernel.
+        q = attn.norm_q(attn.to_q(hidden_states).float()).to(v.dtype).unflatten(2, (attn.heads, -1))
+        k = attn.norm_k(attn.to_k(hidden_states).float()).to(v.dtype).unflatten(2, (attn.heads, -1))
         q, k = apply_rope(q, call.cos, call.sin), apply_rope(k, call.cos, call.sin)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
         call.kv = (k, v)
