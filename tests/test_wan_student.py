@@ -365,7 +365,7 @@ def test_config_round_trip_and_clear_errors():
         tiny_config(block_frames=3)
     with pytest.raises(ValueError, match="rope_max_seq_len 4 is below the 8 positions"):
         tiny_config(rope_max_seq_len=4)
-    with pytest.raises(ValueError, match="expected one of 'pixel'"):
+    with pytest.raises(ValueError, match="expected one of 'pixel', 'wan-vae'"):
         tiny_config(codec="vae")
     with pytest.raises(ValueError, match="codec 'pixel' decodes RGB frames as they are, but the student models 4 channels"):
         make_codec(cfg)

@@ -114,17 +114,18 @@ class Student:
 
     model: StudentModel
     codec: Codec
-    text: Any  # afd.text.encoder.TextEncoder: encode(prompts) -> TextEncoding, dim
+    text: Any  # afd.text.encoder.CachedTextEncoder: encode(prompts) -> TextEncoding, dim
     device: torch.device
 
     @classmethod
     def wrap(cls, model: StudentModel, codec: Codec | None = None) -> "Student":
-        """The bundle of a loaded backbone: ``codec`` (default: its config's), the text encoder, its device."""
+        """The bundle of a loaded backbone: ``codec`` (default: its config's), the text encoder
+        its config names (``afd.text.select``; MiniLM unless it says otherwise), its device."""
         from afd.device import device_of
         from afd.student.codec import make_codec
-        from afd.text.encoder import get_text_encoder
+        from afd.text.select import text_encoder_for
 
-        encoder = get_text_encoder()
+        encoder = text_encoder_for(model.config)
         if model.config.text_dim != encoder.dim:
             raise ValueError(f"the student reads {model.config.text_dim}-dim text but the encoder "
                              f"{encoder.name} gives {encoder.dim}")

@@ -1,7 +1,8 @@
 """The seam between videos and the space the student models.
 
 The pixel student works on pixels (identity codec); the state student on each frame's object
-state (``afd.student.state_codec``); a latent-space student would plug a VAE in here. The sampler
+state (``afd.student.state_codec``); the latent Wan student on normalised Wan VAE latents
+(``afd.student.wan_vae``). The sampler
 and the trainer call ``encode`` / ``decode`` / ``project`` and never look inside.
 """
 
@@ -43,7 +44,7 @@ class PixelCodec:
         return latent.clamp(-1, 1)
 
 
-CODECS = ("pixel", "state")
+CODECS = ("pixel", "state", "wan-vae")
 
 
 def make_codec(config) -> Codec:
@@ -57,6 +58,13 @@ def make_codec(config) -> Codec:
         from afd.student.state_codec import StateCodec
 
         codec = StateCodec(config.video_size)
+    elif config.codec == "wan-vae":
+        from afd.student.wan_vae import WanVAECodec, load_vae
+
+        codec = WanVAECodec(load_vae(config.vae_path))
+        if config.channels != codec.channels:
+            raise ValueError(f"codec 'wan-vae' ({config.vae_path}) gives {codec.channels}-channel latents, but "
+                             f"the student models {config.channels} channels")
     else:
         raise ValueError(f"unknown codec {config.codec!r}; available: {', '.join(CODECS)}")
     codec.fmt = config.video_format()

