@@ -384,3 +384,15 @@ def test_keypoint_d_tells_a_falling_ball_from_a_constant_velocity_one():
         t_scores = d(_disc_clips(paths(64, True, 1000)), fake_text(64))
         s_scores = d(_disc_clips(paths(64, False, 1001)), fake_text(64))
     assert pairwise_accuracy(t_scores, s_scores).item() > 0.9
+
+
+@pytest.mark.parametrize("pooling", ["pooled", "attn"])
+def test_the_text_head_reads_the_encoders_width(pooling):
+    """A student with another text encoder (UMT5: its d_model) gives D encodings of another width."""
+    from afd.disc import DiscConfig, Discriminator
+    from afd.text.encoder import TextEncoding
+
+    d = Discriminator(DiscConfig(width=4, hidden=16, text_dim=24, text_pooling=pooling))
+    pooled = torch.nn.functional.normalize(torch.randn(2, 24), dim=-1)
+    text = TextEncoding(torch.randn(2, 5, 24), torch.ones(2, 5, dtype=torch.bool), pooled)
+    assert d(torch.rand(2, 16, 3, 32, 32) * 2 - 1, text).shape == (2,)

@@ -58,3 +58,13 @@ def test_a_text_width_the_encoder_does_not_give_is_an_error(tmp_path):
     d = make_tiny_student(tmp_path / "tiny", text_dim=128)
     with pytest.raises(ValueError, match="reads 128-dim text but the encoder"):
         Student.load(d)
+
+
+def test_the_discriminator_must_read_what_the_student_draws(tmp_path):
+    from afd.disc.config import DiscConfig
+    from afd.train.build import check_disc_fits
+
+    s = Student.load(make_tiny_student(tmp_path / "tiny"))
+    check_disc_fits(DiscConfig(), s)  # 16 frames of 32x32, MiniLM's 384-dim text
+    with pytest.raises(ValueError, match=r"set disc.model.frames=16 disc.model.size=32 disc.model.text_dim=384"):
+        check_disc_fits(DiscConfig(frames=13, text_dim=16), s)

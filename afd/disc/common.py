@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from afd.text import TEXT_DIM, TextEncoding
+from afd.text import TextEncoding
 
 
 class TextEmbed(nn.Module):
@@ -18,24 +18,24 @@ class TextEmbed(nn.Module):
     averaged away among the 10+ shared ones.
     """
 
-    def __init__(self, hidden: int, pooling: str = "pooled"):
+    def __init__(self, hidden: int, pooling: str = "pooled", text_dim: int = 384):
         super().__init__()
-        self.pooling = pooling
+        self.pooling, self.text_dim = pooling, text_dim
         if pooling == "attn":
-            self.norm = nn.LayerNorm(TEXT_DIM)
+            self.norm = nn.LayerNorm(text_dim)
             self.query = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))
-            self.key = nn.Linear(TEXT_DIM, hidden)
-        self.mlp = nn.Sequential(nn.Linear(TEXT_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            self.key = nn.Linear(text_dim, hidden)
+        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, text: TextEncoding) -> torch.Tensor:
         if self.pooling == "attn":
-            tok = self.norm(text.tokens.float())  # (B, L, 384)
+            tok = self.norm(text.tokens.float())  # (B, L, text_dim)
             logits = self.key(tok) @ self.query / math.sqrt(self.query.numel())  # (B, L)
             logits = logits.masked_fill(~text.mask.bool(), float("-inf"))
             x = (logits.softmax(-1)[..., None] * tok).sum(1)
         else:
-            # the sentence vector has unit norm, i.e. entries ~ 1/sqrt(384): rescale to unit scale
-            x = text.pooled.float() * math.sqrt(TEXT_DIM)
+            # the sentence vector has unit norm, i.e. entries ~ 1/sqrt(text_dim): rescale to unit scale
+            x = text.pooled.float() * math.sqrt(self.text_dim)
         return self.mlp(x)
 
 

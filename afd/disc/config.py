@@ -64,6 +64,9 @@ class DiscConfig:
     hidden: int = 128
     text_conditioning: Literal["both", "film", "proj", "none"] = "both"
     text_pooling: Literal["pooled", "attn"] = "pooled"
+    # Width of the prompt encodings D reads: the student's text encoder's ``dim`` (MiniLM: 384;
+    # a UMT5 student's is its d_model). The trainer checks it against the student's encoder.
+    text_dim: int = 384
     motion_input: bool = True
     coord_input: bool = True
     instance_noise: float = 0.0
@@ -87,7 +90,7 @@ class DiscConfig:
 
     def __post_init__(self):
         check_choices(self)
-        for name in ("frames", "size", "width", "hidden", "depth", "keypoints", "effnet_size", "lora_rank"):
+        for name in ("frames", "size", "width", "hidden", "depth", "keypoints", "effnet_size", "lora_rank", "text_dim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -51,7 +51,7 @@ class ConvDiscriminatorBackbone(nn.Module):
         use_text = c.text_conditioning != "none"
         self.use_film = c.text_conditioning in ("both", "film")
         in_ch = 3 + (3 if c.motion_input else 0) + (2 if c.coord_input else 0)
-        self.text = TextEmbed(c.hidden, c.text_pooling) if use_text else None
+        self.text = TextEmbed(c.hidden, c.text_pooling, c.text_dim) if use_text else None
         self.stem = nn.Conv3d(in_ch, c.width, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         self.blocks = nn.ModuleList()
         self.films = nn.ModuleList()

@@ -253,7 +253,7 @@ class EfficientNetDiscriminatorBackbone(nn.Module):
         self.frame_proj = nn.Conv2d(backbone.out_channels, c.width, 1)
         self.frame_fc = nn.Linear(c.width * side * side, c.hidden)
         use_text = c.text_conditioning != "none"
-        self.text = TextEmbed(c.hidden, c.text_pooling) if use_text else None
+        self.text = TextEmbed(c.hidden, c.text_pooling, c.text_dim) if use_text else None
         self.temporal_in = nn.Conv1d(c.hidden * (2 if c.motion_input else 1), c.hidden, 1)
         use_film = c.text_conditioning in ("both", "film")
         self.temporal = nn.ModuleList(TemporalBlock(c.hidden, c.hidden, c.temporal_kernel, use_film) for _ in range(2))

@@ -32,7 +32,7 @@ class KeypointDiscriminatorBackbone(nn.Module):
         self.config = c = config
         use_text = c.text_conditioning != "none"
         in_ch = 3 + (2 if c.coord_input else 0)
-        self.text = TextEmbed(c.hidden, c.text_pooling) if use_text else None
+        self.text = TextEmbed(c.hidden, c.text_pooling, c.text_dim) if use_text else None
         self.conv1 = nn.Conv2d(in_ch, c.width, 3, padding=1)
         self.film = FiLM(c.hidden, c.width) if c.text_conditioning in ("both", "film") else None
         self.conv2 = nn.Conv2d(c.width, c.width, 3, padding=1)

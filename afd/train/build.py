@@ -38,6 +38,17 @@ def load_base(cfg, base_dir: Path, device: torch.device) -> StudentModel:
     return model
 
 
+def check_disc_fits(disc_cfg, student: Student) -> None:
+    """D must read the student's decoded clips and its text encodings: one clear error if not."""
+    fmt, want = student.fmt, (disc_cfg.frames, disc_cfg.size, disc_cfg.text_dim)
+    got = (fmt.frames, fmt.height, student.text.dim)
+    if want != got or fmt.height != fmt.width:
+        raise ValueError(f"the discriminator reads (frames, size, text_dim) = {want} but the student gives "
+                         f"{got} ({fmt.frames} frames of {fmt.height}x{fmt.width}, {student.text.name} text): "
+                         f"set disc.model.frames={fmt.frames} disc.model.size={fmt.height} "
+                         f"disc.model.text_dim={student.text.dim}")
+
+
 def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     """Student (full or LoRA), its old policy (EMA) and frozen reference, the discriminator, the
     method and both optimizers, all on ``device``. ``judge`` is handed to methods that need one."""
@@ -62,4 +73,5 @@ def build_run(cfg, device: torch.device, judge=None) -> RunParts:
                               weight_decay=cfg.disc.weight_decay)
     # The text encoder loads last, after every random initialisation above (as it always has).
     bundle = Student.wrap(student, codec=models.codec)
+    check_disc_fits(cfg.disc.model, bundle)
     return RunParts(bundle, models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"))
