@@ -2,9 +2,14 @@
 
 Runs under ``torchrun`` (``torch.distributed`` initialised by the caller or by ``init()`` from the
 environment) or as one plain process; every function is the identity for one process, so the
-loop has no ``if distributed`` branches. Gradients are averaged explicitly after ``backward``
-(``average_gradients``) instead of through DDP: the student, the discriminator and the methods'
-extra networks all train with the same call, and the order of collectives stays visible.
+loop has no ``if distributed`` branches. The student's gradients are shared by an engine
+(DDP or FSDP2, ``afd.train.parallel``); the small networks (the discriminator, DMD's critic)
+average theirs explicitly after ``backward`` (``average_gradients``).
+
+Ranks hold contiguous shares of the global batch (``shard``), and every per-row random draw is
+made for the global batch on every rank, each keeping its own rows (``rank_rows``). So a run on
+W ranks draws the same numbers for each clip as one process with the same global batch, and
+their updates agree up to float summation order (tests/test_parallel.py).
 """
 
 from __future__ import annotations
@@ -46,10 +51,37 @@ def barrier() -> None:
 
 
 def shard(items: list, r: int | None = None, n: int | None = None) -> list:
-    """This rank's share of a global list: items r, r + n, r + 2n, ..."""
+    """This rank's contiguous share of a global list whose length n divides: items
+    r * k .. r * k + k - 1 for k = len(items) / n (so ``gather_cat`` restores the global order)."""
     r = rank() if r is None else r
     n = world_size() if n is None else n
-    return items[r::n]
+    if len(items) % n:
+        raise ValueError(f"{len(items)} items cannot be split evenly over {n} ranks")
+    k = len(items) // n
+    return items[r * k:(r + 1) * k]
+
+
+def rank_rows(draw, n_local: int) -> torch.Tensor:
+    """This rank's ``n_local`` rows of a random draw made for the whole global batch.
+
+    ``draw(n)`` returns a tensor with n rows along dim 0 from a generator seeded alike on every
+    rank; each rank draws ``n_local * world_size()`` rows and keeps its contiguous share (the
+    layout of ``shard``). One process: exactly ``draw(n_local)``. No collective is involved."""
+    W = world_size()
+    if W == 1:
+        return draw(n_local)
+    r = rank()
+    return draw(n_local * W)[r * n_local:(r + 1) * n_local]
+
+
+def broadcast_ints(values: list[int]) -> list[int]:
+    """Rank 0's list of ints on every rank (the same length on every rank), for random choices
+    that all ranks must share, e.g. the gradient-carrying step of each block (GAN, DMD)."""
+    if world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.long, device=_COMM)
+    dist.broadcast(t, src=0)
+    return [int(v) for v in t.tolist()]
 
 
 def gather_cat(x: torch.Tensor) -> torch.Tensor:
@@ -85,3 +117,20 @@ def mean_scalar(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=_COMM)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()
+
+
+def gathered(x: torch.Tensor) -> torch.Tensor:
+    """The full tensor of an FSDP2-sharded ``DTensor`` (a collective: every rank calls it), or ``x``."""
+    from torch.distributed.tensor import DTensor
+
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+
+def match_layout(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` laid out as ``like``: this rank's shard of it when ``like`` is a sharded ``DTensor``
+    (every rank calls it with the same ``full``), else ``full`` unchanged."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(like, DTensor):
+        return full
+    return distribute_tensor(full.to(device=like.device, dtype=like.dtype), like.device_mesh, like.placements)

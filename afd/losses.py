@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from afd import dist
 from afd.student.base import StudentModel
 from afd.student.schedule import add_noise, shift_t
 from afd.text.encoder import TextEncoding
@@ -14,7 +15,7 @@ from afd.text.encoder import TextEncoding
 def block_timesteps(B: int, cfg, generator: torch.Generator, shift: float = 1.0,
                     t_min: float = 0.02) -> torch.Tensor:
     """An independent noise level per block, repeated over its frames: (B, T) in [t_min, 1]."""
-    u = torch.rand(B, cfg.n_blocks, generator=generator)
+    u = dist.rank_rows(lambda n: torch.rand(n, cfg.n_blocks, generator=generator), B)
     t = t_min + (1 - t_min) * shift_t(u, shift)
     return t.repeat_interleave(cfg.block_frames, dim=1)
 
@@ -31,7 +32,7 @@ def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
     t = torch.empty(n, B, cfg.n_blocks)
     for k in range(cfg.n_blocks):
         lv = torch.tensor(first if k == 0 else levels, dtype=torch.float32)
-        perm = torch.rand(B, len(lv), generator=generator).argsort(dim=1)[:, :n]  # (B, n)
+        perm = dist.rank_rows(lambda m: torch.rand(m, len(lv), generator=generator), B).argsort(dim=1)[:, :n]  # (B, n)
         t[:, :, k] = lv[perm].T
     return t.repeat_interleave(cfg.block_frames, dim=2)
 
@@ -48,7 +49,7 @@ def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: floa
     if t is None:
         t = pick(block_timesteps(n, cfg, generator, shift))
     t = t.to(x0.device)
-    eps = pick(torch.randn((n, *x0.shape[1:]), generator=generator)).to(x0.device)
+    eps = pick(dist.rank_rows(lambda m: torch.randn((m, *x0.shape[1:]), generator=generator), n)).to(x0.device)
     return t, eps, add_noise(x0, eps, t)
 
 

@@ -24,6 +24,8 @@ import re
 from collections.abc import Sequence
 
 import torch
+
+from afd import dist
 from afd.rollout_groups import per_rollout, rollouts_per_prompt
 
 # Mirroring swaps every one of these (rotation senses included), so a prompt naming any of
@@ -43,7 +45,8 @@ def flip_allowed(prompt: str) -> bool:
 def _flip_draws(n: int, generator: torch.Generator | None, p_flip: float) -> torch.Tensor:
     if not 0 <= p_flip <= 1:
         raise ValueError(f"p_flip must be in [0, 1], got {p_flip}")
-    return torch.rand(n, generator=generator) < p_flip
+    # One draw per clip of the global batch, this rank's share kept (afd.dist.rank_rows).
+    return dist.rank_rows(lambda m: torch.rand(m, generator=generator), n) < p_flip
 
 
 def _flip_rows(video: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

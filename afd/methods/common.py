@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import torch
 
+from afd import dist
 from afd.losses import prior_regulariser
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
@@ -15,9 +16,9 @@ from afd.text.encoder import TextEncoding
 def draw_grad_steps(n_blocks: int, n_steps: int, generator: torch.Generator) -> list[int]:
     """One denoising step per block that carries the gradient (Self-Forcing's random exit).
 
-    The generator is seeded identically on every rank (by (seed, iteration, student step)), so
-    every rank picks the same steps."""
-    return [int(i) for i in torch.randint(0, n_steps, (n_blocks,), generator=generator)]
+    The generator is seeded identically on every rank (by (seed, iteration, student step)); the
+    steps are still broadcast from rank 0, as every rank must run the same forward passes."""
+    return dist.broadcast_ints([int(i) for i in torch.randint(0, n_steps, (n_blocks,), generator=generator)])
 
 
 def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator: torch.Generator,
@@ -31,7 +32,8 @@ def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator
     first, levels = cfg.sampler_levels()
     # Indices < len(levels) are valid in block 0 too (it has at least as many levels).
     grad_steps = draw_grad_steps(cfg.n_blocks, len(levels), generator)
-    seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator)]
+    seeds = [int(s) for s in dist.rank_rows(lambda n: torch.randint(0, 2**31 - 1, (n,), generator=generator),
+                                             len(prompts))]
     noise = rollout_noise(prompts, seeds, student, len(first))
     return rollout(student, text, noise, levels, grad_steps=grad_steps, amp=amp, first_levels=first,
                    **guidance_kwargs(student, len(prompts)))

@@ -63,6 +63,10 @@ class StudentModel(Protocol):
     def lora_target_modules(self) -> list[str]:
         """Names of the linear maps LoRA adapts (``afd.student.lora``)."""
 
+    def repeated_blocks(self) -> list[torch.nn.Module]:
+        """The transformer blocks, called as modules by the forward: the units of FSDP2 sharding
+        and activation checkpointing (``afd.train.parallel``)."""
+
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
         """safetensors weights + JSON config (with its ``format`` tag)."""
 

@@ -88,3 +88,67 @@ def merged_copy(model: StudentModel) -> StudentModel:
             state[f"{n}.weight"] += m.get_delta_weight(adapter)
     plain.load_state_dict(state)
     return plain
+
+
+ADAPTER_FORMAT = "afd-lora-adapter"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def save_adapter(model: StudentModel, directory, extra: dict | None = None):
+    """Write only ``model``'s LoRA tensors (``adapter.safetensors``) and their rank, alpha and
+    target maps (``adapter_config.json``) to ``directory``, atomically: for a 1.3B student the
+    adapters are the part worth shipping. ``load_adapter`` puts them back onto the base."""
+    import json
+    from pathlib import Path
+
+    from afd.io_utils import atomic_write_text, save_safetensors_atomic
+
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRA adapters to save")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+    save_safetensors_atomic(tensors, directory / ADAPTER_WEIGHTS)
+    first = layers[0]
+    adapter = first.active_adapters[0]
+    meta = {"format": ADAPTER_FORMAT, "rank": int(first.r[adapter]), "alpha": float(first.lora_alpha[adapter]),
+            "target_modules": model.lora_target_modules(), "extra": extra or {}}
+    atomic_write_text(directory / ADAPTER_CONFIG, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def load_adapter(model: StudentModel, directory) -> StudentModel:
+    """Inject the adapters saved by ``save_adapter`` into ``model`` (its base, without adapters)
+    in place and load their weights strictly; one error naming the file on any mismatch."""
+    import json
+    from pathlib import Path
+
+    from afd.io_utils import load_safetensors
+
+    directory = Path(directory)
+    cfg_path = directory / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing (not a LoRA adapter folder written by afd)")
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{cfg_path}: format is {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}")
+    if has_lora(model):
+        raise ValueError(f"{directory}: the model already has LoRA adapters")
+    if sorted(meta["target_modules"]) != sorted(model.lora_target_modules()):
+        raise ValueError(f"{cfg_path}: the adapters target maps this model does not have "
+                         f"(saved {len(meta['target_modules'])}, the model's {len(model.lora_target_modules())})")
+    add_lora(model, int(meta["rank"]), float(meta["alpha"]))
+    tensors = load_safetensors(directory / ADAPTER_WEIGHTS)
+    own = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    if set(own) != set(tensors):
+        missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        raise ValueError(f"{directory / ADAPTER_WEIGHTS}: adapter weights do not match the model "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in tensors.items():
+        if v.shape != own[k].shape:
+            raise ValueError(f"{directory / ADAPTER_WEIGHTS}: '{k}' has shape {tuple(v.shape)}, "
+                             f"the model expects {tuple(own[k].shape)}")
+    model.load_state_dict(tensors, strict=False)
+    return model

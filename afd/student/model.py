@@ -278,6 +278,10 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
     # Linear maps of each transformer layer that get LoRA adapters (self-attention, cross-attention, MLP).
     LORA_TARGETS = ("qkv", "proj", "cross_q", "cross_kv", "cross_proj", "mlp.0", "mlp.2")
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The transformer layers: the units of FSDP2 sharding and activation checkpointing."""
+        return list(self.layers)
+
     def lora_target_modules(self) -> list[str]:
         """Names of the layers' linear maps that LoRA adapts (``afd.student.lora.add_lora``)."""
         return [n for n, m in self.named_modules()

@@ -191,6 +191,10 @@ class CausalWanStudent(BlockCausalModel, nn.Module):
         """The velocity ``eps - x0``: the raw prediction itself (B, T, C, H, W)."""
         return raw
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The transformer's blocks: the units of FSDP2 sharding and activation checkpointing."""
+        return list(self.transformer.blocks)
+
     def lora_target_modules(self) -> list[str]:
         """Names of the blocks' attention and feed-forward linear maps (``afd.student.lora.add_lora``)."""
         return [n for n, m in self.named_modules()

@@ -16,6 +16,7 @@ from afd.student.codec import make_codec
 from afd.student.lora import AdaptersOff, add_lora
 from afd.student.shipped import resolve_checkpoint
 from afd.train.ema import make_ema
+from afd.train.parallel import StudentParallel
 
 
 @dataclass
@@ -29,6 +30,7 @@ class RunParts:
     opt_disc: torch.optim.Optimizer
     base_dir: Path
     base_sha: str
+    parallel: StudentParallel  # how the student's training is spread over ranks
 
 
 def load_base(cfg, base_dir: Path, device: torch.device) -> StudentModel:
@@ -51,7 +53,8 @@ def check_disc_fits(disc_cfg, student: Student) -> None:
 
 def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     """Student (full or LoRA), its old policy (EMA) and frozen reference, the discriminator, the
-    method and both optimizers, all on ``device``. ``judge`` is handed to methods that need one."""
+    method and both optimizers, all on ``device``. ``judge`` is handed to methods that need one.
+    The student is wrapped for ``cfg.dist`` after every copy of it is made and before its optimizer."""
     if cfg.disc.rerender_t > 0 and cfg.train.method != "afd":
         raise ValueError(f"disc.rerender_t applies to afd only (train.method is {cfg.train.method!r}): "
                          "a method with a gradient through D would need it through the re-rendering too")
@@ -66,6 +69,8 @@ def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     disc = Discriminator(cfg.disc.model).to(device)
     models = Models(student=student, old=old, ref=ref, disc=disc, codec=make_codec(student.config))
     method = method_class(cfg.train.method)(cfg, models, judge)
+    parallel = StudentParallel(cfg.dist, device)
+    parallel.prepare(student)
     t = cfg.train
     opt_s = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=t.lr, betas=t.betas,
                               weight_decay=t.weight_decay)
@@ -74,4 +79,5 @@ def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     # The text encoder loads last, after every random initialisation above (as it always has).
     bundle = Student.wrap(student, codec=models.codec)
     check_disc_fits(cfg.disc.model, bundle)
-    return RunParts(bundle, models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"))
+    return RunParts(bundle, models, method, opt_s, opt_d, base_dir, file_sha256(base_dir / "model.safetensors"),
+                    parallel)

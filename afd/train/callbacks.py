@@ -108,15 +108,16 @@ class JudgeCallback(Callback):
                                          progress=tr.progress)
             atomic_write_text(before, json.dumps(report, indent=1) + "\n")
             print(f"train: base student evaluated in {time.time() - t0:.1f}s -> {before}")
+        model = tr.eval_model()  # every rank: under FSDP2 this gathers the student
         if tr.step == 0 and tr.main:
-            sub = self.judge.summarize(tr.models.student, e.prompts_per_split, e.per_prompt, e.seed)
+            sub = self.judge.summarize(model, e.prompts_per_split, e.per_prompt, e.seed)
             tr.logger.log(0, "eval", **sub)
             print("train: iteration 0 eval subset: " + ", ".join(f"{k} {v:.1f}" for k, v in sub.items()))
 
     def on_eval_point(self, tr, row: dict) -> None:
         e = tr.cfg.eval
         t0 = time.time()
-        sub = self.judge.summarize(tr.models.student, e.prompts_per_split, e.per_prompt, e.seed)
+        sub = self.judge.summarize(tr.eval_model(), e.prompts_per_split, e.per_prompt, e.seed)
         row.update({f"eval_{k}": v for k, v in sub.items()})
         row["t_eval"] = time.time() - t0
 
@@ -147,13 +148,14 @@ class StripCallback(Callback):
 
     def on_start(self, tr) -> None:
         prompts = self.prompts(tr)
+        model = tr.eval_model()  # every rank: under FSDP2 this gathers the student
         if tr.main and prompts:
             self.before = generate(tr.load_base(), prompts, [tr.cfg.eval.seed] * len(prompts))
             if tr.step == 0:
-                self.draw(tr, tr.models.student)
+                self.draw(tr, model)
 
     def on_eval_point(self, tr, row: dict) -> None:
-        self.draw(tr, tr.models.student)
+        self.draw(tr, tr.eval_model())
 
     def on_finish(self, tr, final) -> None:
         path = self.draw(tr, final)

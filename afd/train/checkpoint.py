@@ -9,6 +9,12 @@ ever unpickled)::
 
 A checkpoint is written into a temporary sibling directory and swapped in with renames, so a
 crash mid-write leaves the previous checkpoint intact.
+
+Modules named in ``adapters_only`` (a LoRA student and its old policy) keep only their LoRA
+tensors (``lora_`` in the name): the frozen base is the run's reference student, checked by
+sha256 on resume, so a checkpoint of a 1.3B model with rank-256 adapters is the adapters' size.
+Tensors are always full: a sharded (FSDP2) run gathers them first (``afd.train.parallel``), and
+loading lays them out as the module's own (``afd.dist.match_layout``).
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ from pathlib import Path
 
 import torch
 
-from afd.io_utils import atomic_write_text, load_safetensors, load_safetensors_checked, save_safetensors_atomic
+from afd import dist
+from afd.io_utils import atomic_write_text, load_safetensors, save_safetensors_atomic
 
 STATE_FILE = "state.json"
 
 
-def _optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def _is_adapter(name: str) -> bool:
+    return "lora_" in name
+
+
+def _optimizer_to_tensors(opt: torch.optim.Optimizer | dict) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt if isinstance(opt, dict) else opt.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for key, value in st.items():
@@ -39,8 +50,12 @@ def _optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.T
 
 def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     state: dict[int, dict] = {}
+    params = [p for g in opt.param_groups for p in g["params"]]  # state_dict's index order
     for name, value in tensors.items():
         idx, key = name.split(".", 1)
+        p = params[int(idx)]
+        if value.shape == p.shape:  # a moment of p: shard it as p is
+            value = dist.match_layout(value, p)
         state.setdefault(int(idx), {})[key] = value
     for name, value in meta.get("scalars", {}).items():
         idx, key = name.split(".", 1)
@@ -54,17 +69,21 @@ def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer], state: dict) -> Path:
-    """Write a checkpoint atomically (see module docstring). ``state`` must be JSON-able."""
+def save_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module | dict],
+                    optimizers: dict[str, torch.optim.Optimizer | dict], state: dict,
+                    adapters_only: frozenset[str] = frozenset()) -> Path:
+    """Write a checkpoint atomically (see module docstring). ``modules`` / ``optimizers`` map names
+    to modules / optimizers or to their (full) state dicts; ``state`` must be JSON-able."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name, module in modules.items():
-        save_safetensors_atomic({k: v.detach().contiguous() for k, v in module.state_dict().items()},
-                                tmp / f"{name}.safetensors")
+        sd = module if isinstance(module, dict) else module.state_dict()
+        if name in adapters_only:
+            sd = {k: v for k, v in sd.items() if _is_adapter(k)}
+        save_safetensors_atomic({k: v.detach().contiguous() for k, v in sd.items()}, tmp / f"{name}.safetensors")
     opt_meta = {}
     for name, opt in optimizers.items():
         tensors, meta = _optimizer_to_tensors(opt)
@@ -93,14 +112,32 @@ def read_checkpoint_state(directory: str | Path) -> dict:
 
 
 def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    """Restore modules and optimizers in place; returns the saved ``state`` dict."""
+                    optimizers: dict[str, torch.optim.Optimizer], adapters_only: frozenset[str] = frozenset()) -> dict:
+    """Restore modules and optimizers in place (strictly: every tensor the module holds, or for
+    ``adapters_only`` every LoRA tensor); returns the saved ``state`` dict."""
     directory = Path(directory)
     state = read_checkpoint_state(directory)
     for name, module in modules.items():
-        load_safetensors_checked(module, directory / f"{name}.safetensors")
+        _load_module(module, directory / f"{name}.safetensors", name in adapters_only)
     for name, opt in optimizers.items():
         if name not in state.get("optimizers", {}):
             raise ValueError(f"{directory / STATE_FILE}: no optimizer state for '{name}'")
         _optimizer_from_tensors(opt, load_safetensors(directory / f"optim-{name}.safetensors"), state["optimizers"][name])
     return state
+
+
+def _load_module(module: torch.nn.Module, path: Path, adapters_only: bool) -> None:
+    tensors = load_safetensors(path)
+    own = module.state_dict()
+    if adapters_only:
+        own = {k: v for k, v in own.items() if _is_adapter(k)}
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        what = "adapter weights" if adapters_only else "weights"
+        raise ValueError(f"{path}: {what} do not match the model (missing {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''})")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"{path}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    module.load_state_dict({k: dist.match_layout(v, own[k]) for k, v in tensors.items()}, strict=not adapters_only)

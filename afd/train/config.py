@@ -3,7 +3,8 @@
 Sections: ``run`` (where and how often to write), ``train`` (the loop shared by every method),
 ``teacher`` (the black box and its budget), ``student`` (which base, full fine-tuning or LoRA),
 ``disc`` (discriminator network, loss and eta_D), one section per method (``afd``, ``sft``,
-``gan``, ``dmd``; only ``train.method``'s is used), ``eval``.
+``gan``, ``dmd``; only ``train.method``'s is used), ``eval``, ``dist`` (how the student trains
+across ``torchrun`` ranks).
 Every field is documented where it is declared; the resolved config is saved as
 ``<run.dir>/config.yaml`` and inside every checkpoint.
 """
@@ -261,6 +262,25 @@ class EvalConfig:
 
 
 @dataclass
+class DistConfig:
+    """How the student trains across ``torchrun`` ranks (docs/training.md, "Many processes"). With
+    one process nothing is wrapped, except that ``activation_checkpointing`` still applies."""
+
+    # "ddp": every rank holds the whole student; torch's DistributedDataParallel all-reduces its
+    # gradients during backward. "fsdp2": torch's fully_shard, one unit per transformer block
+    # and one for the rest; parameters, gradients and optimizer state are split over ranks.
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    # fsdp2 only: "bf16" gathers parameters in bf16 for compute and reduces gradients in fp32
+    # (MixedPrecisionPolicy); "none" keeps everything fp32 (exact parity with one process).
+    mixed_precision: Literal["bf16", "none"] = "bf16"
+    # Recompute each transformer block's activations in backward instead of storing them.
+    activation_checkpointing: bool = False
+
+    def __post_init__(self):
+        check_choices(self)
+
+
+@dataclass
 class AdaptConfig:
     run: RunConfig = field(default_factory=RunConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
@@ -272,6 +292,7 @@ class AdaptConfig:
     gan: GANMethodConfig = field(default_factory=GANMethodConfig)
     dmd: DMDMethodConfig = field(default_factory=DMDMethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def public_config(cfg: AdaptConfig) -> AdaptConfig:

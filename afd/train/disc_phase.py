@@ -30,7 +30,8 @@ def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, gene
     object is, frame by frame (a conv D trained without it keyed on the student's artefacts instead)."""
     x = codec.encode(clips.float())
     tt = torch.full(x.shape[:2], float(t), device=x.device)
-    x_t = (1 - t) * x + t * torch.randn(x.shape, generator=generator).to(x.device)
+    eps = dist.rank_rows(lambda m: torch.randn((m, *x.shape[1:]), generator=generator), x.shape[0])
+    x_t = (1 - t) * x + t * eps.to(x.device)
     with autocast(x, amp):  # ref may be a LoRA view (AdaptersOff) without parameters of its own
         v = ref.to_velocity(ref.forward_train(x, x_t, tt, text), x_t, tt).float()
     return codec.decode(x_t - t * v).clamp(-1, 1)

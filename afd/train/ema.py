@@ -6,6 +6,8 @@ import copy
 
 import torch
 
+from afd import dist
+
 
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen copy of ``model`` to hold the averaged weights."""
@@ -16,9 +18,10 @@ def make_ema(model: torch.nn.Module) -> torch.nn.Module:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers copied)."""
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers copied). ``ema`` is
+    a plain module; ``model`` may be FSDP2-sharded (its parameters are then gathered: every rank calls this)."""
     for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
+        e.lerp_(dist.gathered(p.detach()), 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
 

@@ -41,6 +41,7 @@ from afd.train.checkpoint import load_checkpoint, save_checkpoint
 from afd.train.config import AdaptConfig, public_config
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update
+from afd.train.parallel import full_optimizer_state, full_state_dict
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.plan import CRITIC, DISC, GLOBAL, RERENDER, STUDENT_STEP, Plan, generator, seed_of
 from afd.train.resume import resumed_config
@@ -81,6 +82,8 @@ class Trainer:
         self.models, self.method = parts.models, parts.method
         self.opt_s, self.opt_d = parts.opt_student, parts.opt_disc
         self.base_dir, self.base_sha = parts.base_dir, parts.base_sha
+        self.parallel = parts.parallel
+        self._plain: tuple[int, torch.nn.Module] | None = None  # (step, unsharded student) for callbacks
         self.fmt = parts.student.fmt  # teacher clips are adapted to what the codec decodes to
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
         self.encoder = parts.student.text
@@ -89,7 +92,7 @@ class Trainer:
         self.step = 0
         self.warmup_done = cfg.disc.warmup_iters == 0
         if resume:
-            state = load_checkpoint(self.ckpt, self._modules(), self._optimizers())
+            state = load_checkpoint(self.ckpt, self._modules(), self._optimizers(), self._adapters_only())
             self.step = state["step"]
             self.warmup_done = state["warmup_done"]
             self.teacher.paid, self.teacher.cached = state["teacher_calls_paid"], state["teacher_calls_cached"]
@@ -109,19 +112,35 @@ class Trainer:
     def _optimizers(self) -> dict:
         return {"student": self.opt_s, "disc": self.opt_d, **self.method.optimizers()}
 
+    def _adapters_only(self) -> frozenset[str]:
+        """Modules whose checkpoint holds only their LoRA tensors (the base is the reference student)."""
+        return frozenset({"student", "old"}) if self.cfg.student.lora_rank else frozenset()
+
     def save(self) -> None:
+        """Write the training checkpoint; every rank calls it (a sharded student is gathered first)."""
+        modules = {k: full_state_dict(m) for k, m in self._modules().items()}
+        optimizers = {k: full_optimizer_state(o) for k, o in self._optimizers().items()}
         if not self.main:
             return
-        save_checkpoint(self.ckpt, self._modules(), self._optimizers(), {
+        save_checkpoint(self.ckpt, modules, optimizers, {
             "step": self.step, "config": config_to_dict(public_config(self.cfg)), "warmup_done": self.warmup_done,
             "reference": str(self.base_dir), "reference_sha256": self.base_sha,
             "teacher_calls_paid": self.teacher.paid, "teacher_calls_cached": self.teacher.cached,
             "rng": {"seed": self.cfg.train.seed, "note": "per-iteration generators are seeded by (seed, step)"},
-        })
+        }, self._adapters_only())
 
     def load_base(self):
         """A fresh copy of the student before adaptation (sampler overrides applied, on the run's device)."""
         return load_base(self.cfg, self.base_dir, self.device)
+
+    def eval_model(self):
+        """The student as the callbacks sample and evaluate it: the trained module itself, or under
+        FSDP2 an unsharded copy gathered at this step (every rank calls this; cached per step)."""
+        if not self.parallel.sharded:
+            return self.models.student
+        if self._plain is None or self._plain[0] != self.step:
+            self._plain = (self.step, self.parallel.plain_copy(self.models.student, self.models.old))
+        return self._plain[1]
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -183,15 +202,14 @@ class Trainer:
         sums: dict[str, float] = {}
         for s in range(t.student_steps):
             n_step = it * t.student_steps + s + 1  # optimizer steps taken once this one is
-            with autocast(student, t.amp):
+            with self.parallel.routed(student), autocast(student, t.amp):
                 out = self.method.student_loss(batch, prepared, generator(t.seed, it, STUDENT_STEP, s))
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"iteration {it}: student loss is {float(loss)}; lower train.lr")
             self.opt_s.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(params)
-            gn = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+            loss.backward()  # the engine (DDP, FSDP2) averages the gradients over ranks
+            gn = self.parallel.clip_grad_norm(params, t.grad_clip)
             self.opt_s.step()
             ema_update(self.models.old, student, t.old_decay_at(n_step))
             for k, v in out.items():
@@ -280,15 +298,18 @@ class Trainer:
         self.logger.log(self.step, "train", **{k: v for k, v in clean.items() if v is not None})
 
     def finish(self) -> Path:
-        """Save the adapted student (LoRA merged) and D, then the callbacks (final eval, strip)."""
-        final = self.models.student
+        """Save the adapted student (LoRA merged; the adapters alone too) and D, then the callbacks
+        (final eval, strip)."""
+        final = self.eval_model()
         if self.main:
-            from afd.student.lora import merged_copy
+            from afd.student.lora import merged_copy, save_adapter
 
-            final = merged_copy(final) if self.cfg.student.lora_rank else final
-            final.save_pretrained(self.out / "student", extra={
-                "adapted_with": config_to_dict(public_config(self.cfg)), "step": self.step, "base": str(self.base_dir),
-                "base_sha256": self.base_sha})
+            extra = {"adapted_with": config_to_dict(public_config(self.cfg)), "step": self.step,
+                     "base": str(self.base_dir), "base_sha256": self.base_sha}
+            if self.cfg.student.lora_rank:
+                save_adapter(final, self.out / "adapter", extra)
+                final = merged_copy(final)
+            final.save_pretrained(self.out / "student", extra=extra)
             self.models.disc.save_pretrained(self.out / "disc")
             print(f"train: {self.cfg.train.method} finished {self.step} iterations -> {self.out}")
         self._call("on_finish", final)

@@ -19,7 +19,7 @@ T = TypeVar("T")
 # afd train: fields that may change when resuming: run length, bookkeeping and where it runs (a copied run
 # continues under its new run.dir), never the optimisation.
 RESUME_MUTABLE = {"train.steps", "train.device", "run.dir", "run.save_every", "run.tensorboard", "eval.every",
-                  "eval.judge", "teacher.budget"}
+                  "eval.judge", "teacher.budget", "dist.strategy", "dist.activation_checkpointing"}
 
 
 def resumable_config(saved: T, cfg: T, where: str | Path, mutable: set[str]) -> T:
