@@ -1,0 +1,68 @@
+"""``afd student import``: a published Self-Forcing / Causal-Forcing checkpoint -> an afd Wan
+student folder (``save_pretrained``), converted once so that every later load is a plain one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from afd.cli import examples
+
+# The same names as afd.student.wan_import.SOURCES (kept here: that module imports torch and diffusers).
+SOURCES = ("self-forcing", "causal-forcing")
+PRESETS = ("wan2.1-1.3b",)  # WanStudentConfig's defaults: Wan2.1-T2V-1.3B, 21 frames in 3-frame blocks
+
+
+def register(sub) -> None:
+    p = sub.add_parser("student", help="student checkpoints: import a published Wan student",
+                       epilog=examples("afd student import --from self-forcing --checkpoint self_forcing_dmd.pt "
+                                       "--preset wan2.1-1.3b --out students/self-forcing"))
+    ss = p.add_subparsers(dest="student_command", required=True, metavar="STUDENT_COMMAND")
+    q = ss.add_parser(
+        "import", help="convert a Self-Forcing or Causal-Forcing .pt file into an afd Wan student folder",
+        epilog=examples("afd student import --from self-forcing --checkpoint self_forcing_dmd.pt "
+                        "--preset wan2.1-1.3b --out students/self-forcing",
+                        "afd student import --from causal-forcing --checkpoint framewise/causal_forcing.pt "
+                        "--preset wan2.1-1.3b --out students/cf-frame block_frames=1",
+                        "afd student import --from causal-forcing --checkpoint chunkwise/causal_forcing.pt "
+                        "--config wan_student.yaml --no-ema --out students/cf-chunk"))
+    q.add_argument("--from", dest="source", required=True, choices=SOURCES,
+                   help="the project whose training saved the checkpoint")
+    q.add_argument("--checkpoint", required=True, metavar="FILE.pt", help="the published .pt file")
+    cfg = q.add_mutually_exclusive_group(required=True)
+    cfg.add_argument("--config", metavar="FILE", help="the student's WanStudentConfig fields, YAML or JSON")
+    cfg.add_argument("--preset", choices=PRESETS,
+                     help="wan2.1-1.3b: WanStudentConfig's defaults (Wan2.1-T2V-1.3B sizes, 21 latent frames "
+                          "of 60x104 in 3-frame blocks)")
+    q.add_argument("--no-ema", action="store_true",
+                   help="import the 'generator' weights instead of the EMA copy 'generator_ema'")
+    q.add_argument("--out", required=True, help="new or empty folder for the student (model.safetensors + config.json)")
+    q.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. block_frames=1 codec=wan-vae vae_path=DIR")
+    q.set_defaults(func=cmd_import)
+
+
+def cmd_import(args) -> int:
+    from afd.cli import CLIError
+
+    out, checkpoint = Path(args.out), Path(args.checkpoint)
+    # Checked before anything is read: converting a 1.3B checkpoint takes a while.
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out}: exists and is not an empty folder; choose a new or empty one")
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+    from afd.config import load_config
+    from afd.student.wan_config import WanStudentConfig
+
+    config = load_config(WanStudentConfig, args.config, args.overrides)  # --preset: the defaults
+    try:
+        from afd.student.wan_import import IMPORTERS
+    except ImportError as e:  # diffusers missing: the message names the extra
+        raise CLIError(str(e)) from None
+
+    state = "generator" if args.no_ema else "generator_ema"
+    model = IMPORTERS[args.source](checkpoint, config, ema=not args.no_ema)
+    model.save_pretrained(out, extra={"imported_from": {"source": args.source, "checkpoint": str(checkpoint),
+                                                        "state": state}})
+    print(f"wrote {out}: {model.num_params() / 1e6:.1f}M-parameter Wan student from the {state!r} "
+          f"weights of {checkpoint}")
+    return 0
