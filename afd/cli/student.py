@@ -1,5 +1,8 @@
-"""``afd student import``: a published Self-Forcing / Causal-Forcing checkpoint -> an afd Wan
-student folder (``save_pretrained``), converted once so that every later load is a plain one."""
+"""``afd student ...``: student folders made locally, never downloaded. ``import``: a published
+Self-Forcing / Causal-Forcing checkpoint -> an afd Wan student folder (``save_pretrained``),
+converted once so that every later load is a plain one. ``tiny-wan``: a tiny random latent Wan
+student with its VAE and UMT5 encoder, for CPU runs."""
+
 
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ PRESETS = ("wan2.1-1.3b",)  # WanStudentConfig's defaults: Wan2.1-T2V-1.3B, 21 f
 
 
 def register(sub) -> None:
-    p = sub.add_parser("student", help="student checkpoints: import a published Wan student",
+    p = sub.add_parser("student", help="student folders: import a published Wan student, or write a tiny random one",
                        epilog=examples("afd student import --from self-forcing --checkpoint self_forcing_dmd.pt "
-                                       "--preset wan2.1-1.3b --out students/self-forcing"))
+                                       "--preset wan2.1-1.3b --out students/self-forcing",
+                                       "afd student tiny-wan --out runs/tiny-wan"))
     ss = p.add_subparsers(dest="student_command", required=True, metavar="STUDENT_COMMAND")
     q = ss.add_parser(
         "import", help="convert a Self-Forcing or Causal-Forcing .pt file into an afd Wan student folder",
@@ -39,6 +43,17 @@ def register(sub) -> None:
     q.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. block_frames=1 codec=wan-vae vae_path=DIR")
     q.set_defaults(func=cmd_import)
+
+    q = ss.add_parser("tiny-wan", help="a tiny random latent Wan student (Wan VAE codec, UMT5 text) for CPU runs",
+                      description="Writes OUT/vae (a tiny random AutoencoderKLWan), OUT/umt5 (a tiny random UMT5 "
+                                  "encoder with a word-level tokenizer of the world's prompt words) and OUT/student "
+                                  "(a random CausalWanStudent reading both, by absolute path). Needs the wan extra.",
+                      epilog=examples("afd student tiny-wan --out runs/tiny-wan",
+                                      "afd train --config configs/afd-wan-tiny.yaml   # reads runs/tiny-wan/student"))
+    q.add_argument("--out", required=True, help="folder to write vae/, umt5/ and student/ into")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random weights (the same seed, the same weights)")
+    q.add_argument("--force", action="store_true", help="replace vae/, umt5/ and student/ if they exist")
+    q.set_defaults(func=cmd_tiny_wan)
 
 
 def cmd_import(args) -> int:
@@ -65,4 +80,19 @@ def cmd_import(args) -> int:
                                                         "state": state}})
     print(f"wrote {out}: {model.num_params() / 1e6:.1f}M-parameter Wan student from the {state!r} "
           f"weights of {checkpoint}")
+    return 0
+
+
+def cmd_tiny_wan(args) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights: nothing to fetch
+    try:
+        import diffusers  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"the Wan student needs diffusers, which is not installed ({e}): pip install 'afd[wan]'") from None
+    from afd.student.wan_tiny import save_tiny_wan
+
+    paths = save_tiny_wan(args.out, seed=args.seed, force=args.force)
+    print(f"wrote {paths['student']} (a random CausalWanStudent), {paths['vae']} (Wan VAE), {paths['umt5']} (UMT5)")
     return 0

@@ -21,7 +21,7 @@ CUES = ("visible", "single_object", "steady_size", "steady_motion")
 _NO_MOTION = -10.0
 
 
-def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
+def rollout_measures(clips: torch.Tensor, prompts: list[str], fps: float = STUDENT.fps) -> dict[str, np.ndarray]:
     """Exact per-clip measures of student-format clips (N, T, 3, H, W) in [-1, 1] whose prompts
     are physics prompts, each (N,): ``physical_consistency`` (0-100, the world's fit) and the
     ``CUES``: ``visible`` (fraction of frames where the object is found, 0-1), ``single_object``
@@ -29,10 +29,11 @@ def rollout_measures(clips: torch.Tensor, prompts: list[str]) -> dict[str, np.nd
     variation of its area over the found frames, <= 0), ``steady_motion`` (minus the median size
     of the centroid's third difference in px/frame^3, <= 0: ballistic flight and rolling have
     none, a bounce adds one or two large values the median ignores, and a track that jumps
-    between frames - e.g. at a student's block boundaries - has many)."""
+    between frames - e.g. at a student's block boundaries - has many). ``fps``: the clips' rate
+    (the built-in students' 8 by default); they are resampled by timestamp to the eval format."""
     if clips.shape[0] != len(prompts):
         raise ValueError(f"{clips.shape[0]} clips but {len(prompts)} prompts")
-    tracks = [track(to_eval_format(Video(c.float().clamp(-1, 1), STUDENT.fps))) for c in clips]
+    tracks = [track(to_eval_format(Video(c.float().clamp(-1, 1), fps))) for c in clips]
     pc, _ = physical_consistency(tracks, [parse_prompt(p) for p in prompts])
     steady = []
     for t in tracks:

@@ -46,8 +46,11 @@ def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, s
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
     seeds_each = f"{per_prompt} seed{'s' if per_prompt > 1 else ''} each"
+    # The clips' own rate: the judge resamples them by timestamp to its format (a Wan student's
+    # decoded clips need not be the built-in students' 16 frames at 8 fps).
+    fps = model.config.video_format().fps
     with PhaseProgress(len(all_prompts), f"{name}: sample", progress, detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
-        clips = [Video(v, STUDENT.fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
+        clips = [Video(v, fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
     report, scores = score_clips(clips, all_prompts, progress, name)
     return report, scores, clips, all_prompts
 

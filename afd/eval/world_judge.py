@@ -9,6 +9,7 @@ from afd.eval.compare import HEADLINE, change_lines
 from afd.eval.measures import CUES, rollout_measures
 from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample_and_score
 from afd.eval.table import format_reports
+from afd.video.core import STUDENT
 from afd.world.grammar import PromptError, parse_prompt
 
 
@@ -17,6 +18,10 @@ class WorldJudge:
 
     score = "physical_consistency"
     cues = CUES
+    # The rate of the clips ``measure`` is given (they carry none): the built-in students' by
+    # default; a student decoding at another rate (a Wan student's ``fps``) needs its own here.
+    # ``evaluate`` and ``summarize`` read the rate from the model they sample.
+    clip_fps: float = STUDENT.fps
 
     def check_prompts(self, prompts: list[str], where: str) -> None:
         for p in prompts:
@@ -27,7 +32,7 @@ class WorldJudge:
                                  f"and {e}; for your own prompts set eval.judge=none") from None
 
     def measure(self, clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
-        return rollout_measures(clips.detach().cpu(), prompts)  # the tracker works on CPU arrays
+        return rollout_measures(clips.detach().cpu(), prompts, self.clip_fps)  # the tracker works on CPU arrays
 
     def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
                  progress: bool = False) -> dict:
