@@ -67,6 +67,10 @@ class DiscConfig:
     # Width of the prompt encodings D reads: the student's text encoder's ``dim`` (MiniLM: 384;
     # a UMT5 student's is its d_model). The trainer checks it against the student's encoder.
     text_dim: int = 384
+    # False: clips must be frames x 3 x size x size, as the built-in students decode. True: clips
+    # of any height and width (e.g. Wan's 480 x 832) are resized to size x size (bilinear,
+    # antialiased) before D, so a real student's non-square video fits a square backbone.
+    resize: bool = False
     motion_input: bool = True
     coord_input: bool = True
     instance_noise: float = 0.0

@@ -16,8 +16,10 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from afd import dist
 from afd.config import config_from_dict, config_to_dict
 from afd.disc.config import DiscConfig
 from afd.text import TextEncoding
@@ -59,14 +61,21 @@ class Discriminator(nn.Module):
     def forward(self, video: torch.Tensor, text: TextEncoding) -> torch.Tensor:
         c = self.config
         expected = (c.frames, 3, c.size, c.size)
-        if video.ndim != 5 or tuple(video.shape[1:]) != expected:
-            raise ValueError(f"discriminator expects clips of shape (B, {', '.join(map(str, expected))}), "
-                             f"got {tuple(video.shape)}")
+        fits = video.ndim == 5 and (tuple(video.shape[1:3]) == expected[:2] if c.resize
+                                    else tuple(video.shape[1:]) == expected)
+        if not fits:
+            shape = f"(B, {c.frames}, 3, H, W)" if c.resize else f"(B, {', '.join(map(str, expected))})"
+            raise ValueError(f"discriminator expects clips of shape {shape}, got {tuple(video.shape)}")
         if len(text) != video.shape[0]:
             raise ValueError(f"{video.shape[0]} clips but {len(text)} prompt encodings")
         x = video.float()
+        if c.resize and tuple(x.shape[-2:]) != (c.size, c.size):
+            x = F.interpolate(x.flatten(0, 1), size=(c.size, c.size), mode="bilinear", antialias=True,
+                              align_corners=False).unflatten(0, x.shape[:2])
         if self.training and c.instance_noise > 0:
-            x = x + c.instance_noise * torch.randn_like(x)
+            # One draw per clip of the global batch, this rank's share kept (afd.dist.rank_rows).
+            x = x + c.instance_noise * dist.rank_rows(
+                lambda n: torch.randn((n, *x.shape[1:]), dtype=x.dtype, device=x.device), x.shape[0])
         return self.net(x, text).float()
 
     # ----- parameters -----

@@ -23,6 +23,7 @@ class Judge(Protocol):
 
     score: str  # the key of ``measure``'s main per-clip score (higher is better)
     cues: tuple[str, ...]  # further per-clip measures whose rank agreement is logged
+    clip_fps: float  # the frame rate of the clips ``measure`` gets (the trainer sets the student's)
 
     def check_prompts(self, prompts: list[str], where: str) -> None:
         """Raise ValueError (naming ``where``) if the judge cannot score these prompts."""

@@ -111,10 +111,10 @@ def save_adapter(model: StudentModel, directory, extra: dict | None = None):
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
     save_safetensors_atomic(tensors, directory / ADAPTER_WEIGHTS)
-    first = layers[0]
+    first, adapted = layers[0], set(layers)
     adapter = first.active_adapters[0]
     meta = {"format": ADAPTER_FORMAT, "rank": int(first.r[adapter]), "alpha": float(first.lora_alpha[adapter]),
-            "target_modules": model.lora_target_modules(), "extra": extra or {}}
+            "target_modules": sorted(n for n, m in model.named_modules() if m in adapted), "extra": extra or {}}
     atomic_write_text(directory / ADAPTER_CONFIG, json.dumps(meta, indent=2) + "\n")
     return directory
 

@@ -42,13 +42,22 @@ def load_base(cfg, base_dir: Path, device: torch.device) -> StudentModel:
 
 def check_disc_fits(disc_cfg, student: Student) -> None:
     """D must read the student's decoded clips and its text encodings: one clear error if not."""
-    fmt, want = student.fmt, (disc_cfg.frames, disc_cfg.size, disc_cfg.text_dim)
+    fmt = student.fmt
+    if disc_cfg.resize:  # D resizes any frame size to its own: only frames and text width must agree
+        want, got = (disc_cfg.frames, disc_cfg.text_dim), (fmt.frames, student.text.dim)
+        if want != got:
+            raise ValueError(f"the discriminator reads (frames, text_dim) = {want} but the student gives {got} "
+                             f"({fmt.frames} frames of {fmt.height}x{fmt.width}, {student.text.name} text): "
+                             f"set disc.model.frames={fmt.frames} disc.model.text_dim={student.text.dim}")
+        return
+    want = (disc_cfg.frames, disc_cfg.size, disc_cfg.text_dim)
     got = (fmt.frames, fmt.height, student.text.dim)
     if want != got or fmt.height != fmt.width:
+        square = "" if fmt.height == fmt.width else " disc.model.resize=true (its frames are not square)"
         raise ValueError(f"the discriminator reads (frames, size, text_dim) = {want} but the student gives "
                          f"{got} ({fmt.frames} frames of {fmt.height}x{fmt.width}, {student.text.name} text): "
                          f"set disc.model.frames={fmt.frames} disc.model.size={fmt.height} "
-                         f"disc.model.text_dim={student.text.dim}")
+                         f"disc.model.text_dim={student.text.dim}{square}")
 
 
 def build_run(cfg, device: torch.device, judge=None) -> RunParts:

@@ -85,6 +85,8 @@ class Trainer:
         self.parallel = parts.parallel
         self._plain: tuple[int, torch.nn.Module] | None = None  # (step, unsharded student) for callbacks
         self.fmt = parts.student.fmt  # teacher clips are adapted to what the codec decodes to
+        if self.judge is not None:
+            self.judge.clip_fps = self.fmt.fps  # the log-only measures time the student's clips
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
         self.encoder = parts.student.text
         self.first_levels, self.levels = self.models.student.config.sampler_levels()

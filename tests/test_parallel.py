@@ -1,0 +1,177 @@
+"""Training across ranks (afd.train.parallel, afd.dist): two gloo processes under torchrun, with DDP
+and with FSDP2, give the parameters one process gives with the same global batch; checkpoints
+are full tensors a single process resumes; activation checkpointing changes nothing; LoRA
+checkpoints and adapters hold only the adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from afd import dist
+from afd.cli import main
+from afd.student.lora import add_lora, load_adapter, save_adapter
+from afd.student.model import CausalVideoTransformer
+from train_util import make_tiny_student, tiny_args
+
+ROOT = Path(__file__).resolve().parents[1]
+# One run's settings: no judge and no strips (nothing but training), fp32 so that two ranks and
+# one process differ only by float summation order.
+QUIET = ("train.steps=2", "eval.judge=none", "eval.every=0", "eval.strip_prompts=0", "run.tensorboard=false",
+         "train.device=cpu", "train.amp=false")
+
+
+def torchrun(args: list[str], nproc: int = 2) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "afd", "train", "--no-progress", *args]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def relative_gap(w0: dict, a: dict, b: dict) -> float:
+    """||a - b|| / ||a - w0||: how far two runs' updates from w0 disagree, relative to the update."""
+    assert a.keys() == b.keys()
+    num = sum(float((a[k] - b[k]).pow(2).sum()) for k in a) ** 0.5
+    den = sum(float((a[k] - w0[k]).pow(2).sum()) for k in a) ** 0.5
+    assert den > 0, "the run did not move the student"
+    return num / den
+
+
+def weights(run: Path, name: str = "student") -> dict:
+    return load_file(str(run / name / "model.safetensors"))
+
+
+def check_parity(base: Path, runs: dict[str, Path]) -> None:
+    """DDP and FSDP2 agree with each other to float noise; with one process up to what AdamW's
+    near-sign steps make of summation-order noise in near-zero gradients (measured: ~2e-3)."""
+    w0 = load_file(str(base / "model.safetensors"))
+    one = weights(runs["one"])
+    for name in ("ddp", "fsdp2"):
+        assert relative_gap(w0, one, weights(runs[name])) < 1e-2, name
+    assert relative_gap(w0, weights(runs["ddp"]), weights(runs["fsdp2"])) < 1e-3
+    d0 = weights(runs["one"], "disc")
+    for name in ("ddp", "fsdp2"):  # the discriminator averages its gradients explicitly
+        gap = sum(float((d0[k] - v).abs().max()) for k, v in weights(runs[name], "disc").items())
+        assert gap < 0.05, name
+
+
+def test_builtin_student_two_ranks_ddp_and_fsdp2_match_one_process(tmp_path):
+    student = make_tiny_student(tmp_path / "student")
+    cache = tmp_path / "cache"
+    runs = {k: tmp_path / k for k in ("one", "ddp", "fsdp2")}
+    args = lambda run, *extra: tiny_args(student, run, cache, *QUIET, *extra)  # noqa: E731
+    assert main(["train", "--no-progress", *args(runs["one"])]) == 0
+    torchrun(args(runs["ddp"], "dist.strategy=ddp"))
+    torchrun(args(runs["fsdp2"], "dist.strategy=fsdp2", "dist.mixed_precision=none"))
+    check_parity(student, runs)
+
+    # The sharded run's checkpoint holds full tensors, in the one-process layout: a single
+    # process resumes it (strategy and rank count may change on resume).
+    ckpt = runs["fsdp2"] / "checkpoint"
+    shapes = {k: v.shape for k, v in load_file(str(ckpt / "student.safetensors")).items()}
+    assert shapes == {k: v.shape for k, v in weights(runs["fsdp2"]).items()}
+    moments = load_file(str(ckpt / "optim-student.safetensors"))
+    assert sorted({v.shape for k, v in moments.items() if k.endswith("exp_avg")}) == sorted(
+        {v.shape for v in weights(runs["fsdp2"]).values()})
+    assert main(["train", "--no-progress", "--resume", *args(runs["fsdp2"], "train.steps=3", "dist.mixed_precision=none")]) == 0
+    rows = [json.loads(line) for line in (runs["fsdp2"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_gan_under_ddp_shares_the_exit_steps(tmp_path):
+    """GAN backpropagates through several forwards of a rollout, one random step per block: every
+    rank must take the same steps (broadcast from rank 0) for DDP's collectives to line up."""
+    student = make_tiny_student(tmp_path / "student")
+    cache = tmp_path / "cache"
+    one, ddp = tmp_path / "one", tmp_path / "ddp"
+    assert main(["train", "--no-progress", *tiny_args(student, one, cache, *QUIET, "train.method=gan")]) == 0
+    torchrun(tiny_args(student, ddp, cache, *QUIET, "train.method=gan", "dist.strategy=ddp"))
+    w0 = load_file(str(student / "model.safetensors"))
+    assert relative_gap(w0, weights(one), weights(ddp)) < 1e-2
+
+
+def test_wan_student_two_ranks_ddp_and_fsdp2_match_one_process(tmp_path):
+    pytest.importorskip("diffusers")
+    from afd.student.wan_tiny import save_tiny_wan
+
+    paths = save_tiny_wan(tmp_path / "tiny-wan")
+    cache = tmp_path / "cache"
+    runs = {k: tmp_path / k for k in ("one", "ddp", "fsdp2")}
+    common = ["--config", str(ROOT / "configs" / "afd-wan-tiny.yaml"), f"student.checkpoint={paths['student']}",
+              f"teacher.cache_dir={cache}", *QUIET]
+    assert main(["train", "--no-progress", *common, f"run.dir={runs['one']}"]) == 0
+    torchrun([*common, f"run.dir={runs['ddp']}", "dist.strategy=ddp"])
+    torchrun([*common, f"run.dir={runs['fsdp2']}", "dist.strategy=fsdp2", "dist.mixed_precision=none"])
+    check_parity(Path(paths["student"]), runs)
+
+
+def test_activation_checkpointing_changes_no_number(tmp_path):
+    student = make_tiny_student(tmp_path / "student")
+    cache = tmp_path / "cache"
+    for name, flag in (("plain", "false"), ("ckpt", "true")):
+        assert main(["train", "--no-progress", *tiny_args(student, tmp_path / name, cache, *QUIET,
+                                                          f"dist.activation_checkpointing={flag}")]) == 0
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "ckpt")
+    assert a.keys() == b.keys()  # parameter names unchanged by the checkpoint wrapper
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+
+
+def test_rank_shares_and_global_draws():
+    items = list(range(8))
+    assert [dist.shard(items, r, 2) for r in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="evenly"):
+        dist.shard(items, 0, 3)
+    # One process: exactly the plain draw (runs on one process keep their numbers).
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    torch.testing.assert_close(dist.rank_rows(lambda n: torch.randn(n, 3, generator=g1), 4),
+                               torch.randn(4, 3, generator=g2), rtol=0, atol=0)
+    assert dist.broadcast_ints([3, 1]) == [3, 1]
+
+
+def test_lora_checkpoint_holds_only_the_adapters_and_resumes(tmp_path):
+    student = make_tiny_student(tmp_path / "student")
+    run = tmp_path / "run"
+    args = tiny_args(student, run, tmp_path / "cache", *QUIET, "student.lora_rank=2", "train.steps=1")
+    assert main(["train", "--no-progress", *args]) == 0
+    for name in ("student", "old"):
+        keys = load_file(str(run / "checkpoint" / f"{name}.safetensors")).keys()
+        assert keys and all("lora_" in k for k in keys), name
+    assert main(["train", "--no-progress", "--resume", *args[:-1], "train.steps=2"]) == 0
+    # The adapters alone, next to the merged student, put back onto the base give the merged student.
+    base = CausalVideoTransformer.from_pretrained(student)
+    load_adapter(base, run / "adapter")
+    merged = CausalVideoTransformer.from_pretrained(run / "student")
+    x = torch.randn(1, base.config.frames, base.config.channels, base.config.height, base.config.width)
+    from afd.text.encoder import TextEncoding
+
+    text = TextEncoding(tokens=torch.randn(1, 3, base.config.text_dim), mask=torch.ones(1, 3, dtype=torch.bool),
+                        pooled=torch.randn(1, base.config.text_dim))
+    t = torch.full((1, base.config.frames), 0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(base.forward_train(x, x, t, text), merged.forward_train(x, x, t, text),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_folder_errors(tmp_path):
+    model = CausalVideoTransformer.from_pretrained(make_tiny_student(tmp_path / "student"))
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        save_adapter(model, tmp_path / "a")
+    add_lora(model, 2, 4.0)
+    out = save_adapter(model, tmp_path / "a")
+    meta = json.loads((out / "adapter_config.json").read_text())
+    assert (meta["rank"], meta["alpha"]) == (2, 4.0)
+    with pytest.raises(ValueError, match="already has LoRA"):
+        load_adapter(model, out)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_adapter(CausalVideoTransformer.from_pretrained(tmp_path / "student"), tmp_path / "nowhere")
