@@ -115,6 +115,22 @@ def test_efficientnet_batchnorm_folding_is_exact():
 
 
 # ----- losses -----
+def test_resize_reads_non_square_clips_at_its_own_size():
+    """disc.model.resize: a real student's 480x832-like frames reach the square backbone resized;
+    without it only size x size clips are taken."""
+    torch.manual_seed(0)
+    d = Discriminator(DiscConfig(resize=True)).eval()
+    wide = torch.rand(2, 16, 3, 24, 40) * 2 - 1
+    out = d(wide, fake_text(2))
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    square = torch.nn.functional.interpolate(wide.flatten(0, 1), size=(32, 32), mode="bilinear", antialias=True)
+    torch.testing.assert_close(out, d(square.unflatten(0, (2, 16)), fake_text(2)))
+    with pytest.raises(ValueError, match=r"\(B, 16, 3, H, W\)"):
+        d(torch.zeros(2, 8, 3, 24, 40), fake_text(2))
+    with pytest.raises(ValueError, match="expects clips of shape"):
+        Discriminator(DiscConfig())(wide, fake_text(2))
+
+
 def test_bt_loss_hand_computed():
     z = torch.zeros(4)
     assert bt_loss(z, z).item() == pytest.approx(math.log(2))

@@ -68,3 +68,7 @@ def test_the_discriminator_must_read_what_the_student_draws(tmp_path):
     check_disc_fits(DiscConfig(), s)  # 16 frames of 32x32, MiniLM's 384-dim text
     with pytest.raises(ValueError, match=r"set disc.model.frames=16 disc.model.size=32 disc.model.text_dim=384"):
         check_disc_fits(DiscConfig(frames=13, text_dim=16), s)
+    # With resize, D takes any frame size: only frames and text width are checked.
+    check_disc_fits(DiscConfig(size=64, resize=True), s)
+    with pytest.raises(ValueError, match=r"set disc.model.frames=16 disc.model.text_dim=384$"):
+        check_disc_fits(DiscConfig(frames=13, size=64, resize=True), s)
