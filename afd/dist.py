@@ -15,6 +15,7 @@ their updates agree up to float summation order (tests/test_parallel.py).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,10 @@ def init(backend: str = "gloo") -> None:
     CPU ranks, nccl for CUDA ranks (``afd.device.dist_backend``; the rank's GPU already set)."""
     global _COMM
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend)
+        # Other ranks wait at a barrier while rank 0 alone prefetches the teacher's clips or runs
+        # the base and final evals, which can take far longer than the default 10 minutes.
+        minutes = int(os.environ.get("AFD_DIST_TIMEOUT_MIN", "240"))
+        dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     if dist.is_initialized():
         _COMM = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -110,6 +114,15 @@ def average_gradients(params) -> None:
         p.grad /= world_size()
 
 
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank calls it)."""
+    if world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=_COMM)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def mean_scalar(value: float) -> float:
     """The mean of a per-rank float over ranks (for logging)."""
     if world_size() == 1:
@@ -117,6 +130,13 @@ def mean_scalar(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=_COMM)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()
+
+
+def is_sharded(x: torch.Tensor) -> bool:
+    """Whether ``x`` is an FSDP2-sharded ``DTensor``."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(x, DTensor)
 
 
 def gathered(x: torch.Tensor) -> torch.Tensor:

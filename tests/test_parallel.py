@@ -57,7 +57,7 @@ def check_parity(base: Path, runs: dict[str, Path]) -> None:
     one = weights(runs["one"])
     for name in ("ddp", "fsdp2"):
         assert relative_gap(w0, one, weights(runs[name])) < 1e-2, name
-    assert relative_gap(w0, weights(runs["ddp"]), weights(runs["fsdp2"])) < 1e-3
+    assert relative_gap(w0, weights(runs["ddp"]), weights(runs["fsdp2"])) < 1e-4
     d0 = weights(runs["one"], "disc")
     for name in ("ddp", "fsdp2"):  # the discriminator averages its gradients explicitly
         gap = sum(float((d0[k] - v).abs().max()) for k, v in weights(runs[name], "disc").items())

@@ -12,9 +12,11 @@ EfficientNet-Lite0 + LoRA variant (imports peft lazily).
 
 from afd.lazy import lazy_exports
 
-# Resolved on first use: reading a DiscConfig (afd.disc.config) must not load torch.
+# Resolved on first use: reading a DiscConfig (afd.disc.config) must not load torch. The function
+# ``augment`` is not re-exported: ``afd.disc.augment`` is its module (once imported, the package
+# attribute is the module), so it is ``from afd.disc.augment import augment``.
 __getattr__ = lazy_exports(__name__, {
-    "augment": "afd.disc.augment", "augment_pair": "afd.disc.augment", "flip_allowed": "afd.disc.augment",
+    "augment_pair": "afd.disc.augment", "flip_allowed": "afd.disc.augment",
     "DiscConfig": "afd.disc.config", "bt_loss": "afd.disc.losses", "gan_loss": "afd.disc.losses",
     "pairwise_accuracy": "afd.disc.losses", "r1_penalty": "afd.disc.losses", "r_phi": "afd.disc.losses",
     "Discriminator": "afd.disc.model", "read_disc_meta": "afd.disc.model",
@@ -23,7 +25,6 @@ __getattr__ = lazy_exports(__name__, {
 __all__ = [
     "DiscConfig",
     "Discriminator",
-    "augment",
     "augment_pair",
     "bt_loss",
     "flip_allowed",

@@ -73,9 +73,11 @@ class Discriminator(nn.Module):
             x = F.interpolate(x.flatten(0, 1), size=(c.size, c.size), mode="bilinear", antialias=True,
                               align_corners=False).unflatten(0, x.shape[:2])
         if self.training and c.instance_noise > 0:
-            # One draw per clip of the global batch, this rank's share kept (afd.dist.rank_rows).
-            x = x + c.instance_noise * dist.rank_rows(
+            # Several ranks: one draw per clip of the global batch, this rank's share kept
+            # (afd.dist.rank_rows). randn_like follows x's memory layout, so one process keeps it.
+            noise = torch.randn_like(x) if dist.world_size() == 1 else dist.rank_rows(
                 lambda n: torch.randn((n, *x.shape[1:]), dtype=x.dtype, device=x.device), x.shape[0])
+            x = x + c.instance_noise * noise
         return self.net(x, text).float()
 
     # ----- parameters -----

@@ -129,8 +129,9 @@ def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
 def _load_module(module: torch.nn.Module, path: Path, adapters_only: bool) -> None:
     tensors = load_safetensors(path)
     own = module.state_dict()
-    if adapters_only:
+    if adapters_only:  # a checkpoint written before adapter-only ones also holds the frozen base
         own = {k: v for k, v in own.items() if _is_adapter(k)}
+        tensors = {k: v for k, v in tensors.items() if _is_adapter(k)}
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if missing or unexpected:
         what = "adapter weights" if adapters_only else "weights"

@@ -21,6 +21,8 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers copied). ``ema`` is
     a plain module; ``model`` may be FSDP2-sharded (its parameters are then gathered: every rank calls this)."""
     for e, p in zip(ema.parameters(), model.parameters()):
+        if not p.requires_grad and dist.is_sharded(p):
+            continue  # frozen (a LoRA base): equal in both already, so no gather
         e.lerp_(dist.gathered(p.detach()), 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)

@@ -3,7 +3,7 @@
 One iteration (paper Algorithm 1, docs/method.md section 8):
 
 1. plan: P prompts of the pool, the teacher clip used for each, G rollout seeds each
-   (``afd.train.plan``: pure functions of (train.seed, iteration); rank r takes prompts r, r + W, ...);
+   (``afd.train.plan``: pure functions of (train.seed, iteration); each rank takes a contiguous share);
 2. teacher: those clips through the budgeted, shared cache (paid once, reused by every run);
 3. rollouts: G per prompt from the old policy (EMA of the student), no gradient;
 4. discriminator: n_D steps on prompt-paired (teacher, rollout) clips, then eval-mode scores;
@@ -140,13 +140,16 @@ class Trainer:
         FSDP2 an unsharded copy gathered at this step (every rank calls this; cached per step)."""
         if not self.parallel.sharded:
             return self.models.student
-        if self._plain is None or self._plain[0] != self.step:
+        if self._plain is None or self._plain[0] != self.step:  # shared by the callbacks of one hook
             self._plain = (self.step, self.parallel.plain_copy(self.models.student, self.models.old))
         return self._plain[1]
 
     def _call(self, hook: str, *args) -> None:
-        for cb in self.callbacks:
-            getattr(cb, hook)(self, *args)
+        try:
+            for cb in self.callbacks:
+                getattr(cb, hook)(self, *args)
+        finally:
+            self._plain = None  # a gathered copy lives only while the hook's callbacks run
 
     # ----- one iteration's pieces -----
 
@@ -155,13 +158,17 @@ class Trainer:
         prompts, clip_ids, seeds = Plan.for_config(self.cfg, it, self.pool).local()
         times = {}
         t0 = time.time()
+        over = None
         try:
             teacher = self.teacher.get(prompts, clip_ids).to(self.device)
         except TeacherBudgetExceeded as e:
+            over = e
+        # Every rank stops together (saving gathers a sharded student from all of them).
+        if dist.any_true(over is not None):
             self.save()
             raise TeacherBudgetExceeded(
-                f"{e}. Stopped before iteration {it}; the run up to there is saved in {self.ckpt} "
-                f"(continue with --resume teacher.budget=N)") from None
+                f"{over or 'another rank reached the teacher budget'}. Stopped before iteration {it}; the run up to "
+                f"there is saved in {self.ckpt} (continue with --resume teacher.budget=N)") from None
         times["t_teacher"] = time.time() - t0
         text = self.encoder.encode(prompts).to(self.device)
         batch = Batch(step=it, prompts=prompts, text=text, teacher=teacher)
@@ -207,11 +214,13 @@ class Trainer:
             with self.parallel.routed(student), autocast(student, t.amp):
                 out = self.method.student_loss(batch, prepared, generator(t.seed, it, STUDENT_STEP, s))
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"iteration {it}: student loss is {float(loss)}; lower train.lr")
             self.opt_s.zero_grad(set_to_none=True)
             loss.backward()  # the engine (DDP, FSDP2) averages the gradients over ranks
             gn = self.parallel.clip_grad_norm(params, t.grad_clip)
+            # The norm is global (a NaN on any rank reaches all), so every rank stops together.
+            if not (torch.isfinite(loss) and math.isfinite(gn)):
+                raise FloatingPointError(f"iteration {it}: student loss is {float(loss)}, gradient norm {gn}; "
+                                         "lower train.lr")
             self.opt_s.step()
             ema_update(self.models.old, student, t.old_decay_at(n_step))
             for k, v in out.items():

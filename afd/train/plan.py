@@ -44,5 +44,5 @@ class Plan:
         return cls(cfg.train.seed, it, pool, cfg.train.prompts, cfg.teacher.clips_per_prompt, cfg.train.rollouts)
 
     def local(self) -> tuple[list[str], list[int], list[list[int]]]:
-        """This rank's share: prompts r, r + W, ... with their clip ids and seeds."""
+        """This rank's contiguous share of the prompts, with their clip ids and seeds (``afd.dist.shard``)."""
         return dist.shard(self.prompts), dist.shard(self.clip_ids), dist.shard(self.seeds)
