@@ -100,6 +100,24 @@ def test_gan_under_ddp_shares_the_exit_steps(tmp_path):
     assert relative_gap(w0, weights(one), weights(ddp)) < 1e-2
 
 
+@pytest.mark.slow
+def test_lora_under_ddp_and_fsdp2_with_activation_checkpointing(tmp_path):
+    """The real recipe's setting (LoRA, FSDP2, checkpointing): the two engines agree; against one
+    process the gap is larger than with full fine-tuning (measured 6%): the adapters' first
+    gradients are near zero (norm ~1e-4), where AdamW's near-sign steps amplify summation noise."""
+    student = make_tiny_student(tmp_path / "student")
+    cache = tmp_path / "cache"
+    runs = {k: tmp_path / k for k in ("one", "ddp", "fsdp2")}
+    args = lambda run, *extra: tiny_args(student, run, cache, *QUIET, "student.lora_rank=2", *extra)  # noqa: E731
+    assert main(["train", "--no-progress", *args(runs["one"])]) == 0
+    torchrun(args(runs["ddp"], "dist.strategy=ddp"))
+    torchrun(args(runs["fsdp2"], "dist.strategy=fsdp2", "dist.mixed_precision=none", "dist.activation_checkpointing=true"))
+    w0 = load_file(str(student / "model.safetensors"))
+    assert relative_gap(w0, weights(runs["ddp"]), weights(runs["fsdp2"])) < 1e-4
+    assert relative_gap(w0, weights(runs["one"]), weights(runs["fsdp2"])) < 0.2
+    assert (runs["fsdp2"] / "adapter" / "adapter.safetensors").is_file()
+
+
 def test_wan_student_two_ranks_ddp_and_fsdp2_match_one_process(tmp_path):
     pytest.importorskip("diffusers")
     from afd.student.wan_tiny import save_tiny_wan
