@@ -2,9 +2,10 @@
 
 Runs under ``torchrun`` (``torch.distributed`` initialised by the caller or by ``init()`` from the
 environment) or as one plain process; every function is the identity for one process, so the
-loop has no ``if distributed`` branches. The student's gradients are shared by an engine
-(DDP or FSDP2, ``afd.train.parallel``); the small networks (the discriminator, DMD's critic)
-average theirs explicitly after ``backward`` (``average_gradients``).
+loop has no ``if distributed`` branches. In ``afd train`` the student's gradients are shared
+by an engine (DDP or FSDP2, ``afd.train.parallel``); the small networks (the discriminator, DMD's
+critic) and ``afd pretrain``'s model average theirs explicitly after ``backward``
+(``average_gradients``).
 
 Ranks hold contiguous shares of the global batch (``shard``), and every per-row random draw is
 made for the global batch on every rank, each keeping its own rows (``rank_rows``). So a run on
