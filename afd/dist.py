@@ -4,8 +4,8 @@ Runs under ``torchrun`` (``torch.distributed`` initialised by the caller or by `
 environment) or as one plain process; every function is the identity for one process, so the
 loop has no ``if distributed`` branches. In ``afd train`` the student's gradients are shared
 by an engine (DDP or FSDP2, ``afd.train.parallel``); the small networks (the discriminator, DMD's
-critic) and ``afd pretrain``'s model average theirs explicitly after ``backward``
-(``average_gradients``).
+critic) average theirs explicitly after ``backward`` (``average_gradients``). ``afd pretrain``
+runs as one process.
 
 Ranks hold contiguous shares of the global batch (``shard``), and every per-row random draw is
 made for the global batch on every rank, each keeping its own rows (``rank_rows``). So a run on
