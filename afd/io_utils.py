@@ -83,16 +83,21 @@ def load_safetensors_checked(module: torch.nn.Module, path: str | os.PathLike, p
     tensors = load_safetensors(path)
     if prefix:
         tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    own = module.state_dict()
+    check_state_matches(module.state_dict(), tensors, path)
+    module.load_state_dict(tensors, strict=True)
+
+
+def check_state_matches(own: dict, tensors: dict, source, what: str = "weights", target: str = "the model") -> None:
+    """One ValueError naming ``source`` when ``tensors`` and ``own`` (name -> tensor) differ in
+    their names (a few missing / unexpected listed) or in any tensor's shape."""
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        raise ValueError(f"{source}: {what} do not match {target} (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{path}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
-    module.load_state_dict(tensors, strict=True)
+            raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)}, {target} expects {tuple(own[k].shape)}")
 
 
 def read_pretrained_meta(directory: str | os.PathLike, format_name: str, kind: str,

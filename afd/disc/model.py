@@ -105,16 +105,10 @@ class Discriminator(nn.Module):
 
     def load_saved_state_dict(self, state: dict[str, torch.Tensor], source: str = "state") -> None:
         """Inverse of ``saved_state_dict``; strict about keys and shapes (errors name ``source``)."""
+        from afd.io_utils import check_state_matches
+
         own = {k: v for k, v in self.state_dict().items() if k not in self._frozen_keys()}
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"{source}: weights do not match the discriminator (missing {missing[:5]}"
-                             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                             f"{'...' if len(unexpected) > 5 else ''})")
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)}, the discriminator expects {tuple(own[k].shape)}")
+        check_state_matches(own, state, source, target="the discriminator")
         result = self.load_state_dict(state, strict=False)
         assert not result.unexpected_keys, result.unexpected_keys
 

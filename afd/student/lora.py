@@ -125,7 +125,7 @@ def load_adapter(model: StudentModel, directory) -> StudentModel:
     import json
     from pathlib import Path
 
-    from afd.io_utils import load_safetensors
+    from afd.io_utils import check_state_matches, load_safetensors
 
     directory = Path(directory)
     cfg_path = directory / ADAPTER_CONFIG
@@ -142,13 +142,6 @@ def load_adapter(model: StudentModel, directory) -> StudentModel:
     add_lora(model, int(meta["rank"]), float(meta["alpha"]))
     tensors = load_safetensors(directory / ADAPTER_WEIGHTS)
     own = {k: v for k, v in model.state_dict().items() if "lora_" in k}
-    if set(own) != set(tensors):
-        missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-        raise ValueError(f"{directory / ADAPTER_WEIGHTS}: adapter weights do not match the model "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in tensors.items():
-        if v.shape != own[k].shape:
-            raise ValueError(f"{directory / ADAPTER_WEIGHTS}: '{k}' has shape {tuple(v.shape)}, "
-                             f"the model expects {tuple(own[k].shape)}")
+    check_state_matches(own, tensors, directory / ADAPTER_WEIGHTS, "adapter weights")
     model.load_state_dict(tensors, strict=False)
     return model

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from afd import dist
-from afd.io_utils import atomic_write_text, load_safetensors, save_safetensors_atomic
+from afd.io_utils import atomic_write_text, check_state_matches, load_safetensors, save_safetensors_atomic
 
 STATE_FILE = "state.json"
 
@@ -132,13 +132,5 @@ def _load_module(module: torch.nn.Module, path: Path, adapters_only: bool) -> No
     if adapters_only:  # a checkpoint written before adapter-only ones also holds the frozen base
         own = {k: v for k, v in own.items() if _is_adapter(k)}
         tensors = {k: v for k, v in tensors.items() if _is_adapter(k)}
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        what = "adapter weights" if adapters_only else "weights"
-        raise ValueError(f"{path}: {what} do not match the model (missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''})")
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{path}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    check_state_matches(own, tensors, path, "adapter weights" if adapters_only else "weights")
     module.load_state_dict({k: dist.match_layout(v, own[k]) for k, v in tensors.items()}, strict=not adapters_only)
