@@ -26,3 +26,24 @@ def tiny_state_student(tmp_path_factory):
 
     return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny-state", codec="state", channels=10,
                              height=1, width=1, patch=1, video_size=32, project_blocks=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_dir(tmp_path_factory):
+    """A saved tiny random frame codec (afd/student/frame_codec.py): 4-channel 1x1 latents of 32x32 frames."""
+    import torch
+
+    from afd.student.frame_codec import FrameAutoencoder, FrameCodecConfig
+
+    torch.manual_seed(0)
+    model = FrameAutoencoder(FrameCodecConfig(latent_channels=4, width=8, decoder_depth=2))
+    return model.save_pretrained(tmp_path_factory.mktemp("codec") / "tiny-codec")
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_student(tmp_path_factory, tiny_codec_dir):
+    """A saved tiny chunk-wise latent student over ``tiny_codec_dir``'s latents."""
+    from train_util import make_tiny_student
+
+    return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny-latent", codec="learned",
+                             codec_path=str(tiny_codec_dir), channels=4, height=1, width=1, patch=1, video_size=32)

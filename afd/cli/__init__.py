@@ -13,7 +13,7 @@ import sys
 from afd.teacher.base import TeacherError
 
 # Modules that define ``register(subparsers)``; order is the order in ``afd --help``.
-COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher", "afd.cli.train", "afd.cli.probe", "afd.cli.sample", "afd.cli.student", "afd.cli.reproduce"]
+COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher", "afd.cli.train", "afd.cli.probe", "afd.cli.sample", "afd.cli.student", "afd.cli.codec", "afd.cli.reproduce"]
 
 
 class CLIError(Exception):

@@ -1,7 +1,8 @@
 """The seam between videos and the space the student models.
 
 The pixel student works on pixels (identity codec); the state student on each frame's object
-state (``afd.student.state_codec``); the latent Wan student on normalised Wan VAE latents
+state (``afd.student.state_codec``); the latent student on the latents of a learned frame
+autoencoder (``afd.student.frame_codec``); the latent Wan student on normalised Wan VAE latents
 (``afd.student.wan_vae``). The sampler
 and the trainer call ``encode`` / ``decode`` / ``project`` and never look inside.
 """
@@ -44,7 +45,7 @@ class PixelCodec:
         return latent.clamp(-1, 1)
 
 
-CODECS = ("pixel", "state", "wan-vae")
+CODECS = ("pixel", "state", "learned", "wan-vae")
 
 
 def make_codec(config) -> Codec:
@@ -58,6 +59,16 @@ def make_codec(config) -> Codec:
         from afd.student.state_codec import StateCodec
 
         codec = StateCodec(config.video_size)
+    elif config.codec == "learned":
+        from afd.student.frame_codec import LearnedCodec, load_frame_codec
+
+        model = load_frame_codec(config.codec_path)
+        want = (config.channels, config.height, config.width)
+        if model.config.latent_shape != want or model.config.size != config.video_size:
+            raise ValueError(f"codec_path {config.codec_path!r}: the codec maps {model.config.size}x{model.config.size} "
+                             f"frames to latents {model.config.latent_shape}, but the student models {want} latents "
+                             f"decoded to video_size {config.video_size}")
+        codec = LearnedCodec(model)
     elif config.codec == "wan-vae":
         from afd.student.wan_vae import WanVAECodec, load_vae
 

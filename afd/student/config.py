@@ -72,7 +72,10 @@ class StudentConfig(BlockSampler):
     # "x0": the network predicts the clean block and the velocity is (x_t - x0_hat) / t;
     # "velocity": it predicts v directly. x0 trained where velocity produced noise in a trial.
     prediction: Literal["x0", "velocity"] = "x0"
-    codec: Literal["pixel", "state"] = "pixel"  # afd.student.codec
+    codec: Literal["pixel", "state", "learned"] = "pixel"  # afd.student.codec
+    # codec "learned": the frame codec's folder or shipped name (afd.student.frame_codec), whose
+    # latent shape must be (channels, height, width).
+    codec_path: str = ""
     video_size: int = 0
     # Default few-step sampler (overridable at sampling time): ``steps`` denoising steps per
     # block at levels 1 - i / steps, shifted by ``shift`` (docs/method.md section 2).
@@ -146,6 +149,11 @@ class StudentConfig(BlockSampler):
                                  f"(the decoded frame side), got {got} and video_size {self.video_size}")
             if self.refine:
                 raise ValueError("refine (a pixel refinement head) does not apply to codec 'state'")
+        elif self.codec == "learned":
+            if not self.codec_path or self.video_size < 1 or self.refine:
+                raise ValueError(f"codec 'learned' needs codec_path (a frame codec folder or shipped name), "
+                                 f"video_size >= 1 (the decoded frame side) and refine 0; got codec_path "
+                                 f"{self.codec_path!r}, video_size {self.video_size}, refine {self.refine}")
         elif self.video_size not in (0, self.height) or self.height != self.width or self.channels != 3:
             raise ValueError(f"codec 'pixel' models square RGB frames as they are: channels 3, height == width, "
                              f"video_size 0 or height; got channels {self.channels}, {self.height}x{self.width}, "
@@ -163,7 +171,8 @@ class StudentConfig(BlockSampler):
     #     needs it, refuses 0 in __post_init__, so a state checkpoint must state it);
     #   first_guidance: 0 gives block 0 the same guidance as the others;
     #   project_blocks: False caches the raw block, as every rollout did before.
-    CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks"})
+    #   codec_path: "" is no learned codec, which none of them uses.
+    CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path"})
 
     @property
     def pixel_size(self) -> int:
