@@ -164,14 +164,15 @@ _LOADED: dict[Path, FrameAutoencoder] = {}
 
 def resolve_codec(spec: str | Path) -> Path:
     """A codec folder: ``spec`` itself if it is a directory, else a shipped name (``checkpoints/NAME``)."""
-    from afd.student.shipped import CHECKPOINTS_DIR
+    from afd.student.shipped import CHECKPOINTS_DIR, shipped_names
 
     path = Path(spec)
     if path.is_dir():
         return path
     if spec and (CHECKPOINTS_DIR / str(spec)).is_dir():
         return CHECKPOINTS_DIR / str(spec)
-    raise FileNotFoundError(f"{spec!r}: no such codec directory (nor a shipped name in {CHECKPOINTS_DIR})")
+    names = ", ".join(shipped_names(frozenset({FORMAT}))) or "none found"
+    raise FileNotFoundError(f"{spec!r}: no such codec directory (shipped codecs: {names})")
 
 
 def load_frame_codec(spec: str | Path) -> FrameAutoencoder:
