@@ -84,7 +84,6 @@ class FrameAutoencoder(nn.Module):
             convs.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
             side //= 2
         self.enc_convs = nn.ModuleList(convs)
-        self.enc_side = side
         self.enc_out = nn.Linear(w * side * side, cfg.latent_channels * cfg.latent_size ** 2)
         self.dec_latent = nn.Linear(cfg.latent_channels, w)
         self.dec_coords = nn.Linear(2, w, bias=False)
