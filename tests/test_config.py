@@ -392,3 +392,27 @@ def test_shipped_method_configs_share_the_afd_budget():
         same = {k: v for k, v in other["train"].items() if k not in ("method", "lr")}
         assert same == {k: v for k, v in afd["train"].items() if k not in ("method", "lr")}
         assert other["train"]["lr"] == (afd["train"]["lr"] if method == "sft" else 1e-5)
+
+
+def test_every_shipped_config_loads_as_its_kind():
+    """A typo in a committed YAML is found here, not an hour into a reproduction."""
+    from afd.reproduce.config import ReproduceConfig
+    from afd.train.codec_train import CodecTrainConfig
+    from afd.train.config import AdaptConfig
+    from afd.train.pretrain import PretrainConfig
+
+    def kind(name: str):
+        for prefix, cls in (("reproduce", ReproduceConfig), ("pretrain", PretrainConfig), ("codec-", CodecTrainConfig)):
+            if name.startswith(prefix):
+                return cls
+        return AdaptConfig
+
+    paths = sorted(Path("configs").glob("*.yaml"))
+    assert len(paths) >= 20
+    for path in paths:
+        load_config(kind(path.name), path)
+    frame = load_config(PretrainConfig, "configs/pretrain-latent-frame.yaml")
+    assert frame.model.block_frames == 1 and frame.init == "base-latent"
+    assert frame.export == "checkpoints/base-latent-frame"
+    latent = load_config(ReproduceConfig, "configs/reproduce-latent.yaml")
+    assert latent.families == {"latent-chunk": "base-latent", "latent-frame": "base-latent-frame"}
