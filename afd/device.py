@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Union
 
 if TYPE_CHECKING:
     import torch
@@ -62,14 +62,66 @@ def device_of(x) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(where, enabled: bool = True):
-    """bf16 autocast on the device of ``where`` (a module, tensor or device), or a no-op context.
+AmpSetting = Union[bool, Literal["auto"]]  # a config's ``amp``: true, false or "auto"
 
-    bf16 on both CPU (AMX makes it ~4x faster than fp32 here) and CUDA; losses and optimizer
-    states stay fp32 outside it."""
+
+def cpu_bf16_features() -> list[str]:
+    """The CPU features that compute bf16 matmuls natively (AMX, AVX512-BF16) this CPU reports
+    (Linux /proc/cpuinfo flags; elsewhere none are known). Without them oneDNN emulates bf16,
+    which is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+
+
+def bf16_native(device) -> bool:
+    """Whether ``device`` (a module, tensor or device) computes bf16 natively: a CUDA GPU with bf16,
+    or a CPU with AMX or AVX512-BF16."""
     import torch
 
-    if not enabled:
+    dev = device_of(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return dev.type == "cpu" and bool(cpu_bf16_features())
+
+
+def resolve_amp(amp: AmpSetting, where) -> bool:
+    """Whether a run with setting ``amp`` uses bf16 autocast on the device of ``where``: true and
+    false as they say; "auto" only where bf16 is native (``bf16_native``), fp32 elsewhere."""
+    if amp == "auto":
+        return bf16_native(where)
+    if not isinstance(amp, bool):
+        raise ValueError(f"amp must be true, false or auto, got {amp!r}")
+    return amp
+
+
+def describe_precision(amp: AmpSetting, where) -> str:
+    """One line for a run's log: the precision it computes in and why."""
+    dev = device_of(where)
+    on = resolve_amp(amp, dev)
+    what = "bf16 autocast" if on else "fp32"
+    if amp != "auto":
+        return f"{what} (amp={str(amp).lower()})"
+    if dev.type == "cpu":
+        feats = cpu_bf16_features()
+        why = f"this CPU has {', '.join(feats)}" if feats else "this CPU has no AMX or AVX512-BF16, so bf16 is emulated"
+    else:
+        why = f"{dev.type} {'supports' if on else 'lacks'} bf16"
+    return f"{what} (amp=auto: {why})"
+
+
+def autocast(where, enabled: AmpSetting = True):
+    """bf16 autocast on the device of ``where`` (a module, tensor or device), or a no-op context.
+
+    ``enabled`` is a config's ``amp`` (``resolve_amp``): "auto" autocasts only where bf16 is
+    native, since emulated bf16 (a CPU without AMX or AVX512-BF16) is slower than fp32. Losses and
+    optimizer states stay fp32 outside it."""
+    import torch
+
+    if not resolve_amp(enabled, where):
         return nullcontext()
     return torch.autocast(device_of(where).type, dtype=torch.bfloat16)
 

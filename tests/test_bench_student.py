@@ -29,7 +29,7 @@ TINY = StudentConfig(dim=32, depth=1, heads=2, frames=4)  # one 4-frame block
 TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8"]
 PRETRAIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain.yaml"
 ROLLOUT_KEYS = {"speedup_at_4_blocks", "frames_per_s_cached", "frames_per_s_recompute", "by_blocks", "batch", "steps"}
-TRAIN_KEYS = {"ms_per_step", "mfu", "peak_bf16_tflops", "model_tflops_per_step", "analytic_tflops_per_step", "batch"}
+TRAIN_KEYS = {"ms_per_step", "mfu", "peak_tflops", "precision", "model_tflops_per_step", "analytic_tflops_per_step", "batch"}
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import torch
 from train_util import tiny_args
 
 from afd.cli import main
-from afd.device import autocast, device_of, dist_backend, resolve_device
+from afd import device as afd_device
+from afd.device import autocast, describe_precision, device_of, dist_backend, resolve_amp, resolve_device
 
 
 def test_resolve_device_and_backend():
@@ -37,6 +38,28 @@ def test_autocast_follows_the_module_device():
         assert torch.is_autocast_enabled("cpu") and layer(torch.ones(1, 4)).dtype == torch.bfloat16
     with autocast(layer, False):
         assert layer(torch.ones(1, 4)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("features", [[], ["avx512_bf16"], ["amx_bf16", "avx512_bf16"]])
+def test_amp_auto_autocasts_only_where_the_cpu_computes_bf16(monkeypatch, features):
+    """amp=auto: bf16 autocast on a CPU with AMX or AVX512-BF16, fp32 on one that would emulate it;
+    true and false mean what they say on any CPU, and the log line names the reason."""
+    monkeypatch.setattr(afd_device, "cpu_bf16_features", lambda: features)
+    cpu, layer = torch.device("cpu"), torch.nn.Linear(4, 4)
+    assert resolve_amp("auto", cpu) is bool(features)
+    assert resolve_amp(True, cpu) is True and resolve_amp(False, cpu) is False
+    with autocast(layer, "auto"):
+        assert layer(torch.ones(1, 4)).dtype == (torch.bfloat16 if features else torch.float32)
+    line = describe_precision("auto", cpu)
+    assert line.startswith("bf16 autocast" if features else "fp32")
+    assert ("emulated" in line) is not bool(features)
+    with pytest.raises(ValueError, match="amp must be true, false or auto"):
+        resolve_amp("yes", cpu)
+
+
+def test_cpu_bf16_features_reads_this_machine():
+    feats = afd_device.cpu_bf16_features()
+    assert set(feats) <= {"amx_bf16", "avx512_bf16"}
 
 
 def test_device_cpu_and_auto_train_the_same_student_on_cpu(tiny_student, tmp_path):

@@ -9,7 +9,7 @@ student's 16-frame clip). The table also shows the ratio of tokens processed (``
 at 4 steps and 4 blocks it is only 40 / 19 = 2.1x, because the cached path pays an extra clean
 pass per block, so 3x there needs the quadratic attention term (long prefixes) to matter.
 
-Settings match real use: bf16 autocast (``amp=True``), ``torch.no_grad``, the model's own
+Settings match real use: ``amp="auto"`` (bf16 autocast where bf16 is native), ``torch.no_grad``, the model's own
 rollout code. Timing does not depend on the weights, so without ``--checkpoint`` a freshly
 initialised default-size student is used.
 """
@@ -82,7 +82,7 @@ def work_ratio(n: int, steps: int) -> float:
 
 def _time_once(model, text, noise, levels, n: int, use_cache: bool) -> float:
     t0 = time.perf_counter()
-    rollout(model, text, noise, levels, use_cache=use_cache, amp=True, n_blocks=n)
+    rollout(model, text, noise, levels, use_cache=use_cache, amp="auto", n_blocks=n)
     return time.perf_counter() - t0
 
 

@@ -1,15 +1,16 @@
 """Pretraining step time and MFU of the causal student.
 
 Times ``afd.train.pretrain.Pretrainer.step``, the very step ``pretrain`` runs (lr schedule, text
-dropout, bf16-autocast ``flow_matching_loss``, ``backward``, ``clip_grad_norm_``, ``AdamW.step``
+dropout, ``flow_matching_loss`` under the config's ``amp``, ``backward``, ``clip_grad_norm_``, ``AdamW.step``
 over the trainable parameters, EMA update), on the student, EMA and optimizer that
 ``Pretrainer.build`` makes from a pretraining config, on batches drawn by the loop's own
 ``batch_at``. The batches are rendered and codec-encoded before timing (reported separately as
 data time: it is the world simulator, not the model).
 
-MFU = (model FLOPs per step / seconds per step) / peak, where the peak is the best bf16 matmul
-throughput measured in the same process (large square ``bf16 @ bf16`` products), so it reflects
-this machine, its thread count and its current load. Model FLOPs are counted by
+MFU = (model FLOPs per step / seconds per step) / peak, where the peak is the best matmul
+throughput measured in the same process in the precision the step runs in (large square
+``bf16 @ bf16`` products under bf16 autocast, ``fp32 @ fp32`` otherwise: ``amp`` resolved by
+``afd.device.resolve_amp``), so it reflects this machine, its thread count and its current load. Model FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on one real step (taught the CPU flash-attention
 kernels, which it does not know) and cross-checked against the analytic count of
 ``analytic_step_flops``. A ``torch.profiler`` pass over one step shows where the time goes.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from afd.device import resolve_amp
 from afd.student.config import StudentConfig
 from afd.text.encoder import MAX_TOKENS
 
@@ -53,17 +55,19 @@ def num_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def peak_bf16_tflops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 3) -> dict:
-    """Best measured bf16 matmul throughput (TFLOPS) over square sizes n x n @ n x n.
+def peak_tflops(dtype: torch.dtype = torch.bfloat16, sizes: tuple[int, ...] = (1024, 2048, 4096),
+                repeats: int = 3) -> dict:
+    """Best measured matmul throughput (TFLOPS) in ``dtype`` over square sizes n x n @ n x n.
 
-    The inputs are bf16 tensors (no autocast casts in the timed region), so this is the
-    kernel's own peak on this machine: the ceiling the model's matmuls could reach.
+    The inputs are ``dtype`` tensors (no autocast casts in the timed region), so this is the
+    kernel's own peak on this machine in the precision the step computes in: the ceiling its
+    matmuls could reach.
     """
     by_size = {}
     for n in sizes:
         g = torch.Generator().manual_seed(n)
-        a = torch.randn(n, n, generator=g).to(torch.bfloat16)
-        b = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        a = torch.randn(n, n, generator=g).to(dtype)
+        b = torch.randn(n, n, generator=g).to(dtype)
         a @ b  # warm-up: kernel selection, packing buffers
         best = float("inf")
         for _ in range(repeats):
@@ -218,7 +222,8 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
         flops = counted_flops(lambda: train_step(warmup + steps))
         analytic = analytic_step_flops(cfg.model, batch)
         prof = profile_step(lambda: train_step(warmup + steps + 1), profile_rows)
-        peak = peak_bf16_tflops(peak_sizes)
+        bf16 = resolve_amp(cfg.amp, model)
+        peak = peak_tflops(torch.bfloat16 if bf16 else torch.float32, peak_sizes)
         threads_used = torch.get_num_threads()
 
     achieved = flops / step_s / 1e12
@@ -228,7 +233,8 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
         "ms_per_step_mean": round(statistics.fmean(times) * 1e3, 2),
         "mfu": _sig(achieved / peak["tflops"]),
         "achieved_tflops": _sig(achieved),
-        "peak_bf16_tflops": peak["tflops"],
+        "precision": "bf16" if bf16 else "fp32",
+        "peak_tflops": peak["tflops"],
         "peak_by_size": peak["by_size"],
         "model_tflops_per_step": _sig(flops / 1e12),
         "analytic_tflops_per_step": _sig(analytic["total"] / 1e12),
@@ -243,7 +249,7 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
         "model": f"dim {m.dim}, depth {m.depth}, heads {m.heads}, {m.frames} frames of {m.tokens_per_frame} tokens",
         "dim": m.dim,
         "params_m": round(model.num_params() / 1e6, 3),
-        "amp": cfg.amp,
+        "amp": cfg.amp,  # the setting; "precision" is what it resolved to here
         "threads": threads_used,
     }
 
@@ -253,13 +259,13 @@ def report(r: dict) -> str:
     ratio = r["model_tflops_per_step"] / r["analytic_tflops_per_step"] if r["analytic_tflops_per_step"] else float("nan")
     lines = [
         f"pretraining step: batch {r['batch']}, {r['model']} ({r['params_m']:.2f}M params), "
-        f"bf16 autocast {'on' if r['amp'] else 'off'}, {r['threads']} threads",
+        f"{'bf16 autocast' if r['precision'] == 'bf16' else 'fp32'} (amp={str(r['amp']).lower()}), {r['threads']} threads",
         f"  {r['ms_per_step']:.1f} ms/step (median of {r['steps']}; mean {r['ms_per_step_mean']:.1f}), "
         f"+ {r['data_ms_per_step']:.1f} ms/step world rendering and codec encoding in the real loop (not included)",
         f"  model FLOPs/step: {r['model_tflops_per_step'] * 1e3:.2f} GFLOP counted (FlopCounterMode), "
         f"{r['analytic_tflops_per_step'] * 1e3:.2f} GFLOP analytic (counted/analytic = {ratio:.3f})",
         "    analytic parts (GFLOP): " + ", ".join(f"{k} {v:.2f}" for k, v in r["analytic_parts_gflops"].items()),
-        f"  achieved {r['achieved_tflops']:.3f} TFLOPS; peak bf16 matmul {r['peak_bf16_tflops']:.3f} TFLOPS "
+        f"  achieved {r['achieved_tflops']:.3f} TFLOPS; peak {r['precision']} matmul {r['peak_tflops']:.3f} TFLOPS "
         f"(best of sizes {', '.join(f'{n}: {t:.3f}' for n, t in r['peak_by_size'].items())})",
         f"  MFU {r['mfu']:.1%}",
         f"where the time goes (one profiled step, top {len(r['top_ops'])} ops by self CPU time):",
@@ -269,10 +275,10 @@ def report(r: dict) -> str:
     # MFU factors (roughly, profiler overhead aside) into the share of time spent in matmul /
     # attention kernels times how fast those kernels run relative to the peak.
     share, kt = r["matmul_share"], r["matmul_kernel_tflops"]
-    eff = kt / r["peak_bf16_tflops"] if kt else 0.0
+    eff = kt / r["peak_tflops"] if kt else 0.0
     top = r["top_ops"][0] if r["top_ops"] else None
     lines.append(f"MFU ~ {share:.0%} of the step in matmul/attention kernels x {eff:.0%} kernel efficiency "
-                 f"(they run at {kt or 0:.3f} TFLOPS vs the {r['peak_bf16_tflops']:.3f} peak)")
+                 f"(they run at {kt or 0:.3f} TFLOPS vs the {r['peak_tflops']:.3f} peak)")
     if share < eff:
         lines.append(f"=> mainly limited by non-matmul work ({1 - share:.0%} of the step: elementwise ops, norms, "
                      "dtype casts, the optimizer, autograd bookkeeping)")

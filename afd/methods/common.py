@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import torch
 
 from afd import dist
+from afd.device import AmpSetting
 from afd.losses import prior_regulariser
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
@@ -22,7 +23,7 @@ def draw_grad_steps(n_blocks: int, n_steps: int, generator: torch.Generator) -> 
 
 
 def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator: torch.Generator,
-                      amp: bool = True) -> torch.Tensor:
+                      amp: AmpSetting = "auto") -> torch.Tensor:
     """Fresh rollouts of the *current* student, differentiable through one step per block.
 
     prompts: N prompt strings (one per rollout); text: their encodings. Returns x0 (N, T, C, H, W)
@@ -40,7 +41,7 @@ def rollout_with_grad(student, prompts: list[str], text: TextEncoding, generator
 
 
 def batch_rollout_with_grad(models, batch, rollouts_per_prompt: int, generator: torch.Generator,
-                            amp: bool = True) -> torch.Tensor:
+                            amp: AmpSetting = "auto") -> torch.Tensor:
     """``rollout_with_grad`` for G fresh rollouts of each prompt of a ``Batch`` (prompt i in rows
     i*G .. i*G+G-1, matching ``batch.rollout_text``)."""
     prompts = [p for p in batch.prompts for _ in range(rollouts_per_prompt)]

@@ -81,11 +81,13 @@ class BlockCausalModel:
         tt = torch.cat([torch.zeros_like(t), t], dim=1)
         frames = torch.arange(T, device=x.device).repeat(2)
         flags = torch.cat([torch.ones(T, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
+        # Copies, not slices: a view returned by an FSDP2-wrapped model would lose its all-gather
+        # hook under an in-place op.
         if return_features:
             out, _, _, feats = self._run(x, tt, frames, flags, text, None, features=True)
-            return out[:, T:], feats[:, feats.shape[1] // 2:]
+            return out[:, T:].clone(), feats[:, feats.shape[1] // 2:].clone()
         out, _, _ = self._run(x, tt, frames, flags, text, None)
-        return out[:, T:]
+        return out[:, T:].clone()
 
     def forward_with_prefix(self, prefix: torch.Tensor | None, x_noised: torch.Tensor, t: torch.Tensor,
                             text: TextEncoding) -> torch.Tensor:
@@ -107,7 +109,7 @@ class BlockCausalModel:
         frames = torch.arange(n + T, device=x.device)
         flags = torch.cat([torch.ones(n, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
         out, _, _ = self._run(x, tt, frames, flags, text, None)
-        return out[:, n:]
+        return out[:, n:].clone()  # a copy, as in forward_train
 
     def _check_input(self, x: torch.Tensor, text: TextEncoding) -> None:
         cfg = self.config

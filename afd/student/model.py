@@ -103,7 +103,9 @@ class Layer(nn.Module):
 
         m = self.mlp(_modulate(self.norm3(per_slot(h)), sh2, sc2))
         h = h + (g2 * m).view(B, N, D)
-        return h, (k, v)
+        # v is a transposed view of the qkv output; a copy keeps views out of what the layer
+        # returns, since an in-place op on an FSDP2 unit's output view would skip its all-gather.
+        return h, (k, v.clone(memory_format=torch.contiguous_format))
 
 
 class RefineHead(nn.Module):
@@ -212,10 +214,13 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
             raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
         pos = self.pos_frame[frames][:, None, :] + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None]
         h = self.patch_in(self.patchify(x)) + pos.flatten(0, 1)[None]
-        c = self.t_mlp(timestep_embedding(t, 256)) + self.pooled_proj(text.pooled)[:, None, :]
+        # The sinusoids are computed in fp32; under FSDP2's bf16 parameters without autocast the
+        # linear maps need them in their own dtype (a no-op in fp32 and under autocast).
+        dtype = self.t_mlp[0].weight.dtype
+        c = self.t_mlp(timestep_embedding(t, 256).to(dtype)) + self.pooled_proj(text.pooled.to(dtype))[:, None, :]
         if self.frame_embed is not None:
             c = c + self.frame_embed(frames)[None]
-        text_h = self.text_proj(text.tokens)
+        text_h = self.text_proj(text.tokens.to(dtype))
         text_mask = text.mask[:, None, None, :]
         n_past = cache.n_frames if cache is not None else 0
         mask = attention_mask(frames, clean, n_past, cfg.block_frames, cfg.tokens_per_frame, h)

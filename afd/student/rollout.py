@@ -15,7 +15,7 @@ import hashlib
 
 import torch
 
-from afd.device import autocast, device_of
+from afd.device import AmpSetting, autocast, device_of
 from afd.student.cache import KVCache
 from afd.student.codec import make_codec
 from afd.student.base import StudentModel
@@ -51,7 +51,7 @@ def rollout(
     *,
     use_cache: bool = True,
     grad_steps: list[int] | None = None,
-    amp: bool = True,
+    amp: AmpSetting = "auto",
     n_blocks: int | None = None,
     renoise: str | None = None,
     prefix: torch.Tensor | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from afd.device import device_of
+from afd.device import AmpSetting, device_of
 
 from afd.student.codec import make_codec
 from afd.student.base import StudentModel
@@ -33,7 +33,7 @@ def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
 
 @torch.no_grad()
 def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps: int | None = None,
-             shift: float | None = None, batch_size: int = 32, amp: bool = True, use_cache: bool = True,
+             shift: float | None = None, batch_size: int = 32, amp: AmpSetting = "auto", use_cache: bool = True,
              renoise: str | None = None, first_steps: int | None = None, prefix: torch.Tensor | None = None,
              n_blocks: int | None = None, guidance: float | None = None, first_guidance: float | None = None,
              progress=None) -> torch.Tensor:

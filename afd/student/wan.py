@@ -28,7 +28,6 @@ Importing this module imports diffusers (the ``wan`` extra); nothing else in afd
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -77,18 +76,22 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2).type_as(x)
 
 
-@dataclass
 class SelfAttentionCall:
     """One block's self-attention inputs for one call. cos/sin: (N, head_dim / 2) RoPE tables of
     the call's tokens; mask: additive (N, n_past * tokens + N) or None; past: the cached
     (keys, values), each (B, heads, n_past * tokens, head_dim), or None. The processor sets
-    ``kv``: this call's keys and values, same layout."""
+    ``kv``: this call's keys and values, same layout.
 
-    cos: torch.Tensor
-    sin: torch.Tensor
-    mask: torch.Tensor | None
-    past: tuple[torch.Tensor, torch.Tensor] | None
-    kv: tuple[torch.Tensor, torch.Tensor] | None = None
+    A plain object, not a dataclass or tuple, on purpose: FSDP2's mixed-precision policy rebuilds
+    every dataclass among a block's forward inputs to cast its tensors, so the processor would set
+    ``kv`` on a copy the caller never sees (and the RoPE tables, kept fp32, would arrive in bf16)."""
+
+    __slots__ = ("cos", "sin", "mask", "past", "kv")
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                 past: tuple[torch.Tensor, torch.Tensor] | None):
+        self.cos, self.sin, self.mask, self.past = cos, sin, mask, past
+        self.kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class CausalSelfAttention:

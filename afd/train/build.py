@@ -60,6 +60,13 @@ def check_disc_fits(disc_cfg, student: Student) -> None:
                          f"disc.model.text_dim={student.text.dim}{square}")
 
 
+def make_optimizer(kind: str, params, lr: float, betas: tuple[float, float], weight_decay: float):
+    """``train.optimizer``'s optimizer over ``params``: AdamW, or plain SGD (betas unused)."""
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
 def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     """Student (full or LoRA), its old policy (EMA) and frozen reference, the discriminator, the
     method and both optimizers, all on ``device``. ``judge`` is handed to methods that need one.
@@ -81,10 +88,9 @@ def build_run(cfg, device: torch.device, judge=None) -> RunParts:
     parallel = StudentParallel(cfg.dist, device)
     parallel.prepare(student)
     t = cfg.train
-    opt_s = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=t.lr, betas=t.betas,
-                              weight_decay=t.weight_decay)
-    opt_d = torch.optim.AdamW(disc.trainable_parameters(), lr=cfg.disc.lr, betas=cfg.disc.betas,
-                              weight_decay=cfg.disc.weight_decay)
+    opt_s = make_optimizer(t.optimizer, [p for p in student.parameters() if p.requires_grad], t.lr, t.betas,
+                           t.weight_decay)
+    opt_d = make_optimizer(t.optimizer, disc.trainable_parameters(), cfg.disc.lr, cfg.disc.betas, cfg.disc.weight_decay)
     # The text encoder loads last, after every random initialisation above (as it always has).
     bundle = Student.wrap(student, codec=models.codec)
     check_disc_fits(cfg.disc.model, bundle)

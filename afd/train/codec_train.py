@@ -14,12 +14,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from afd.config import config_from_dict, config_to_dict, save_config
-from afd.device import autocast, check_device_spec, resolve_device
+from afd.device import autocast, check_device_spec, describe_precision, resolve_device
 from afd.student.frame_codec import FrameAutoencoder, FrameCodecConfig
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.logger import RunLogger
@@ -44,7 +45,7 @@ class CodecTrainConfig:
     grad_clip: float = 1.0
     latent_noise: float = 0.1  # std of the noise added to the unit-RMS code before decoding
     object_weight: float = 10.0  # weight of pixels that differ from the frame's background
-    amp: bool = True  # bf16 autocast for the training steps (the export is float32)
+    amp: bool | Literal["auto"] = "auto"  # bf16 autocast for the training steps (afd.device.resolve_amp)
     device: str = "auto"  # afd.device.resolve_device: auto, cpu, cuda, cuda:N
     norm_clips: int = 256  # clips whose frames set the latent normalisation at the end
     log_every: int = 20
@@ -130,7 +131,8 @@ def train_codec(cfg: CodecTrainConfig, resume: bool = False, progress: bool = Tr
     save_config(cfg, out / "config.yaml")
     pool = load_split(cfg.split)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"codec train: {n_params / 1e3:.0f}k params, {cfg.steps} steps x {cfg.batch_clips} clips, from step {step}, out {out}")
+    print(f"codec train: {n_params / 1e3:.0f}k params, {cfg.steps} steps x {cfg.batch_clips} clips, from step {step}, out {out}; "
+          f"{describe_precision(cfg.amp, device)}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     losses, t_last = [], time.time()
     while step < cfg.steps:

@@ -47,12 +47,17 @@ class LoopConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    # The student's and the discriminator's optimizer. sgd (plain, same lr and weight decay) makes
+    # a step linear in the gradient: what a check of gradients across engines compares.
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     old_decay: float = 0.99  # EMA decay of the old (data-collecting) policy, per optimizer step
     # > 0: the decay ramps up as min(old_decay, old_decay_ramp * n) after the n-th optimizer step,
     # the DiffusionNFT reference's schedule (ramp 0.001 up to 0.5): the old policy starts as the
     # current one and stays close to it. 0: old_decay from the first step (the paper's EMA 0.99).
     old_decay_ramp: float = 0.0
-    amp: bool = True  # bf16 autocast for forwards; losses and optimizer stay fp32
+    # bf16 autocast for forwards (losses and optimizer stay fp32); auto: only where bf16 is native
+    # (a CUDA GPU, a CPU with AMX or AVX512-BF16), fp32 elsewhere (afd.device.resolve_amp).
+    amp: bool | Literal["auto"] = "auto"
     # Iterations between the log-only fidelity measures (reward_fidelity, cues, rollout_pc), which
     # track every rollout and cost about as much as an AFD iteration on the state students; the
     # oracle measures its rollouts anyway, so its rows are always logged.

@@ -10,7 +10,7 @@ from afd.disc.augment import augment_pair
 from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
 from afd.text.encoder import TextEncoding
 from afd import dist
-from afd.device import autocast
+from afd.device import AmpSetting, autocast
 from afd.train.config import DiscTrainConfig
 from afd.rollout_groups import per_rollout, rollouts_per_prompt
 
@@ -19,7 +19,7 @@ LOSSES = {"bt": bt_loss, "gan": gan_loss}
 
 @torch.no_grad()
 def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, generator: torch.Generator,
-             amp: bool = False) -> torch.Tensor:
+             amp: AmpSetting = False) -> torch.Tensor:
     """Clips as the frozen reference student draws them: noise each clip to level ``t`` and take
     the reference's x0 estimate, block k seeing the clean blocks < k (``forward_train``).
 
@@ -38,7 +38,7 @@ def rerender(ref, codec, clips: torch.Tensor, text: TextEncoding, t: float, gene
 
 
 def rerender_pair(ref, codec, teacher: torch.Tensor, rollouts: torch.Tensor, text: TextEncoding, t: float,
-                  generator: torch.Generator, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, amp: AmpSetting = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``rerender`` both sides of prompt-paired clips: teacher (P, ...) with the P encodings
     ``text``, rollouts (P * G, ...) with each encoding repeated G times. ``t`` <= 0 returns them
     unchanged (``disc.rerender_t`` off)."""
@@ -51,7 +51,7 @@ def rerender_pair(ref, codec, teacher: torch.Tensor, rollouts: torch.Tensor, tex
 
 def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, teacher: torch.Tensor,
                         student: torch.Tensor, prompts: list[str], text: TextEncoding,
-                        generator: torch.Generator, amp: bool = False) -> dict[str, float]:
+                        generator: torch.Generator, amp: AmpSetting = False) -> dict[str, float]:
     """``cfg.steps`` optimizer steps of the D loss (``cfg.loss``) on the full local batch.
 
     teacher: (P, T, 3, H, W) one clip per prompt; student: (P * G, T, 3, H, W), G rollouts per
@@ -95,7 +95,7 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
 
 @torch.no_grad()
 def score_pairs(disc, cfg: DiscTrainConfig, teacher: torch.Tensor, student: torch.Tensor, text: TextEncoding,
-                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+                amp: AmpSetting = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """D's logits in eval mode (no instance noise, no augmentation): (P,) teacher, (P * G,) rollouts,
     plus the loss, pairwise accuracy and r_phi = mean sigmoid(D(rollout) - D(teacher)) on them."""
     G = rollouts_per_prompt(teacher.shape[0], student.shape[0])

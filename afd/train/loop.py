@@ -27,7 +27,7 @@ import torch
 
 from afd import dist
 from afd.config import config_to_dict, save_config
-from afd.device import autocast, dist_backend, resolve_device
+from afd.device import autocast, describe_precision, dist_backend, resolve_device
 from afd.eval.judge import make_judge
 from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool
@@ -275,6 +275,8 @@ class Trainer:
 
     def run(self) -> Path:
         cfg, t = self.cfg, self.cfg.train
+        if self.main:
+            print(f"train: student computes in {describe_precision(t.amp, self.models.student)}")
         if cfg.teacher.prefetch:
             if self.main:  # the other ranks then read the paid clips from the shared cache
                 print(f"train: {self.teacher.prefetch_budget()}")

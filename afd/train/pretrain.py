@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from afd.config import check_choices, config_from_dict, config_to_dict, save_config
-from afd.device import autocast
+from afd.device import autocast, describe_precision
 from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
 from afd.student.codec import make_codec
@@ -75,7 +75,7 @@ class PretrainConfig:
     # Fraction of clips whose prompt is replaced by ``model.null_prompt`` (the clip stays), so the
     # student also learns the unconditional model its sampler's classifier-free guidance needs.
     text_dropout: float = 0.0
-    amp: bool = True
+    amp: bool | Literal["auto"] = "auto"  # bf16 autocast (afd.device.resolve_amp)
     # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
     # transformer, which then runs without autograd (0.9 s/step with a 48-channel head, against
     # 1.0-1.35 s for a full step of the base).
@@ -258,7 +258,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     codec = make_codec(cfg.model)
     encoder.encode(pool + [cfg.model.null_prompt])  # warm the cache once: later steps only look prompts up
     print(f"pretrain: {model.num_params() / 1e6:.2f}M params, {cfg.steps} steps x batch {cfg.batch_size}, "
-          f"from step {step}, out {out}")
+          f"from step {step}, out {out}; {describe_precision(cfg.amp, model)}")
 
     def checkpoint(at: int) -> None:
         save_checkpoint(ckpt_dir, {"model": model, "ema": ema}, {"model": opt},
