@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
-from afd.losses import block_timesteps, nft_loss, nft_student_loss, prior_loss
+from afd.losses import block_timesteps
+from afd.methods.afd_config import AFDMethodConfig
+from afd.methods.nft import nft_loss, nft_student_loss, prior_loss
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 from afd.student.schedule import add_noise
@@ -202,7 +204,7 @@ def test_student_loss_gradients_only_reach_the_trained_model(space):
     ref = perturb(copy.deepcopy(model), 2, 0.02)
     x0 = rollouts(model).requires_grad_()
     out = nft_student_loss(model, old, ref, x0, fake_text(), torch.tensor([0.2, 0.9]),
-                           torch.Generator().manual_seed(0), beta=0.1, lambda_prior=1.0, space=space)
+                           torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=1.0, nft_space=space))
     out["loss"].backward()
     assert all(g is None for g in grads(old) + grads(ref))
     assert x0.grad is None
@@ -220,7 +222,7 @@ def test_student_loss_neutral_weights_at_old_policy_give_zero_gradient(space):
     model = tiny_model()
     old, ref = copy.deepcopy(model), copy.deepcopy(model)
     out = nft_student_loss(model, old, ref, rollouts(model), fake_text(), torch.full((2,), 0.5),
-                           torch.Generator().manual_seed(0), beta=0.1, lambda_prior=1e-4, space=space)
+                           torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=1e-4, nft_space=space))
     out["loss"].backward()
     total = sum(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
     assert total < 1e-6
@@ -237,7 +239,8 @@ def test_student_loss_gradient_matches_weighted_flow_matching(prediction):
     model = tiny_model(prediction)
     old = copy.deepcopy(model)
     x0, text, w, beta = rollouts(model), fake_text(), torch.tensor([0.1, 0.85]), 0.1
-    out = nft_student_loss(model, old, None, x0, text, w, torch.Generator().manual_seed(7), beta, 0.0)
+    out = nft_student_loss(model, old, None, x0, text, w, torch.Generator().manual_seed(7),
+                           AFDMethodConfig(beta=beta, lambda_prior=0.0))
     assert out["loss_prior"].item() == 0
     out["loss"].backward()
     g_nft = [p.grad.clone() for p in model.parameters()]

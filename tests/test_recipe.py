@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from afd.losses import Guidance, nft_student_loss, sampler_timesteps, velocity
-from afd.methods.afd import sampler_guidance
+from afd.losses import Guidance, velocity
+from afd.methods.afd_config import AFDMethodConfig
+from afd.methods.nft import nft_student_loss, sampler_guidance, sampler_timesteps
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
-from afd.train.config import AdaptConfig, AFDMethodConfig, LoopConfig, StudentInitConfig
+from afd.train.config import AdaptConfig, LoopConfig, StudentInitConfig
 from test_nft_loss import fake_text, perturb, rollouts, tiny_model
 
 
@@ -38,7 +39,7 @@ def test_old_decay_zero_makes_v_old_the_current_model():
     old = perturb(copy.deepcopy(model), 5)
     ema_update(old, model, LoopConfig(old_decay=0.0).old_decay_at(1))
     out = nft_student_loss(model, old, None, rollouts(model), fake_text(), torch.full((2,), 0.5),
-                           torch.Generator().manual_seed(0), beta=0.1, lambda_prior=0.0)
+                           torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=0.0))
     assert out["old_dev"].item() == 0
 
 
@@ -61,8 +62,9 @@ def test_loss_scale_multiplies_the_nft_term():
     model = tiny_model()
     old = perturb(copy.deepcopy(model), 1, 0.02)
     args = (model, old, None, rollouts(model), fake_text(), torch.tensor([0.2, 0.9]))
-    a = nft_student_loss(*args, torch.Generator().manual_seed(0), 0.1, 0.0)
-    b = nft_student_loss(*args, torch.Generator().manual_seed(0), 0.1, 0.0, nft_scale=50.0)
+    a = nft_student_loss(*args, torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=0.0))
+    cfg = AFDMethodConfig(beta=0.1, lambda_prior=0.0, loss_scale="reference")  # a_max / beta = 50
+    b = nft_student_loss(*args, torch.Generator().manual_seed(0), cfg)
     assert b["loss"].item() == pytest.approx(50 * a["loss"].item(), rel=1e-5)
 
 
@@ -72,7 +74,7 @@ def test_explicit_timesteps_are_used():
     x0 = rollouts(model)
     t = torch.full((2, 12), 0.5)
     a = nft_student_loss(model, old, None, x0, fake_text(), torch.tensor([0.2, 0.9]),
-                         torch.Generator().manual_seed(0), 0.1, 0.0, t=t)
+                         torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=0.0), t=t)
     gen = torch.Generator().manual_seed(0)
     eps = torch.randn(x0.shape, generator=gen)  # no timestep draw before the noise when t is given
     x_t = 0.5 * x0 + 0.5 * eps
@@ -199,9 +201,12 @@ def test_nft_on_the_first_block_ignores_later_blocks():
     x0_changed = x0.clone()
     x0_changed[:, 4:] += 1.0
     w = torch.tensor([0.2, 0.9])
-    a, b = (nft_student_loss(model, old, None, x, fake_text(), w, torch.Generator().manual_seed(0), 0.1, 0.0,
-                             nft_frames=4) for x in (x0, x0_changed))
-    full = nft_student_loss(model, old, None, x0_changed, fake_text(), w, torch.Generator().manual_seed(0), 0.1, 0.0)
+    assert model.config.block_frames == 4
+    first = AFDMethodConfig(beta=0.1, lambda_prior=0.0, nft_blocks="first")
+    a, b = (nft_student_loss(model, old, None, x, fake_text(), w, torch.Generator().manual_seed(0), first)
+            for x in (x0, x0_changed))
+    full = nft_student_loss(model, old, None, x0_changed, fake_text(), w, torch.Generator().manual_seed(0),
+                            AFDMethodConfig(beta=0.1, lambda_prior=0.0))
     assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
     assert full["loss"].item() != pytest.approx(b["loss"].item(), rel=1e-3)
 
@@ -229,10 +234,10 @@ def test_group_noise_cancels_the_noise_only_part_of_the_gradient():
     text = text.index(torch.tensor([0, 0]))
     w = torch.tensor([0.3, 0.7])
     grads = {}
-    for name, index in (("group", torch.tensor([0, 0])), ("sample", None)):
+    for name in ("group", "sample"):
         model.zero_grad()
-        out = nft_student_loss(model, model, None, x0, text, w, torch.Generator().manual_seed(0), 0.1, 0.0,
-                               noise_index=index)
+        out = nft_student_loss(model, model, None, x0, text, w, torch.Generator().manual_seed(0),
+                               AFDMethodConfig(beta=0.1, lambda_prior=0.0, noise=name), group_ids=torch.tensor([0, 0]))
         out["loss"].backward()
         grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
     assert grads["group"] < 1e-6 * max(1.0, float(grads["sample"]))

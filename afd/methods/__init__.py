@@ -1,32 +1,17 @@
 """Adaptation methods (AFD and the baselines) and the pieces they share.
 
-``METHODS`` is the one registry: ``train.method`` is typed by ``MethodName`` and the trainer
-builds the method with ``method_class``. Classes are imported on first use so that reading a
-config never pulls in the methods' dependencies.
+The registry (``afd.methods.registry``) is the one list of methods: each registers itself from its
+torch-free ``<name>_config`` module. ``MethodName`` (the type of ``train.method``) is derived from
+it, and the trainer builds a method with ``method_class``. Classes are imported on first use so
+that reading a config never pulls in the methods' dependencies.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Literal, get_args
+from typing import Literal
 
-# "oracle" (afd.methods.oracle) is a diagnostic: AFD weighted by a judge's exact score instead of D.
-MethodName = Literal["afd", "sft", "gan", "dmd", "oracle"]
+from afd.methods.registry import method_class, method_names
 
-METHODS: dict[str, str] = {
-    "afd": "afd.methods.afd:AFD",
-    "sft": "afd.methods.sft:SFT",
-    "gan": "afd.methods.gan:GAN",
-    "dmd": "afd.methods.dmd:DMD",
-    "oracle": "afd.methods.oracle:OracleAFD",
-}
-if set(METHODS) != set(get_args(MethodName)):  # the two lists are one registry: keep them equal
-    raise ImportError(f"afd.methods: METHODS {sorted(METHODS)} and MethodName {get_args(MethodName)} differ")
+MethodName = Literal[method_names()]  # type: ignore[valid-type]  # the registered names, e.g. "afd"
 
-
-def method_class(name: str) -> type:
-    """The ``afd.methods.base.Method`` subclass registered as ``name``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+__all__ = ["MethodName", "method_class", "method_names"]

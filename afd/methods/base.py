@@ -83,6 +83,8 @@ class Method:
     uses_discriminator = True  # the loop trains the shared discriminator on (teacher, rollout) pairs
 
     needs_judge = False  # the oracle: trained on a judge's exact scores (a diagnostic, never black-box)
+    # Keys of the iteration's log row shown on the progress bar (those present and finite).
+    progress_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg, models: Models, judge=None):
         """cfg: the run's AdaptConfig; judge: an ``afd.eval.judge.Judge`` or None (only methods

@@ -52,6 +52,7 @@ class DMD(Method):
     name = "dmd"
     uses_rollouts = True
     uses_discriminator = False
+    progress_keys = ("fake_acc", "reward_fidelity", "loss_gen")
 
     def __init__(self, cfg, models, judge=None):
         super().__init__(cfg, models, judge)

@@ -21,6 +21,7 @@ class GAN(Method):
     name = "gan"
     uses_rollouts = True  # the discriminator still learns from old-policy rollouts each iteration
     uses_discriminator = True
+    progress_keys = ("d_acc", "r_phi", "reward_fidelity", "loss_gen")
 
     def prepare(self, batch: Batch) -> Prepared:
         return Prepared(scores=batch.d_student)

@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import torch
 
-from afd.methods.advantages import compute_weights
+from afd import dist
+from afd.methods.advantages import AdvantageStats, compute_weights
 from afd.methods.afd import AFD
 from afd.methods.base import Batch, Prepared
-from afd import dist
 from afd.rollout_groups import per_rollout
+
+
+def oracle_weights(scores, group_ids: torch.Tensor, cfg) -> AdvantageStats:
+    """The weights the oracle gives rollouts with exact ``scores`` (B,) (a judge's, e.g. physical
+    consistency 0-100) in prompt groups ``group_ids`` (B,): AFD's advantage settings ``cfg.afd``
+    applied to the score instead of D's logit. Also what a run's ``oracle_fidelity`` compares the
+    method's weights with."""
+    s = torch.as_tensor(scores, dtype=torch.float32, device=group_ids.device)
+    return compute_weights(s, group_ids, cfg.afd.advantage, gather=dist.gather_cat)
 
 
 class OracleAFD(AFD):
     name = "oracle"
     uses_discriminator = False
     needs_judge = True
+    progress_keys = ("reward_fidelity", "rollout_pc", "loss_nft")
 
     def __init__(self, cfg, models, judge=None):
         if cfg.afd.advantage.reward != "logit":
@@ -35,7 +45,5 @@ class OracleAFD(AFD):
     def prepare(self, batch: Batch) -> Prepared:
         prompts = per_rollout(batch.prompts, self.cfg.train.rollouts)
         batch.measures = self.judge.measure(batch.rollouts, prompts)
-        pc = batch.measures[self.judge.score]
-        adv = compute_weights(torch.as_tensor(pc, dtype=torch.float32, device=batch.group_ids.device), batch.group_ids, self.cfg.afd.advantage,
-                              gather=dist.gather_cat)
+        adv = oracle_weights(batch.measures[self.judge.score], batch.group_ids, self.cfg)
         return Prepared(weights=adv.weights, stats=adv.summary)

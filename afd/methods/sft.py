@@ -17,6 +17,7 @@ class SFT(Method):
     name = "sft"
     uses_rollouts = False
     uses_discriminator = False
+    progress_keys = ("loss_fm",)
 
     def student_loss(self, batch: Batch, prepared: Prepared, generator: torch.Generator) -> dict[str, torch.Tensor]:
         c = self.cfg.sft

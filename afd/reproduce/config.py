@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from afd.config import check_choices
-from afd.methods import METHODS as REGISTERED
+from afd.methods import MethodName as TrainedMethod
+from afd.methods.registry import method_names, reference_methods
 
-# The training methods in the order the report lists them: the registry's, reordered.
-TrainedMethod = Literal["sft", "gan", "dmd", "afd", "oracle"]
-if set(get_args(TrainedMethod)) != set(REGISTERED):
-    raise ImportError(f"afd.reproduce.config: {get_args(TrainedMethod)} must list afd.methods.METHODS {sorted(REGISTERED)}")
 Method = Literal["base", TrainedMethod]  # "base": the starting student, evaluated, not trained
-METHODS = get_args(Method)
-# The oracle (AFD's update with weights from the world's exact physics, not a discriminator) is
-# the ceiling AFD's gain is read against, not a baseline.
-REFERENCE_METHODS = ("oracle",)
+METHODS = ("base", *method_names())  # in the registry's report order
+# Reference rows (the oracle: AFD's update with exact-physics weights) are the ceiling AFD's gain
+# is read against, not baselines.
+REFERENCE_METHODS = reference_methods()
 
 
 @dataclass

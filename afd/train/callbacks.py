@@ -24,7 +24,7 @@ import torch
 
 from afd import dist
 from afd.io_utils import atomic_write_text
-from afd.methods.advantages import compute_weights
+from afd.methods.oracle import oracle_weights
 from afd.rollout_groups import per_rollout
 from afd.student.sample import generate
 from afd.train.fidelity import spearman
@@ -89,8 +89,7 @@ class JudgeCallback(Callback):
         out["reward_fidelity"] = spearman(key_all, score_all)
         if weights is not None:
             # The same per-prompt baseline and std as the method's weights: prompt offsets removed.
-            oracle = compute_weights(torch.as_tensor(measures[j.score], dtype=torch.float32), batch.group_ids.cpu(),
-                                     tr.cfg.afd.advantage, gather=dist.gather_cat)
+            oracle = oracle_weights(measures[j.score], batch.group_ids.cpu(), tr.cfg)
             out["oracle_fidelity"] = spearman(key_all, gather_numpy(oracle.weights))
         out.update({f"cue_{c}": spearman(key_all, gather_numpy(measures[c])) for c in j.cues})
         if scores is not None and weights is not None:

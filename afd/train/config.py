@@ -11,7 +11,7 @@ Every field is documented where it is declared; the resolved config is saved as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from typing import Literal
 
 from afd.config import check_choices
@@ -19,7 +19,7 @@ from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
 from afd.eval.judge import JudgeName
 from afd.methods import MethodName
-from afd.methods.advantage_config import AdvantageConfig
+from afd.methods.registry import config_sections
 
 
 
@@ -32,7 +32,7 @@ class RunConfig:
 
 @dataclass
 class LoopConfig:
-    method: MethodName = "afd"  # one of afd.methods.METHODS
+    method: MethodName = "afd"  # a registered method (afd.methods.registry)
     steps: int = 200  # iterations (each: collect, n_D discriminator steps, n_S student steps)
     seed: int = 0
     split: str = "physics-train"  # adaptation prompts (the teacher is only asked about these)
@@ -173,79 +173,6 @@ class DiscTrainConfig:
 
 
 @dataclass
-class AFDMethodConfig:
-    beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
-    lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
-    nft_space: Literal["velocity", "x0"] = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
-    t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)
-    # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
-    # "sampler": each rollout is trained once at every level of the student's own sampler (n
-    # copies per step, afd.losses.sampler_timesteps), the DiffusionNFT reference's choice.
-    timesteps: Literal["uniform", "sampler"] = "uniform"
-    # "none": L_NFT as in Eq. 4; "reference": times a_max / beta, as the DiffusionNFT reference
-    # scales its policy loss (a larger effective step under the same optimizer and grad clip).
-    loss_scale: Literal["none", "reference"] = "none"
-    # "conditional": train the prompt-conditional velocity (the paper); "sampler": train the
-    # velocity the student's sampler uses, classifier-free guidance included, so that a guided
-    # data-collecting policy is the policy being trained (same as "conditional" at guidance 1).
-    guidance: Literal["conditional", "sampler"] = "conditional"
-    # "all": L_NFT on every block; "first": on block 0 only. A diagnostic of credit assignment in
-    # an AR student: a later block is trained under its rollout's own context, which already fixes
-    # much of that rollout's physics, so a clip-level weight mostly says "continue (or do not
-    # continue) this context" there (docs/recipe.md).
-    nft_blocks: Literal["all", "first"] = "all"
-    # "sample": every rollout gets its own forward noise (the paper, the reference); "group": the
-    # rollouts of one prompt share eps and levels, so the noise-only part of their NFT gradients
-    # cancels against the group's zero-sum weights (common random numbers; docs/recipe.md).
-    noise: Literal["sample", "group"] = "sample"
-    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
-
-    def __post_init__(self):
-        check_choices(self)
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.lambda_prior < 0:
-            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
-
-
-@dataclass
-class SFTMethodConfig:
-    lambda_prior: float = 0.0  # unweighted prior toward the frozen initial student (0: off)
-    t_shift: float = 1.0
-    weighting: Literal["x0", "velocity"] = "x0"  # as pretraining: "x0" (t^2-weighted velocity error) or "velocity"
-
-    def __post_init__(self):
-        check_choices(self)
-        if self.lambda_prior < 0:
-            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
-
-
-@dataclass
-class GANMethodConfig:
-    lambda_prior: float = 1e-4  # as AFD's, unweighted
-
-    def __post_init__(self):
-        if self.lambda_prior < 0:
-            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
-
-
-@dataclass
-class DMDMethodConfig:
-    lambda_prior: float = 1e-4
-    fake_lr: float = 1e-4  # the fake-score network and its classifier head
-    critic_steps: int = 1  # fake-score / head steps per iteration
-    cls_weight: float = 1.0  # classifier BCE relative to the fake score's flow-matching loss
-    head_hidden: int = 128
-    t_shift: float = 1.0
-    weighting: Literal["x0", "velocity"] = "x0"
-
-    def __post_init__(self):
-        check_choices(self)
-        if self.lambda_prior < 0 or self.fake_lr < 0 or self.critic_steps < 0 or self.cls_weight < 0:
-            raise ValueError("dmd.lambda_prior, fake_lr, critic_steps and cls_weight must be >= 0")
-
-
-@dataclass
 class EvalConfig:
     every: int = 50  # iterations between subset evaluations (0: only before and after)
     prompts_per_split: int = 12  # the fixed eval subset logged during training
@@ -285,19 +212,21 @@ class DistConfig:
         check_choices(self)
 
 
-@dataclass
-class AdaptConfig:
-    run: RunConfig = field(default_factory=RunConfig)
-    train: LoopConfig = field(default_factory=LoopConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: StudentInitConfig = field(default_factory=StudentInitConfig)
-    disc: DiscTrainConfig = field(default_factory=DiscTrainConfig)
-    afd: AFDMethodConfig = field(default_factory=AFDMethodConfig)
-    sft: SFTMethodConfig = field(default_factory=SFTMethodConfig)
-    gan: GANMethodConfig = field(default_factory=GANMethodConfig)
-    dmd: DMDMethodConfig = field(default_factory=DMDMethodConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
+def _adapt_config_class() -> type:
+    """The whole ``afd train`` config: the loop's sections, then one section per registered method
+    with a config of its own (``afd.methods.registry``), then eval and dist. Built from the
+    registry so that a new method adds its section without an edit here."""
+    base = [("run", RunConfig), ("train", LoopConfig), ("teacher", TeacherConfig), ("student", StudentInitConfig),
+            ("disc", DiscTrainConfig)]
+    tail = [("eval", EvalConfig), ("dist", DistConfig)]
+    sections = [*base, *config_sections().items(), *tail]
+    cls = make_dataclass("AdaptConfig", [(name, tp, field(default_factory=tp)) for name, tp in sections],
+                         namespace={"__module__": __name__})
+    cls.__doc__ = "The config of ``afd train``: sections " + ", ".join(name for name, _ in sections) + "."
+    return cls
+
+
+AdaptConfig = _adapt_config_class()
 
 
 def public_config(cfg: AdaptConfig) -> AdaptConfig:

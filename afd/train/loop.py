@@ -296,9 +296,9 @@ class Trainer:
             if self.main:
                 self._log(row)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("d_acc", "r_phi", "reward_fidelity",
-                                                                                   "loss_nft", "seconds")
-                                 and v is not None and math.isfinite(v)})
+                keys = (*self.method.progress_keys, "seconds")
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in keys
+                                 if row.get(k) is not None and math.isfinite(row[k])})
             if self.step % cfg.run.save_every == 0 or self.step == t.steps:
                 self.save()
         bar.close()

@@ -1,0 +1,50 @@
+"""AFD's settings (the ``afd`` section of a run's config), registered as method "afd"; its class
+is ``afd.methods.afd.AFD``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from afd.config import check_choices
+from afd.methods.advantage_config import AdvantageConfig
+from afd.methods.registry import MethodSpec, register
+
+
+@dataclass
+class AFDMethodConfig:
+    beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
+    lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
+    nft_space: Literal["velocity", "x0"] = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
+    t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)
+    # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
+    # "sampler": each rollout is trained once at every level of the student's own sampler (n
+    # copies per step, afd.losses.sampler_timesteps), the DiffusionNFT reference's choice.
+    timesteps: Literal["uniform", "sampler"] = "uniform"
+    # "none": L_NFT as in Eq. 4; "reference": times a_max / beta, as the DiffusionNFT reference
+    # scales its policy loss (a larger effective step under the same optimizer and grad clip).
+    loss_scale: Literal["none", "reference"] = "none"
+    # "conditional": train the prompt-conditional velocity (the paper); "sampler": train the
+    # velocity the student's sampler uses, classifier-free guidance included, so that a guided
+    # data-collecting policy is the policy being trained (same as "conditional" at guidance 1).
+    guidance: Literal["conditional", "sampler"] = "conditional"
+    # "all": L_NFT on every block; "first": on block 0 only. A diagnostic of credit assignment in
+    # an AR student: a later block is trained under its rollout's own context, which already fixes
+    # much of that rollout's physics, so a clip-level weight mostly says "continue (or do not
+    # continue) this context" there (docs/recipe.md).
+    nft_blocks: Literal["all", "first"] = "all"
+    # "sample": every rollout gets its own forward noise (the paper, the reference); "group": the
+    # rollouts of one prompt share eps and levels, so the noise-only part of their NFT gradients
+    # cancels against the group's zero-sum weights (common random numbers; docs/recipe.md).
+    noise: Literal["sample", "group"] = "sample"
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+
+    def __post_init__(self):
+        check_choices(self)
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.lambda_prior < 0:
+            raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
+
+
+register(MethodSpec("afd", "afd.methods.afd:AFD", AFDMethodConfig, "afd", order=40))
