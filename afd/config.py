@@ -12,7 +12,7 @@ A config is a ``@dataclass`` whose annotations are the schema; sections are nest
         steps: int = 10_000
         optim: OptimConfig = field(default_factory=OptimConfig)
 
-    cfg = load_config(PretrainConfig, "configs/pretrain.yaml", ["optim.lr=1e-3", "steps=500"])
+    cfg = load_config(PretrainConfig, "configs/pretrain/pretrain.yaml", ["optim.lr=1e-3", "steps=500"])
 
 Layers are applied in that order and later ones win key by key, so a file only needs the keys it
 changes. A file may start from another with ``extends: other.yaml`` (relative to the file), which
@@ -36,7 +36,7 @@ not an int).
 Every problem is a :class:`ConfigError` (a ``ValueError``) naming its source (the file path,
 ``command line`` or e.g. ``checkpoint``), the dotted key, what was expected and what was got::
 
-    configs/pretrain.yaml: optim.lr: expected float, got 'abc' (str)
+    configs/pretrain/pretrain.yaml: optim.lr: expected float, got 'abc' (str)
     command line: unknown key 'optim.lrr' (valid: lr, betas)
 
 ``ValueError`` raised by a dataclass's ``__post_init__`` is re-raised as a ``ConfigError`` that
@@ -108,7 +108,7 @@ EXTENDS_KEY = "extends"
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
     """The file at ``path`` preceded by the files it ``extends:`` (a path relative to it), base
-    first, so a derived file (e.g. configs/sft.yaml) only states what differs from its base."""
+    first, so a derived file (e.g. configs/train/sft.yaml) only states what differs from its base."""
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise ConfigError(f"{path}: '{EXTENDS_KEY}' forms a cycle ({chain})")
@@ -287,6 +287,15 @@ class _Resolver:
     def _set(self, cls: type, tree: dict, key: str, value: Any, source: str, prefix: str, raw: str | None = None):
         hints = _field_types(cls)
         dotted = prefix + key
+        removed = getattr(cls, "REMOVED_FIELDS", {})
+        if key not in hints and key in removed:
+            # The compatibility rule for removed knobs (docs/training.md, "Configs"): a file that
+            # still names one loads if it holds the value every run used (the knob did nothing),
+            # and is an error otherwise, since that setting no longer exists.
+            if value == removed[key] and type(value) is type(removed[key]):
+                return
+            raise ConfigError(f"{source}: {dotted} was removed; only {dotted}: {_plain(removed[key])!r} "
+                              f"(what it did by default) still loads, got {_describe(value)}")
         if key not in hints:
             raise ConfigError(f"{source}: unknown key {dotted!r} (valid: {_valid(cls)})")
         tp = hints[key]

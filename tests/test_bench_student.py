@@ -27,7 +27,7 @@ from afd.train.pretrain import Pretrainer
 
 TINY = StudentConfig(dim=32, depth=1, heads=2, frames=4)  # one 4-frame block
 TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8"]
-PRETRAIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain.yaml"
+PRETRAIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "pretrain.yaml"
 ROLLOUT_KEYS = {"speedup_at_4_blocks", "frames_per_s_cached", "frames_per_s_recompute", "by_blocks", "batch", "steps"}
 TRAIN_KEYS = {"ms_per_step", "mfu", "peak_tflops", "precision", "model_tflops_per_step", "analytic_tflops_per_step", "batch"}
 
@@ -109,7 +109,7 @@ def test_train_step_bench(capsys):
 
 
 def test_train_step_bench_times_the_real_pretraining_step(monkeypatch):
-    """The bench must run pretrain's own step (text dropout and trainable=refine included), not
+    """The bench must run pretrain's own step (text dropout included), not
     a copy of it: every step it times goes through Pretrainer.step on a Pretrainer.build student."""
     calls = []
     real_step = Pretrainer.step
@@ -119,7 +119,7 @@ def test_train_step_bench_times_the_real_pretraining_step(monkeypatch):
         return real_step(self, step, prompts, x0, gen, encoder)
 
     monkeypatch.setattr(Pretrainer, "step", spy)
-    overrides = [*TINY_OVERRIDES, "model.refine=4", "trainable=refine", "text_dropout=0.5"]
+    overrides = [*TINY_OVERRIDES, "model.refine=4", "text_dropout=0.5"]
     bench_train.run(batch=2, steps=1, config_path=PRETRAIN_YAML, overrides=overrides, warmup=1,
                     peak_sizes=(128,), profile_rows=4)
     # warm-up, timed, flop-counted and profiled steps, in order, on one trainer
@@ -127,12 +127,11 @@ def test_train_step_bench_times_the_real_pretraining_step(monkeypatch):
     trainer = calls[0][0]
     assert all(t is trainer for t, _ in calls)
     assert trainer.cfg.text_dropout == 0.5
-    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert trained and all(n.startswith("refine.") for n in trained)
+    assert all(p.requires_grad for p in trainer.model.parameters())
 
 
 def test_train_step_cli_arguments():
     from afd.cli import build_parser
 
     args = build_parser().parse_args(["bench", "train-step", "--batch", "4", "model.dim=64"])
-    assert (args.batch, args.steps, args.config, args.overrides) == (4, 10, "configs/pretrain.yaml", ["model.dim=64"])
+    assert (args.batch, args.steps, args.config, args.overrides) == (4, 10, "configs/pretrain/pretrain.yaml", ["model.dim=64"])

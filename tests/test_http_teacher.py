@@ -14,7 +14,7 @@ from afd.cli import main as cli_main
 from afd.teacher import CachedTeacher, TeacherError, make_teacher, to_student_format
 from afd.teacher.http import HTTPTeacher, parse_retry_after
 from afd.teacher.payload import encode_clip
-from afd.teacher.world import WorldTeacher
+from afd.world.teacher import WorldTeacher
 from afd.video.core import STUDENT, VideoFormat, stack
 from afd.video.io import read_video
 from afd.world.splits import load_split

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from afd.cli import main
 from afd.config import load_config
 from afd.losses import flow_matching_loss
+from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 from afd.text import get_text_encoder
 from afd.train.pretrain import PretrainConfig, batch_at, conditioning_prompts, lr_at, pretrain
@@ -174,38 +175,29 @@ def assert_same_predictions(a: CausalVideoTransformer, b: CausalVideoTransformer
         assert torch.equal(a(x, t, text)[0], b(x, t, text)[0])
 
 
-def test_init_switches_on_frame_conditioning(tmp_path):
-    """A checkpoint without the per-frame adaLN embedding initialises a model with it: the new
-    embedding starts at zero, so the student computes exactly what the checkpoint did; the other
-    way round is a named error."""
-    src_dir = pretrain(tiny_cfg(tmp_path, "plain", "steps=2"), progress=False)
-    cfg = tiny_cfg(tmp_path, "fc", "steps=1", "model.frame_cond=true", f"init={src_dir}", "optim.lr=0")
-    fc_dir = pretrain(cfg, progress=False)
-    a = CausalVideoTransformer.from_pretrained(src_dir)
-    b = CausalVideoTransformer.from_pretrained(fc_dir)
-    assert b.config.frame_cond and torch.count_nonzero(b.frame_embed.weight) == 0
-    assert_same_predictions(a, b)
-    back = tiny_cfg(tmp_path, "back", "steps=1", f"init={fc_dir}")
-    with pytest.raises(ValueError, match=r"init=.*model\.frame_cond is True .* but False"):
-        pretrain(back, progress=False)
+def test_removed_knobs_load_only_at_their_old_value(tmp_path):
+    """frame_cond (student) and trainable (pretraining) were removed: files that still name them at
+    the value every shipped checkpoint and recipe used load; any other value is a named error."""
+    from afd.config import config_from_dict
+
+    assert config_from_dict(StudentConfig, {"frame_cond": False}) == StudentConfig()
+    with pytest.raises(ValueError, match="frame_cond was removed; only frame_cond: False"):
+        config_from_dict(StudentConfig, {"frame_cond": True})
+    assert tiny_cfg(tmp_path, "ok", "trainable=all").out == tiny_cfg(tmp_path, "ok").out
+    with pytest.raises(ValueError, match="trainable was removed; only trainable: 'all'"):
+        tiny_cfg(tmp_path, "bad", "trainable=refine")
 
 
-def test_refinement_head_trains_alone_from_a_checkpoint_without_it(tmp_path):
-    """init= adds the zero-initialised refinement head (the student starts out computing exactly
-    what the checkpoint did); trainable=refine then changes the head and nothing else."""
+def test_init_adds_the_refinement_head_to_a_checkpoint_without_it(tmp_path):
+    """init= adds the zero-initialised refinement head: the student starts out computing exactly
+    what the checkpoint did, and training then moves the head."""
     src_dir = pretrain(tiny_cfg(tmp_path, "plain", "steps=2"), progress=False)
     a = CausalVideoTransformer.from_pretrained(src_dir)
     same = pretrain(tiny_cfg(tmp_path, "r0", "steps=1", "model.refine=4", f"init={src_dir}", "optim.lr=0"),
                     progress=False)
     b = CausalVideoTransformer.from_pretrained(same)
     assert_same_predictions(a, b)
-    cfg = tiny_cfg(tmp_path, "r1", "steps=3", "model.refine=4", "trainable=refine", f"init={src_dir}",
+    cfg = tiny_cfg(tmp_path, "r1", "steps=3", "model.refine=4", f"init={src_dir}",
                    "optim.lr=1e-2", "optim.warmup_steps=0", "ema_decay=0")
     trained = CausalVideoTransformer.from_pretrained(pretrain(cfg, progress=False)).state_dict()
-    before = a.state_dict()
-    assert all(torch.equal(before[k], v) for k, v in trained.items() if not k.startswith("refine."))
     assert torch.count_nonzero(trained["refine.net.4.weight"]) > 0
-    with pytest.raises(ValueError, match="trainable=refine needs a refinement head"):
-        tiny_cfg(tmp_path, "bad", "trainable=refine")
-    with pytest.raises(ValueError, match="command line: trainable: expected one of 'all', 'refine', got 'head'"):
-        tiny_cfg(tmp_path, "bad", "trainable=head")

@@ -16,12 +16,12 @@ from afd.reproduce.report import collect, motion_quality, write_report
 from afd.train.config import AdaptConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "configs" / "reproduce-smoke.yaml"
+SMOKE = REPO / "configs" / "reproduce" / "reproduce-smoke.yaml"
 
 
 def smoke_cfg(tmp_path, *extra) -> ReproduceConfig:
     return load_config(ReproduceConfig, SMOKE, [f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
-                                                f"configs_dir={REPO / 'configs'}", *extra])
+                                                f"configs_dir={REPO / 'configs' / 'train'}", *extra])
 
 
 def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
@@ -38,7 +38,7 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
     first_s1 = min(i for i, j in enumerate(jobs) if j.seed == 1)
     assert all(j.seed in (None, 0) for j in jobs[:first_s1])
     argv = by_id["gan-chunk-s1"].argv
-    assert argv[:3] == ("train", "--config", str(REPO / "configs" / "gan.yaml"))
+    assert argv[:3] == ("train", "--config", str(REPO / "configs" / "train" / "gan.yaml"))
     assert "train.seed=1" in argv and "eval.before=false" in argv
 
 
@@ -125,7 +125,7 @@ def test_list_names_stale_jobs(tmp_path, capsys):
     job = {j.id: j for j in plan_jobs(cfg)}["gan-chunk-s0"]
     _finish_train_job(job, cfg.work_dir, "train.lr=0.003")
     assert main(["reproduce", "--config", str(SMOKE), f"work_dir={cfg.work_dir}", f"report_dir={cfg.report_dir}",
-                 f"configs_dir={REPO / 'configs'}", "--list"]) == 0
+                 f"configs_dir={REPO / 'configs' / 'train'}", "--list"]) == 0
     lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()}
     assert lines["gan-chunk-s0"].startswith("stale") and "train.lr: 0.003 -> 1e-05" in lines["gan-chunk-s0"]
     assert lines["sft-chunk-s0"].startswith("todo")
@@ -228,11 +228,11 @@ def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
     jobs = plan_jobs(cfg)
     _fabricate(cfg, jobs)
     (tmp_path / "ckpt").mkdir()
-    written = ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="configs/reproduce-smoke.yaml")
+    written = ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="configs/reproduce/reproduce-smoke.yaml")
     assert [p.name for p in written] == ["afd-chunk", "dmd-chunk"]  # dmd-chunk-s0 finished (s1 did not)
     CausalVideoTransformer.from_pretrained(tmp_path / "ckpt" / "afd-chunk")
     card = (tmp_path / "ckpt" / "afd-chunk" / "README.md").read_text()
-    assert "afd reproduce --config configs/reproduce-smoke.yaml" in card and "afd-chunk-s0" in card
+    assert "afd reproduce --config configs/reproduce/reproduce-smoke.yaml" in card and "afd-chunk-s0" in card
     assert "| physical consistency | 10.0 | 15.0 | +5.0 (within noise) |" in card  # fake evals carry no stderr
     assert "200 teacher clips" in card and "not complete when this was shipped: 1 jobs left" in card
 
@@ -250,9 +250,9 @@ def test_motion_quality_is_the_documented_mean():
 
 @pytest.mark.slow
 def test_smoke_reproduction_end_to_end(tmp_path, capsys):
-    """configs/reproduce-smoke.yaml through the CLI, then a rerun that skips every finished job."""
+    """configs/reproduce/reproduce-smoke.yaml through the CLI, then a rerun that skips every finished job."""
     args = ["reproduce", "--config", str(SMOKE), f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
-            f"configs_dir={REPO / 'configs'}", "seeds=[0]", f"overrides=[train.prompts=2, train.rollouts=2, "
+            f"configs_dir={REPO / 'configs' / 'train'}", "seeds=[0]", f"overrides=[train.prompts=2, train.rollouts=2, "
             f"disc.steps=1, eval.strip_prompts=1, eval.prompts_per_split=1, teacher.cache_dir={tmp_path / 'cache'}]"]
     assert main(args) == 0
     res = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -277,7 +277,7 @@ def test_miniature_state_reproduction_through_the_report(tmp_path):
     """The state families with two methods and a tiny budget, every job a real `afd` process, then
     the report: tables, the against-the-base rows, the goals and the paper's claims."""
     args = ["reproduce", "--config", str(SMOKE), f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
-            f"configs_dir={REPO / 'configs'}", "families={state-chunk: base-state, state-frame: base-state-frame}",
+            f"configs_dir={REPO / 'configs' / 'train'}", "families={state-chunk: base-state, state-frame: base-state-frame}",
             "methods=[base, sft, afd]", "seeds=[0]", "steps=1", "sweeps.family=state-chunk", "sweeps.sft_steps=[]",
             "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]",
             f"overrides=[train.prompts=2, train.rollouts=2, disc.steps=1, eval.strip_prompts=1, "
@@ -299,13 +299,13 @@ def test_miniature_state_reproduction_through_the_report(tmp_path):
 
 
 def test_no_ship_leaves_the_checkpoints_alone(tmp_path, capsys):
-    from afd.student.shipped import CHECKPOINTS_DIR
+    CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 
     extra = ["seeds=[0,1]", "ship={afd-nosuchship: afd/chunk}"]
     cfg = smoke_cfg(tmp_path, *extra)
     _fabricate(cfg, plan_jobs(cfg))
     args = ["reproduce", "--config", str(SMOKE), "--report-only", "--no-ship", f"work_dir={tmp_path / 'jobs'}",
-            f"report_dir={tmp_path / 'report'}", f"configs_dir={REPO / 'configs'}", *extra]
+            f"report_dir={tmp_path / 'report'}", f"configs_dir={REPO / 'configs' / 'train'}", *extra]
     assert main(args) == 0
     assert (tmp_path / "report" / "report.md").is_file() and not (CHECKPOINTS_DIR / "afd-nosuchship").exists()
     assert "shipped" not in capsys.readouterr().out

@@ -5,13 +5,16 @@ shipped name through the CLI."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from afd.cli import main
 from afd.io_utils import file_sha256
 from afd.student.model import CausalVideoTransformer
-from afd.student.shipped import CHECKPOINTS_DIR, resolve_checkpoint, shipped_names
+from afd.student.shipped import resolve_checkpoint, shipped_names
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # the committed ones
 
 ADAPTED = {"afd-state": "base-state", "afd-state-frame": "base-state-frame"}
 
@@ -33,7 +36,7 @@ def test_adapted_students_name_their_shipped_base(name, base):
     assert meta["base_sha256"] == file_sha256(CHECKPOINTS_DIR / base / "model.safetensors")
     assert meta["adapted_with"]["train"]["method"] == "afd" and meta["step"] == meta["adapted_with"]["train"]["steps"]
     card = (CHECKPOINTS_DIR / name / "README.md").read_text()
-    assert f"`{base}` adapted with AFD" in card and "afd reproduce --config configs/reproduce.yaml" in card
+    assert f"`{base}` adapted with AFD" in card and "afd reproduce --config configs/reproduce/reproduce.yaml" in card
 
 
 def test_afd_state_samples_and_evaluates_by_name(tmp_path, capsys):

@@ -9,7 +9,7 @@ from afd.student.codec import make_codec
 from afd.student.config import StudentConfig
 from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
-from afd.student.state_codec import POS_GAIN, RADIUS_HALF, RADIUS_MID, STATE_CHANNELS, StateCodec, params_to_state
+from afd.world.state_codec import POS_GAIN, RADIUS_HALF, RADIUS_MID, STATE_CHANNELS, StateCodec, params_to_state
 from afd.teacher import to_student_format
 from afd.text.encoder import get_text_encoder
 from afd.video.core import STUDENT, TEACHER_NATIVE, stack
@@ -118,7 +118,7 @@ def _state_config(**kw):
 
 def test_state_config_validation():
     with pytest.raises(ValueError, match="codec 'state' needs channels, height, width, patch"):
-        StudentConfig(codec="state", video_size=32)
+        make_codec(StudentConfig(codec="state", video_size=32))
     with pytest.raises(ValueError, match="codec 'pixel' models square RGB frames"):
         StudentConfig(video_size=16)
     cfg = _state_config()

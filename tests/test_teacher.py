@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from afd.teacher import (CachedTeacher, FolderTeacher, ManifestError, Teacher, TeacherBudgetExceeded, TeacherError,
-                         WorldTeacher, make_teacher, to_student_format)
+                         make_teacher, to_student_format)
+from afd.world.teacher import WorldTeacher
 from afd.video import STUDENT, Video
 from afd.video.io import write_video
 

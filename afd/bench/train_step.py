@@ -80,8 +80,7 @@ def peak_tflops(dtype: torch.dtype = torch.bfloat16, sizes: tuple[int, ...] = (1
 
 def analytic_step_flops(cfg: StudentConfig, batch: int, text_tokens: int = MAX_TOKENS) -> dict:
     """Matmul FLOPs of one training step (forward + backward), counted from the architecture,
-    with every parameter trainable (``trainable=refine`` skips most of the backward, so a real
-    step of it counts fewer).
+    with every parameter trainable.
 
     The training pass runs the doubled sequence ``[clean | noised]``: ``slots = 2 * frames``
     frame slots, ``N = slots * tokens_per_frame`` tokens per clip, ``L = text_tokens`` prompt
@@ -170,7 +169,7 @@ def profile_step(fn, rows: int = 8) -> dict:
             "matmul_ms": round(matmul_us / 1e3, 2), "profiled_ms": round(total_us / 1e3, 2)}
 
 
-def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "configs/pretrain.yaml",
+def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "configs/pretrain/pretrain.yaml",
         overrides: list[str] | tuple[str, ...] = (), *, warmup: int = 2,
         peak_sizes: tuple[int, ...] = (1024, 2048, 4096), profile_rows: int = 8,
         threads: int | None = None) -> dict:

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="afd", description="Adversarial Flow Distillation: black-box video teacher -> causal AR student.",
-        epilog=examples("afd train --config configs/afd-state.yaml   # the main job (make afd)",
+        epilog=examples("afd train --config configs/train/afd-state.yaml   # the main job (make afd)",
                         "afd demo --out demo", "afd sample --checkpoint afd-state --prompt 'a red ball falls' --out clips",
                         "afd COMMAND --help"),
     )

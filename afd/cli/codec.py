@@ -9,10 +9,10 @@ def register(sub) -> None:
     p = sub.add_parser("codec", help="the learned frame codec of the latent student: train it, measure its round trip")
     csub = p.add_subparsers(dest="codec_command", required=True, metavar="{train,eval}")
     t = csub.add_parser("train", help="train the frame autoencoder on loose- and real-world frames",
-                        epilog=examples("afd codec train --config configs/codec-world.yaml",
-                                        "afd codec train --config configs/codec-world.yaml steps=200 out=runs/codec-small",
-                                        "afd codec train --config configs/codec-world.yaml --resume"))
-    t.add_argument("--config", default=None, help="YAML config (see configs/codec-world.yaml)")
+                        epilog=examples("afd codec train --config configs/pretrain/codec-world.yaml",
+                                        "afd codec train --config configs/pretrain/codec-world.yaml steps=200 out=runs/codec-small",
+                                        "afd codec train --config configs/pretrain/codec-world.yaml --resume"))
+    t.add_argument("--config", default=None, help="YAML config (see configs/pretrain/codec-world.yaml)")
     t.add_argument("--resume", action="store_true", help="continue the run in out=/checkpoint exactly")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to out/log.jsonl)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 model.latent_channels=16")

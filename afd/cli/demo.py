@@ -30,7 +30,7 @@ def register(sub) -> None:
                        description="The teacher, the shipped base student and the shipped AFD-adapted student "
                                    "side by side: mp4 clips and a strip of showcase prompts, then all three scored "
                                    "on the eval splits. Trains nothing; the main job is `make afd` "
-                                   "(afd train --config configs/afd-state.yaml).",
+                                   "(afd train --config configs/train/afd-state.yaml).",
                        epilog=examples("afd demo --out demo",
                                        "afd demo --per-prompt 1 --out demo-quick",
                                        "afd demo --adapted runs/afd-state/student --out demo-mine"))

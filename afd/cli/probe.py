@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("probe-disc", help="how well a discriminator design ranks base rollouts by physics (offline)")
-    p.add_argument("--config", default="configs/afd.yaml", help="adaptation YAML config (its disc, teacher, student, train.prompts/rollouts)")
+    p.add_argument("--config", default="configs/train/afd.yaml", help="adaptation YAML config (its disc, teacher, student, train.prompts/rollouts)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--iters", type=int, default=200, help="discriminator iterations (each: disc.steps steps)")
     p.add_argument("--every", type=int, default=25, help="iterations between judgements on the held-out rollouts")
@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("probe-update", help="signal vs noise of the student update's gradient, and what a step along it does")
-    p.add_argument("--config", default="configs/afd-state-16x16.yaml", help="adaptation YAML config (train.method afd or oracle)")
+    p.add_argument("--config", default="configs/train/afd-state.yaml", help="adaptation YAML config (train.method afd or oracle)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
     p.add_argument("--draws", type=int, default=2, help="gradients per batch, each with its own forward noise")
@@ -43,7 +43,7 @@ def cmd_probe(args) -> int:
 
     from afd.config import load_config
     from afd.train.config import AdaptConfig
-    from afd.train.disc_probe import probe
+    from afd.probes.disc import probe
 
     cfg = load_config(AdaptConfig, args.config, args.overrides)
     _, summary = probe(cfg, Path(args.out), iters=args.iters, every=args.every, n_prompts=args.prompts,
@@ -57,7 +57,7 @@ def cmd_probe_update(args) -> int:
 
     from afd.config import load_config
     from afd.train.config import AdaptConfig
-    from afd.train.update_probe import probe_update
+    from afd.probes.update import probe_update
 
     try:
         sizes = tuple(float(x) for x in args.steps.split(","))

@@ -9,11 +9,11 @@ from afd.cli import examples
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="methods x families x seeds + sweeps as separate jobs -> reports/<name>/",
-                       epilog=examples("afd reproduce --config configs/reproduce.yaml --list",
-                                       "afd reproduce --config configs/reproduce.yaml",
-                                       "afd reproduce --config configs/reproduce-smoke.yaml --no-ship",
-                                       "afd reproduce --config configs/reproduce.yaml --report-only"))
-    p.add_argument("--config", default=None, help="YAML config (see configs/reproduce.yaml)")
+                       epilog=examples("afd reproduce --config configs/reproduce/reproduce.yaml --list",
+                                       "afd reproduce --config configs/reproduce/reproduce.yaml",
+                                       "afd reproduce --config configs/reproduce/reproduce-smoke.yaml --no-ship",
+                                       "afd reproduce --config configs/reproduce/reproduce.yaml --report-only"))
+    p.add_argument("--config", default=None, help="YAML config (see configs/reproduce/reproduce.yaml)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
     p.add_argument("--list", action="store_true", help="print the jobs (done, todo, or stale: finished under a "
                    "config that has since changed, rerun by the next `afd reproduce`) and exit")

@@ -49,7 +49,7 @@ def register(sub) -> None:
                                   "encoder with a word-level tokenizer of the world's prompt words) and OUT/student "
                                   "(a random CausalWanStudent reading both, by absolute path). Needs the wan extra.",
                       epilog=examples("afd student tiny-wan --out runs/tiny-wan",
-                                      "afd train --config configs/afd-wan-tiny.yaml   # reads runs/tiny-wan/student"))
+                                      "afd train --config configs/train/afd-wan-tiny.yaml   # reads runs/tiny-wan/student"))
     q.add_argument("--out", required=True, help="folder to write vae/, umt5/ and student/ into")
     q.add_argument("--seed", type=int, default=0, help="seed of the random weights (the same seed, the same weights)")
     q.add_argument("--force", action="store_true", help="replace vae/, umt5/ and student/ if they exist")
@@ -92,7 +92,9 @@ def cmd_tiny_wan(args) -> int:
     except ImportError as e:
         raise ValueError(f"the Wan student needs diffusers, which is not installed ({e}): pip install 'afd[wan]'") from None
     from afd.student.wan_tiny import save_tiny_wan
+    from afd.world.grammar import grammar_words
 
-    paths = save_tiny_wan(args.out, seed=args.seed, force=args.force)
+    # The tokenizer knows the world's words: configs/train/afd-wan-tiny.yaml trains on world prompts.
+    paths = save_tiny_wan(args.out, grammar_words(), seed=args.seed, force=args.force)
     print(f"wrote {paths['student']} (a random CausalWanStudent), {paths['vae']} (Wan VAE), {paths['umt5']} (UMT5)")
     return 0

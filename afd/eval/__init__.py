@@ -2,7 +2,7 @@
 
 from afd.lazy import lazy_exports
 
-# Resolved on first use: importing a light submodule (afd.eval.judge) must not load the metrics.
+# Resolved on first use: importing a light submodule (afd.eval.world_judge) must not load the metrics.
 __getattr__ = lazy_exports(__name__, {
     "evaluate_folder": "afd.eval.folder", "evaluate": "afd.eval.score", "EVAL_FORMAT": "afd.eval.score",
     "ClipScore": "afd.eval.score", "format_reports": "afd.eval.table", "format_spread": "afd.eval.table",

@@ -2,7 +2,7 @@
 
 ``physical_consistency`` is the world's physics fit of a clip to its prompt (0-100); the four
 ``CUES`` say whether the object is visible, is one object, keeps its size and moves without
-jitter. The world judge (``afd.eval.judge``) logs the rank agreement of a method's weights with
+jitter. The world judge (``afd.train.judge``) logs the rank agreement of a method's weights with
 each (``afd.train.fidelity``), and the oracle method trains on the first.
 """
 

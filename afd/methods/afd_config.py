@@ -13,7 +13,7 @@ from afd.methods.registry import MethodSpec, register
 
 @dataclass
 class AFDMethodConfig:
-    beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/afd.yaml)
+    beta: float = 1.0  # NFT mixing / inverse step size (paper 0.1; see configs/train/afd.yaml)
     lambda_prior: float = 1e-4  # weight of the w-weighted prior term toward the frozen initial student
     nft_space: Literal["velocity", "x0"] = "velocity"  # "velocity" (paper Eq. 4) or "x0" (normalised, reference code)
     t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)

@@ -87,7 +87,7 @@ class Method:
     progress_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg, models: Models, judge=None):
-        """cfg: the run's AdaptConfig; judge: an ``afd.eval.judge.Judge`` or None (only methods
+        """cfg: the run's AdaptConfig; judge: an ``afd.train.judge.Judge`` or None (only methods
         with ``needs_judge`` use it)."""
         if self.needs_judge and judge is None:
             raise ValueError(f"train.method={self.name} trains on a judge's exact scores and needs one "

@@ -49,7 +49,8 @@ from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.eval.measures import CUES, rollout_measures
 from afd.train.fidelity import spearman
 from afd.train.teacher_clips import TeacherClips
-from afd.teacher import WorldTeacher, to_student_format
+from afd.teacher import to_student_format
+from afd.world.teacher import WorldTeacher
 from afd.video.core import stack
 from afd.world.splits import load_split
 from afd.rollout_groups import group_ids

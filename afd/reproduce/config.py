@@ -42,7 +42,7 @@ class ReproduceConfig:
     name: str = "default"
     report_dir: str = "reports/default"  # report.md, results.json, figures, strips
     work_dir: str = "runs/reproduce/default"  # one directory per job (checkpoints, logs)
-    configs_dir: str = "configs"  # where <method>.yaml live (sft.yaml, gan.yaml, dmd.yaml, afd.yaml)
+    configs_dir: str = "configs/train"  # where <method>.yaml live (sft.yaml, gan.yaml, dmd.yaml, afd.yaml)
     methods: list[Method] = field(default_factory=lambda: list(METHODS))
     families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])

@@ -437,7 +437,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     if strips:
         lines += ["## Samples (teacher | base | adapted, first seed)", ""]
         lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
-    lines += ["## Runs", "", "Each method runs from its own config (`configs/<method>.yaml`); they share the budget "
+    lines += ["## Runs", "", "Each method runs from its own config (`configs/train/<method>.yaml`); they share the budget "
               "and differ in the method and, where measured necessary, the student learning rate (lr).", "",
               "| run | method | family | seed | lr | teacher clips | wall (s) |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {_lr(r['lr'])} "

@@ -17,7 +17,7 @@ from afd.eval.compare import HEADLINE, diff, single
 from afd.reproduce.config import ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.reproduce.report import run_config, teacher_clips
-from afd.student.shipped import CHECKPOINTS_DIR
+from afd.student.shipped import shipping_root
 
 
 
@@ -62,7 +62,7 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
              + (f" (not complete when this was shipped: {jobs_left} jobs left; rerunning the command "
                 "below resumes it)" if jobs_left else "") + ".", "",
              "## How it was made", "", "```bash",
-             f"afd reproduce --config {config_path or 'configs/reproduce.yaml'}   # runs every job, then ships this folder",
+             f"afd reproduce --config {config_path or 'configs/reproduce/reproduce.yaml'}   # runs every job, then ships this folder",
              f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
              f"- Budget: {teacher_clips(job, work)} teacher clips ({t.split} x {rc.teacher.clips_per_prompt} per "
              f"prompt, cached and shared by every method); {t.steps} iterations of {t.prompts} prompts x "
@@ -86,10 +86,14 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     return "\n".join(lines)
 
 
-def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path = CHECKPOINTS_DIR,
+def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path | None = None,
          config_path: str | None = None, log=print) -> list[Path]:
-    """Copy each finished ``cfg.ship`` target (first seed) to ``dest_root/<name>`` with its card.
-    Targets whose run is not finished are skipped (and said so). Returns the written folders."""
+    """Copy each finished ``cfg.ship`` target (first seed) to ``dest_root/<name>`` with its card;
+    ``dest_root`` defaults to ``$AFD_HOME/checkpoints``, where shipped names are looked up first
+    (afd.student.shipped). Targets whose run is not finished are skipped (and said so). Returns
+    the written folders."""
+    dest_root = shipping_root() if dest_root is None else dest_root
+    Path(dest_root).mkdir(parents=True, exist_ok=True)
     out = []
     seed = cfg.seeds[0]
     for name, spec in cfg.ship.items():

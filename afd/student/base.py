@@ -4,7 +4,7 @@ Everything downstream (the one rollout, the losses, the methods, LoRA, checkpoin
 uses a student only through ``StudentModel`` (the backbone's few methods) and ``Student`` (the
 bundle). afd's ``CausalVideoTransformer`` is one backbone; the pixel and state students are that
 backbone with the pixel or the state codec. Another backbone registers its ``format`` tag (the
-``format`` field of a saved ``config.json``) in ``STUDENT_FORMATS`` and implements the protocol.
+``format`` field of a saved ``config.json``) in ``afd.student.formats.STUDENT_FORMATS`` and implements the protocol.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from afd.student.formats import STUDENT_FORMATS
+
 if TYPE_CHECKING:
     import torch
 
@@ -22,15 +24,6 @@ if TYPE_CHECKING:
     from afd.student.codec import Codec
     from afd.text.encoder import TextEncoding
     from afd.video.core import VideoFormat
-
-# config.json "format" tag -> "module:Class" with ``from_pretrained(directory)``. A module is
-# imported only when a folder names its tag, so a backbone's optional dependencies (diffusers for
-# the Wan student: the ``wan`` extra) are needed only by those who load it.
-STUDENT_FORMATS: dict[str, str] = {
-    "afd-student": "afd.student.model:CausalVideoTransformer",
-    "afd-wan-student": "afd.student.wan:CausalWanStudent",
-}
-
 
 class StudentModel(Protocol):
     """A causal block-wise flow-matching backbone (an ``nn.Module``).

@@ -163,13 +163,14 @@ _LOADED: dict[Path, FrameAutoencoder] = {}
 
 def resolve_codec(spec: str | Path) -> Path:
     """A codec folder: ``spec`` itself if it is a directory, else a shipped name (``checkpoints/NAME``)."""
-    from afd.student.shipped import CHECKPOINTS_DIR, shipped_names
+    from afd.student.shipped import find_shipped, shipped_names
 
     path = Path(spec)
     if path.is_dir():
         return path
-    if spec and (CHECKPOINTS_DIR / str(spec)).is_dir():
-        return CHECKPOINTS_DIR / str(spec)
+    found = find_shipped(str(spec)) if spec else None
+    if found is not None:
+        return found
     names = ", ".join(shipped_names(frozenset({FORMAT}))) or "none found"
     raise FileNotFoundError(f"{spec!r}: no such codec directory (shipped codecs: {names})")
 
@@ -188,6 +189,17 @@ class LearnedCodec:
     Frames are coded independently. The codec's weights stay in float32 on the device of the
     tensors it is given; ``project`` is the identity (a latent has no clamps of its own: the
     decoder draws any latent, and ``decode`` clamps the pixels)."""
+
+    @classmethod
+    def for_student(cls, config) -> LearnedCodec:
+        """The frozen codec of ``config.codec_path``, checked against the student's latent shape."""
+        model = load_frame_codec(config.codec_path)
+        want = (config.channels, config.height, config.width)
+        if model.config.latent_shape != want or model.config.size != config.video_size:
+            raise ValueError(f"codec_path {config.codec_path!r}: the codec maps {model.config.size}x{model.config.size} "
+                             f"frames to latents {model.config.latent_shape}, but the student models {want} latents "
+                             f"decoded to video_size {config.video_size}")
+        return cls(model)
 
     name = "learned"
 

@@ -157,7 +157,6 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
         self.pos_col = nn.Parameter(torch.randn(cfg.width // cfg.patch, D) * 0.02)
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.pooled_proj = nn.Linear(cfg.text_dim, D)
-        self.frame_embed = nn.Embedding(cfg.frames, D) if cfg.frame_cond else None
         self.text_proj = nn.Linear(cfg.text_dim, D)
         self.layers = nn.ModuleList(Layer(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -179,8 +178,6 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
         for m in (self.final_ada, self.patch_out):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
-        if self.frame_embed is not None:
-            nn.init.zeros_(self.frame_embed.weight)
         if self.refine is not None:
             nn.init.zeros_(self.refine.net[-1].weight)
             nn.init.zeros_(self.refine.net[-1].bias)
@@ -218,8 +215,6 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
         # linear maps need them in their own dtype (a no-op in fp32 and under autocast).
         dtype = self.t_mlp[0].weight.dtype
         c = self.t_mlp(timestep_embedding(t, 256).to(dtype)) + self.pooled_proj(text.pooled.to(dtype))[:, None, :]
-        if self.frame_embed is not None:
-            c = c + self.frame_embed(frames)[None]
         text_h = self.text_proj(text.tokens.to(dtype))
         text_mask = text.mask[:, None, None, :]
         n_past = cache.n_frames if cache is not None else 0
@@ -277,7 +272,7 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
             return raw
         return (x_t - raw) / t[..., None, None, None].clamp_min(T_MIN)
 
-    # The config.json "format" tag (afd.student.base.STUDENT_FORMATS maps it back to this class).
+    # The config.json "format" tag (afd.student.formats.STUDENT_FORMATS maps it back to this class).
     FORMAT = FORMAT_NAME
     CONFIG = StudentConfig
     # Linear maps of each transformer layer that get LoRA adapters (self-attention, cross-attention, MLP).

@@ -6,8 +6,8 @@ Self-Forcing setup would have them, but with random weights small enough to trai
 - ``DIR/vae``: an ``AutoencoderKLWan`` with 4 latent channels, 8x spatial and 4x temporal
   compression (Wan2.1's layout, 8 base channels, a non-trivial latent mean/std);
 - ``DIR/umt5``: a 1-layer ``UMT5EncoderModel`` of width 16 and a word-level tokenizer whose
-  vocabulary is every word of the world's prompt grammar (so world prompts, the physics-train
-  split's included, map to real tokens, not ``<unk>``), lower-cased, ``</s>`` appended;
+  vocabulary is the words the caller gives (``afd student tiny-wan``: every word of the world's
+  prompt grammar, so world prompts map to real tokens, not ``<unk>``), lower-cased, ``</s>`` appended;
 - ``DIR/student``: a random ``CausalWanStudent`` (``save_pretrained``) with codec "wan-vae" and
   text encoder "umt5" reading those two folders.
 
@@ -27,14 +27,14 @@ the judge's exact scores apply to it. Also used by the tests (``tests/wan_util.p
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 LATENTS_MEAN = [0.3, -0.5, 0.1, 0.8]
 LATENTS_STD = [1.7, 0.4, 2.5, 1.1]
-# Words beyond the world grammar's: the tests' prompts and the null prompt of guidance ("a video").
+# Words every tiny tokenizer knows besides the caller's: the null prompt of guidance ("a video")
+# and a few test prompts' words.
 EXTRA_WORDS = ["the", "cube", "bounces", "video", "slowly"]
 TEXT_DIM = 16
 TEXT_TOKENS = 20  # the longest world prompt is 14 words + "</s>"
@@ -44,17 +44,6 @@ TINY_FPS = 10.5  # see the module docstring: 21 frames last 1.905 s
 TINY_STUDENT = dict(channels=4, height=4, width=4, frames=6, block_frames=3, patch_size=(1, 2, 2), heads=2,
                     head_dim=12, layers=2, ffn_dim=32, text_dim=TEXT_DIM, freq_dim=16, rope_max_seq_len=16,
                     steps=4, shift=5.0, fps=TINY_FPS, text_tokens=TEXT_TOKENS)
-
-
-def vocabulary() -> list[str]:
-    """The tokenizer's words: every word of the world grammar (template, sizes, colours, objects,
-    motions, backgrounds), then ``EXTRA_WORDS``, each once, in a fixed order."""
-    from afd.world.grammar import grammar
-
-    g = grammar()
-    phrases = [re.sub(r"\{\w+\}", " ", g.template), *g.sizes, *g.colors, *g.objects, *g.motions, *g.backgrounds,
-               *EXTRA_WORDS]
-    return list(dict.fromkeys(w for phrase in phrases for w in phrase.lower().split()))
 
 
 def save_tiny_wan_vae(directory: str | Path, seed: int = 3) -> Path:
@@ -71,11 +60,12 @@ def save_tiny_wan_vae(directory: str | Path, seed: int = 3) -> Path:
     return Path(directory)
 
 
-def save_tiny_umt5(directory: str | Path, dim: int = TEXT_DIM, pipeline: bool = False, seed: int = 4,
-                   words: list[str] | None = None) -> Path:
+def save_tiny_umt5(directory: str | Path, words: list[str], dim: int = TEXT_DIM, pipeline: bool = False,
+                   seed: int = 4) -> Path:
     """A 1-layer ``UMT5EncoderModel`` of width ``dim`` (random, from ``seed``) and its word-level
-    tokenizer (``words``, default ``vocabulary()``, lower-cased; others <unk>; "</s>" appended) in
-    one folder, or with ``pipeline`` in a diffusers pipeline's ``text_encoder/`` and ``tokenizer/``."""
+    tokenizer (the vocabulary ``words`` then ``EXTRA_WORDS``, lower-cased, each once; others <unk>;
+    "</s>" appended) in one folder, or with ``pipeline`` in a diffusers pipeline's
+    ``text_encoder/`` and ``tokenizer/``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
     from transformers.utils import logging as hf_logging
@@ -84,7 +74,7 @@ def save_tiny_umt5(directory: str | Path, dim: int = TEXT_DIM, pipeline: bool = 
 
     directory = Path(directory)
     tok_dir, model_dir = (directory / "tokenizer", directory / "text_encoder") if pipeline else (directory, directory)
-    words = vocabulary() if words is None else words
+    words = [w.lower() for w in [*words, *EXTRA_WORDS]]
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(words))}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
@@ -125,10 +115,11 @@ def save_tiny_wan_student(directory: str | Path, vae_path: str | Path, umt5_path
 PARTS = ("vae", "umt5", "student")
 
 
-def save_tiny_wan(out: str | Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
-    """``out/vae``, ``out/umt5`` and ``out/student`` (module docstring); the VAE and encoder weights
-    come from ``seed + 3`` and ``seed + 4``, the student's from ``seed``. Existing folders are an
-    error unless ``force`` (they are then replaced)."""
+def save_tiny_wan(out: str | Path, words: list[str], seed: int = 0, force: bool = False) -> dict[str, Path]:
+    """``out/vae``, ``out/umt5`` and ``out/student`` (module docstring); the encoder's tokenizer knows
+    ``words`` (e.g. every word of the prompts it will read); the VAE and encoder weights come from
+    ``seed + 3`` and ``seed + 4``, the student's from ``seed``. Existing folders are an error unless
+    ``force`` (they are then replaced)."""
     import shutil
 
     out = Path(out)
@@ -140,6 +131,6 @@ def save_tiny_wan(out: str | Path, seed: int = 0, force: bool = False) -> dict[s
         if p.exists():
             shutil.rmtree(p)
     save_tiny_wan_vae(paths["vae"], seed=seed + 3)
-    save_tiny_umt5(paths["umt5"], seed=seed + 4)
+    save_tiny_umt5(paths["umt5"], words, seed=seed + 4)
     save_tiny_wan_student(paths["student"], paths["vae"], paths["umt5"], seed=seed)
     return paths

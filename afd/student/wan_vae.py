@@ -103,6 +103,15 @@ class WanVAECodec:
 
     name = "wan-vae"
 
+    @classmethod
+    def for_student(cls, config) -> WanVAECodec:
+        """The codec over ``config.vae_path``'s VAE, checked against the student's channels."""
+        codec = cls(load_vae(config.vae_path))
+        if config.channels != codec.channels:
+            raise ValueError(f"codec 'wan-vae' ({config.vae_path}) gives {codec.channels}-channel latents, but "
+                             f"the student models {config.channels} channels")
+        return codec
+
     def __init__(self, vae: torch.nn.Module):
         self.vae = vae
         c = vae.config

@@ -3,6 +3,7 @@ adapter to the student's format."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from afd.lazy import lazy_exports
@@ -16,7 +17,7 @@ __getattr__ = lazy_exports(__name__, {
     "to_student_format": "afd.teacher.adapter", "Teacher": "afd.teacher.base", "TeacherError": "afd.teacher.base",
     "CachedTeacher": "afd.teacher.cache", "CacheStats": "afd.teacher.cache",
     "TeacherBudgetExceeded": "afd.teacher.cache", "FolderTeacher": "afd.teacher.folder",
-    "ManifestError": "afd.teacher.folder", "read_manifest": "afd.teacher.folder", "WorldTeacher": "afd.teacher.world",
+    "ManifestError": "afd.teacher.folder", "read_manifest": "afd.teacher.folder",
 })
 
 
@@ -39,9 +40,10 @@ def make_teacher(spec: str) -> Teacher:
             raise ValueError("teacher spec 'api:' needs a config file, e.g. api:teacher_api.yaml")
         return HTTPTeacher.from_config(arg)
     if kind == "world":
-        from afd.teacher.world import WorldTeacher
-
-        return WorldTeacher(mode=arg or "real")
+        # The built-in world's sampler lives on the testbed side (afd.world.teacher), named here by
+        # module path like a student format, so the teacher package never imports the world.
+        world_teacher = getattr(importlib.import_module("afd.world.teacher"), "WorldTeacher")
+        return world_teacher(mode=arg or "real")
     if kind == "folder":
         from afd.teacher.folder import FolderTeacher
 
@@ -57,6 +59,6 @@ def make_teacher(spec: str) -> Teacher:
 
 
 __all__ = [
-    "Teacher", "TeacherError", "WorldTeacher", "FolderTeacher", "CachedTeacher", "CacheStats",
+    "Teacher", "TeacherError", "FolderTeacher", "CachedTeacher", "CacheStats",
     "TeacherBudgetExceeded", "ManifestError", "read_manifest", "to_student_format", "make_teacher",
 ]

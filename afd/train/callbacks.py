@@ -57,7 +57,7 @@ def gather_numpy(x) -> np.ndarray:
 
 class JudgeCallback(Callback):
     """Fidelity logging, the base and final evals, the eval subset every ``eval.every`` and the
-    printed base-against-adapted tables, all from one ``afd.eval.judge.Judge``."""
+    printed base-against-adapted tables, all from one ``afd.train.judge.Judge``."""
 
     BEFORE = "eval_base.json"
 

@@ -1,4 +1,4 @@
-"""The adaptation run's config (``afd train``): one dataclass tree, YAML in ``configs/``, overrides.
+"""The adaptation run's config (``afd train``): one dataclass tree, YAML in ``configs/train/``, overrides.
 
 Sections: ``run`` (where and how often to write), ``train`` (the loop shared by every method),
 ``teacher`` (the black box and its budget), ``student`` (which base, full fine-tuning or LoRA),
@@ -17,7 +17,7 @@ from typing import Literal
 from afd.config import check_choices
 from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
-from afd.eval.judge import JudgeName
+from afd.train.judge import JudgeName
 from afd.methods import MethodName
 from afd.methods.registry import config_sections
 
@@ -184,7 +184,7 @@ class EvalConfig:
     # Score the base student on the final-eval set first (eval_base.json, the "before" column).
     # `afd reproduce` turns it off and evaluates each base once with `afd eval --checkpoint`.
     before: bool = True
-    # Who scores clips exactly (afd.eval.judge): "world" (the built-in world's evaluator: log-only
+    # Who scores clips exactly (afd.train.judge): "world" (the built-in world's evaluator: log-only
     # fidelity, evals, tables; needs world-grammar prompts) or "none" (a real teacher: the run
     # trains, logs, checkpoints and draws strips, with no evaluation).
     judge: JudgeName = "world"

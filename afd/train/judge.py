@@ -9,6 +9,7 @@ callbacks (``afd.train.callbacks``) and the oracle method, never for the methods
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -45,12 +46,19 @@ class Judge(Protocol):
         """Reports keyed by column name as a printed table, with change lines when a "base" is given."""
 
 
+# ``eval.judge`` -> "module:Class" of a judge built without arguments (None: no judge). Named by
+# module path, like a student format: the trainer never imports the testbed that implements one.
+JUDGES: dict[str, str | None] = {
+    "world": "afd.eval.world_judge:WorldJudge",  # the built-in world's exact evaluator
+    "none": None,
+}
+
+
 def make_judge(name: str) -> Judge | None:
     """The judge called ``name`` (``eval.judge``): "world" or "none" (None)."""
-    if name == "none":
+    if name not in JUDGES:
+        raise ValueError(f"unknown judge {name!r}; expected one of: {', '.join(JUDGES)}")
+    if JUDGES[name] is None:
         return None
-    if name == "world":
-        from afd.eval.world_judge import WorldJudge
-
-        return WorldJudge()
-    raise ValueError(f"unknown judge {name!r}; expected one of: world, none")
+    module, cls = JUDGES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

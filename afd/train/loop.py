@@ -28,7 +28,7 @@ import torch
 from afd import dist
 from afd.config import config_to_dict, save_config
 from afd.device import autocast, describe_precision, dist_backend, resolve_device
-from afd.eval.judge import make_judge
+from afd.train.judge import make_judge
 from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool
 from afd.rollout_groups import group_ids, per_rollout

@@ -58,6 +58,10 @@ class PretrainEvalConfig:
 
 @dataclass
 class PretrainConfig:
+    # Removed knobs and the value they had in every shipped recipe (afd.config: a file naming
+    # one loads only with that value). trainable: "refine" trained the refinement head alone.
+    REMOVED_FIELDS = {"trainable": "all"}
+
     out: str = "runs/pretrain"
     export: str | None = None  # where the final EMA student is saved (default: <out>/final)
     # Start from these weights instead of a random init (a directory or a shipped name). The
@@ -76,10 +80,6 @@ class PretrainConfig:
     # student also learns the unconditional model its sampler's classifier-free guidance needs.
     text_dropout: float = 0.0
     amp: bool | Literal["auto"] = "auto"  # bf16 autocast (afd.device.resolve_amp)
-    # "all", or "refine": train only the refinement head (model.refine > 0) on a frozen
-    # transformer, which then runs without autograd (0.9 s/step with a 48-channel head, against
-    # 1.0-1.35 s for a full step of the base).
-    trainable: Literal["all", "refine"] = "all"
     log_every: int = 10
     save_every: int = 250
     model: StudentConfig = field(default_factory=StudentConfig)
@@ -92,8 +92,6 @@ class PretrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
-        if self.trainable == "refine" and not self.model.refine:
-            raise ValueError("trainable=refine needs a refinement head: set model.refine to its channels (e.g. 32)")
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -142,7 +140,7 @@ class Pretrainer:
     model: CausalVideoTransformer
     ema: CausalVideoTransformer
     opt: torch.optim.Optimizer
-    params: list[torch.nn.Parameter]  # what the optimizer updates (the refinement head alone for trainable=refine)
+    params: list[torch.nn.Parameter]  # what the optimizer updates
 
     @classmethod
     def build(cls, cfg: PretrainConfig) -> Pretrainer:
@@ -150,9 +148,6 @@ class Pretrainer:
         torch.manual_seed(cfg.seed)
         model = CausalVideoTransformer(cfg.model).train()
         ema = make_ema(model)
-        if cfg.trainable == "refine":
-            model.requires_grad_(False)
-            model.refine.requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                                 weight_decay=cfg.optim.weight_decay)
@@ -203,7 +198,7 @@ INIT_MAY_DIFFER = ("block_frames", "steps", "first_steps", "shift", "renoise", "
                    "null_prompt", "project_blocks")
 # Switches that add zero-initialised modules: a checkpoint without them may initialise a model
 # with them (the new weights keep their zero init), not the other way round.
-INIT_MAY_ADD = ("frame_cond", "refine")
+INIT_MAY_ADD = ("refine",)
 
 
 def init_from(model: CausalVideoTransformer, ema: CausalVideoTransformer, spec: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -71,6 +72,14 @@ def grammar() -> Grammar:
         objects={k: tuple(v) for k, v in raw["objects"].items()},
         motions=dict(raw["motions"]),
     )
+
+
+def grammar_words() -> list[str]:
+    """Every word of the grammar (template, sizes, colours, objects, motions, backgrounds),
+    lower-cased, each once, in that fixed order: a vocabulary that covers every world prompt."""
+    g = grammar()
+    phrases = [re.sub(r"\{\w+\}", " ", g.template), *g.sizes, *g.colors, *g.objects, *g.motions, *g.backgrounds]
+    return list(dict.fromkeys(w for phrase in phrases for w in phrase.lower().split()))
 
 
 def _take(rest: str, options, slot: str, prompt: str) -> tuple[str, str]:

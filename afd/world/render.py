@@ -5,7 +5,7 @@ the pixel centre (symmetric about the centre, so the coverage-weighted centroid 
 centre); for an axis-aligned square, the exact product of the per-axis pixel overlaps.
 
 The same function draws the world's clips and decodes the state student's latents
-(``afd.student.state_codec``), so the two draw identically. It is differentiable in every
+(``afd.world.state_codec``), so the two draw identically. It is differentiable in every
 continuous input (centre, radius, shape mix, colours), which the GAN and DMD baselines need when
 they backpropagate through a state student's decoder.
 """

@@ -65,6 +65,19 @@ class StateCodec:
 
     name = "state"
 
+    @classmethod
+    def for_student(cls, config) -> StateCodec:
+        """The codec of a state student: one (STATE_CHANNELS, 1, 1) token per frame, decoded to
+        ``video_size`` square frames."""
+        want = (STATE_CHANNELS, 1, 1, 1)
+        got = (config.channels, config.height, config.width, config.patch)
+        if got != want or config.video_size < 1:
+            raise ValueError(f"codec 'state' needs channels, height, width, patch = {want} and video_size >= 1 "
+                             f"(the decoded frame side), got {got} and video_size {config.video_size}")
+        if config.refine:
+            raise ValueError("refine (a pixel refinement head) does not apply to codec 'state'")
+        return cls(config.video_size)
+
     def __init__(self, size: int = 32, gn_steps: int = 4):
         self.size = size
         self.gn_steps = gn_steps
