@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 afd: $(STAMP)
-	$(BIN)/afd train --config configs/afd-state.yaml
+	$(BIN)/afd train --config configs/train/afd-state.yaml
 
 demo: $(STAMP)
 	$(BIN)/afd demo --out demo

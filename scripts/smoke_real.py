@@ -5,7 +5,7 @@
 ``AFD_REAL_STUDENT`` is an afd student folder (``afd student import ...``'s output, e.g. a
 Self-Forcing student with its Wan VAE and UMT5 paths). Without it the script prints
 "skipped: ..." and exits 0, so CI and CPU machines can run it. With it, it runs
-``afd train`` on ``configs/afd-self-forcing.yaml`` (``AFD_REAL_CONFIG`` to use another) for
+``afd train`` on ``configs/train/afd-self-forcing.yaml`` (``AFD_REAL_CONFIG`` to use another) for
 ``AFD_REAL_STEPS`` iterations (default 2) of 1 prompt x 2 rollouts against the built-in world
 teacher (its clips are adapted to the student's format), with no judge, into
 ``AFD_REAL_RUN_DIR`` (default runs/smoke-real), and prints the seconds per iteration and the
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     if not Path(student).is_dir():
         print(f"smoke_real: {ENV}={student}: no such folder", file=sys.stderr)
         return 2
-    config = os.environ.get("AFD_REAL_CONFIG", str(REPO / "configs" / "afd-self-forcing.yaml"))
+    config = os.environ.get("AFD_REAL_CONFIG", str(REPO / "configs" / "train" / "afd-self-forcing.yaml"))
     run_dir = os.environ.get("AFD_REAL_RUN_DIR", "runs/smoke-real")
     steps = int(os.environ.get("AFD_REAL_STEPS", "2"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -21,7 +21,7 @@ def tiny_student(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_state_student(tmp_path_factory):
-    """A saved tiny chunk-wise state student (afd/student/state_codec.py)."""
+    """A saved tiny chunk-wise state student (afd/world/state_codec.py)."""
     from train_util import make_tiny_student
 
     return make_tiny_student(tmp_path_factory.mktemp("student") / "tiny-state", codec="state", channels=10,

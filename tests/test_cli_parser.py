@@ -63,7 +63,7 @@ def test_abbreviations_are_rejected(capsys):
         main(["sample", "--checkpoint", "x", "--split", "physics-eval", "--out", "o", "--per-p", "2"])
     assert e.value.code == 2 and "unrecognized arguments: --per-p" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["train", "--conf", "configs/afd.yaml"])
+        main(["train", "--conf", "configs/train/afd.yaml"])
     assert "unrecognized arguments: --conf" in capsys.readouterr().err
 
 
@@ -93,7 +93,7 @@ def test_every_option_has_help_and_shows_its_default():
 
 def test_demo_help_names_the_main_job_as_the_readme_does():
     demo = dict(subparsers(build_parser()))[("afd", "demo")].format_help()
-    assert "the main job is `make afd` (afd train --config configs/afd-state.yaml)" in " ".join(demo.split())
+    assert "the main job is `make afd` (afd train --config configs/train/afd-state.yaml)" in " ".join(demo.split())
 
 
 def test_every_example_parses():
@@ -111,7 +111,7 @@ def test_every_example_parses():
 def test_a_train_config_error_answers_before_torch_loads():
     """``afd train`` reads and checks its config without importing torch, so a typo answers at once."""
     code = ("import sys\nfrom afd.cli import main\n"
-            "rc = main(['train', '--config', 'configs/afd.yaml', 'train.method=afdd'])\n"
+            "rc = main(['train', '--config', 'configs/train/afd.yaml', 'train.method=afdd'])\n"
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -122,8 +122,8 @@ def test_a_train_config_error_answers_before_torch_loads():
 def test_overrides_may_follow_an_option(capsys):
     """``afd train ... run.dir=x --resume train.steps=40``: the override after the option reaches the
     config too (argparse alone would call it unrecognized)."""
-    assert main(["train", "--config", "configs/afd.yaml", "run.dir=x", "--resume", "train.method=nope"]) == 2
+    assert main(["train", "--config", "configs/train/afd.yaml", "run.dir=x", "--resume", "train.method=nope"]) == 2
     assert "train.method" in capsys.readouterr().err  # read and checked: it was not dropped
     with pytest.raises(SystemExit):
-        main(["train", "--config", "configs/afd.yaml", "--resume", "--bogus"])
+        main(["train", "--config", "configs/train/afd.yaml", "--resume", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err

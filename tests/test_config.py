@@ -382,9 +382,9 @@ def test_shipped_method_configs_share_the_afd_budget():
     from afd.config import config_to_dict
     from afd.train.config import AdaptConfig
 
-    afd = config_to_dict(load_config(AdaptConfig, "configs/afd.yaml"))
+    afd = config_to_dict(load_config(AdaptConfig, "configs/train/afd.yaml"))
     for method in ("sft", "gan", "dmd"):
-        other = config_to_dict(load_config(AdaptConfig, f"configs/{method}.yaml"))
+        other = config_to_dict(load_config(AdaptConfig, f"configs/train/{method}.yaml"))
         assert other["train"]["method"] == method and other["run"]["dir"] == f"runs/{method}"
         for section in ("teacher", "student", "disc", "eval", "afd"):
             assert other[section] == afd[section]
@@ -395,24 +395,37 @@ def test_shipped_method_configs_share_the_afd_budget():
 
 
 def test_every_shipped_config_loads_as_its_kind():
-    """A typo in a committed YAML is found here, not an hour into a reproduction."""
+    """A typo in a committed YAML is found here, not an hour into a reproduction: every config of
+    configs/ (train/, pretrain/, reproduce/) and every stage of a shipped checkpoint's recipe/."""
+    import json
+
     from afd.reproduce.config import ReproduceConfig
     from afd.train.codec_train import CodecTrainConfig
     from afd.train.config import AdaptConfig
     from afd.train.pretrain import PretrainConfig
 
-    def kind(name: str):
-        for prefix, cls in (("reproduce", ReproduceConfig), ("pretrain", PretrainConfig), ("codec-", CodecTrainConfig)):
-            if name.startswith(prefix):
-                return cls
-        return AdaptConfig
-
-    paths = sorted(Path("configs").glob("*.yaml"))
-    assert len(paths) >= 20
+    folders = {"train": AdaptConfig, "pretrain": PretrainConfig, "reproduce": ReproduceConfig}
+    paths = sorted(Path("configs").rglob("*.yaml"))
+    assert len(paths) >= 14
     for path in paths:
-        load_config(kind(path.name), path)
-    frame = load_config(PretrainConfig, "configs/pretrain-latent-frame.yaml")
+        load_config(CodecTrainConfig if path.name.startswith("codec-") else folders[path.parent.name], path)
+    # A shipped checkpoint's provenance: recipe/stage1.yaml ... stageN.yaml. A codec's stages are codec
+    # runs; a student's are pretraining runs, except an adapted student's last one (`afd train`).
+    shipped = sorted(p.parent for p in Path("checkpoints").glob("*/config.json"))
+    assert len(shipped) >= 9
+    for ckpt in shipped:
+        names = {p.name for p in ckpt.glob("recipe/*.yaml")}
+        n = len(names)
+        assert n >= 1 and names == {f"stage{i}.yaml" for i in range(1, n + 1)}, ckpt
+        meta = json.loads((ckpt / "config.json").read_text())
+        for i in range(1, n + 1):
+            if meta["format"] == "afd-frame-codec":
+                cls = CodecTrainConfig
+            else:
+                cls = AdaptConfig if i == n and "adapted_with" in meta.get("extra", {}) else PretrainConfig
+            load_config(cls, ckpt / "recipe" / f"stage{i}.yaml")
+    frame = load_config(PretrainConfig, "checkpoints/base-latent-frame/recipe/stage3.yaml")
     assert frame.model.block_frames == 1 and frame.init == "base-latent"
     assert frame.export == "checkpoints/base-latent-frame"
-    latent = load_config(ReproduceConfig, "configs/reproduce-latent.yaml")
+    latent = load_config(ReproduceConfig, "configs/reproduce/reproduce-latent.yaml")
     assert latent.families == {"latent-chunk": "base-latent", "latent-frame": "base-latent-frame"}

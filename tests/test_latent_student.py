@@ -75,7 +75,7 @@ def test_methods_that_go_through_the_codec(tiny_latent_student, tmp_path, method
     from afd.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--config", "configs/afd.yaml", "--no-progress",
+    assert main(["train", "--config", "configs/train/afd.yaml", "--no-progress",
                  *tiny_args(tiny_latent_student, run, tmp_path / "cache", "train.steps=2",
                             f"train.method={method}")]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

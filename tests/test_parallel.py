@@ -179,7 +179,7 @@ def test_lora_under_ddp_and_fsdp2_with_activation_checkpointing(tmp_path):
 
 def test_wan_student_two_ranks_ddp_and_fsdp2_match_one_process(tmp_path):
     """The Wan student's one-step SGD parity across engines, then AdamW under the setting of the
-    shipped config that names a strategy (configs/afd-self-forcing.yaml: FSDP2, bf16 mixed
+    shipped config that names a strategy (configs/train/afd-self-forcing.yaml: FSDP2, bf16 mixed
     precision, activation checkpointing), which must train."""
     pytest.importorskip("diffusers")
     from afd.student.wan_tiny import save_tiny_wan
@@ -187,14 +187,14 @@ def test_wan_student_two_ranks_ddp_and_fsdp2_match_one_process(tmp_path):
     paths = save_tiny_wan(tmp_path / "tiny-wan")
     cache = tmp_path / "cache"
     runs = {k: tmp_path / k for k in ("one", "ddp", "fsdp2", "shipped")}
-    common = ["--config", str(ROOT / "configs" / "afd-wan-tiny.yaml"), f"student.checkpoint={paths['student']}",
+    common = ["--config", str(ROOT / "configs" / "train" / "afd-wan-tiny.yaml"), f"student.checkpoint={paths['student']}",
               f"teacher.cache_dir={cache}", *QUIET]
     assert main(["train", "--no-progress", *common, *SGD_STEP, f"run.dir={runs['one']}"]) == 0
     torchrun([*common, *SGD_STEP, f"run.dir={runs['ddp']}", "dist.strategy=ddp"])
     torchrun([*common, *SGD_STEP, f"run.dir={runs['fsdp2']}", "dist.strategy=fsdp2", "dist.mixed_precision=none"])
     check_parity(Path(paths["student"]), runs, tokens_per_update(Path(paths["student"]), clips=4))
 
-    shipped = load_config(AdaptConfig, ROOT / "configs" / "afd-self-forcing.yaml").dist
+    shipped = load_config(AdaptConfig, ROOT / "configs" / "train" / "afd-self-forcing.yaml").dist
     torchrun([*common, f"run.dir={runs['shipped']}", f"dist.strategy={shipped.strategy}",
               f"dist.mixed_precision={shipped.mixed_precision}",
               f"dist.activation_checkpointing={str(shipped.activation_checkpointing).lower()}"])

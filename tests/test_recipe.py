@@ -181,7 +181,7 @@ def test_tiny_train_on_a_state_student_with_the_reference_recipe(tiny_state_stud
     recipe = ["afd.timesteps=sampler", "afd.nft_space=x0", "afd.loss_scale=reference", "afd.guidance=sampler",
               "train.old_decay=0.5", "train.old_decay_ramp=0.001", "afd.advantage.std_over=residuals",
               "afd.noise=group"]
-    code = main(["train", "--config", "configs/afd.yaml", "--no-progress",
+    code = main(["train", "--config", "configs/train/afd.yaml", "--no-progress",
                  *tiny_args(tiny_state_student, run, tmp_path / "cache", "train.steps=2", f"train.method={method}",
                             *recipe)])
     assert code == 0

@@ -29,7 +29,7 @@ CONTRACT = ("step", "d_loss", "r_phi", "reward_fidelity", "loss_nft", "loss_prio
 
 def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--config", "configs/afd.yaml", "--no-progress",
+    code = main(["train", "--config", "configs/train/afd.yaml", "--no-progress",
                  *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=3")])
     assert code == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -202,7 +202,7 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
     for name, extra in (("plain", ()), ("rerender", ("disc.rerender_t=0.3",)),
                         ("lora", ("disc.rerender_t=0.3", "student.lora_rank=2", "eval.judge=none"))):
         run = tmp_path / name
-        assert main(["train", "--config", "configs/afd.yaml", "--no-progress",
+        assert main(["train", "--config", "configs/train/afd.yaml", "--no-progress",
                      *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=1", "eval.final_prompts_per_split=1",
                                 *extra)]) == 0
         row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
@@ -211,7 +211,7 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
     assert logits["plain"] != logits["rerender"]
     capsys.readouterr()
     args = tiny_args(tiny_student, tmp_path / "bad", tmp_path / "cache")
-    assert main(["train", "--config", "configs/afd.yaml", "--no-progress", *args, "disc.rerender_t=1.0"]) == 2
+    assert main(["train", "--config", "configs/train/afd.yaml", "--no-progress", *args, "disc.rerender_t=1.0"]) == 2
     assert "disc.rerender_t must be in [0, 1), got 1.0" in capsys.readouterr().err
-    assert main(["train", "--config", "configs/sft.yaml", "--no-progress", *args, "disc.rerender_t=0.3"]) == 2
+    assert main(["train", "--config", "configs/train/sft.yaml", "--no-progress", *args, "disc.rerender_t=0.3"]) == 2
     assert "disc.rerender_t applies to afd only" in capsys.readouterr().err

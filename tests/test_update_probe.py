@@ -41,7 +41,7 @@ def test_probe_update_end_to_end(tiny_state_student, tmp_path):
     from train_util import tiny_args
 
     out = tmp_path / "probe"
-    code = main(["probe-update", "--config", "configs/afd.yaml", "--out", str(out), "--batches", "2", "--draws", "2",
+    code = main(["probe-update", "--config", "configs/train/afd.yaml", "--out", str(out), "--batches", "2", "--draws", "2",
                  "--steps", "0,1e-3", "--per-prompt", "1",
                  *tiny_args(tiny_state_student, tmp_path / "unused", tmp_path / "cache", "train.method=oracle")])
     assert code == 0
@@ -56,7 +56,7 @@ def test_probe_update_refuses_methods_without_an_nft_update(tiny_state_student, 
     from afd.cli import main
     from train_util import tiny_args
 
-    code = main(["probe-update", "--config", "configs/afd.yaml", "--out", str(tmp_path / "p"),
+    code = main(["probe-update", "--config", "configs/train/afd.yaml", "--out", str(tmp_path / "p"),
                  *tiny_args(tiny_state_student, tmp_path / "u", tmp_path / "cache", "train.method=sft")])
     assert code != 0 and "train.method is 'sft'" in capsys.readouterr().err
 

@@ -1,7 +1,7 @@
 """The tiny random latent Wan student (afd.student.wan_tiny, ``afd student tiny-wan``) trained end
-to end by ``afd train`` with configs/afd-wan-tiny.yaml: the world teacher's clips adapted to its
+to end by ``afd train`` with configs/train/afd-wan-tiny.yaml: the world teacher's clips adapted to its
 decoded format, the world judge on its clips, a checkpoint and a resume, the adapted student
-reloaded. Also: configs/afd-self-forcing.yaml parses, scripts/smoke_real.py skips without a
+reloaded. Also: configs/train/afd-self-forcing.yaml parses, scripts/smoke_real.py skips without a
 checkpoint."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from afd.cli import main
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "afd-wan-tiny.yaml"
+CONFIG = REPO / "configs" / "train" / "afd-wan-tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_two_iterations_train_checkpoint_resume_and_reload(tiny_wan, tmp_path, c
 
 @pytest.mark.slow
 def test_the_readme_recipe_runs_as_written(tmp_path):
-    """`afd student tiny-wan --out runs/tiny-wan` then `afd train --config configs/afd-wan-tiny.yaml
+    """`afd student tiny-wan --out runs/tiny-wan` then `afd train --config configs/train/afd-wan-tiny.yaml
     train.steps=2 run.dir=...` in a fresh process, from a working directory of its own."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 
@@ -107,7 +107,7 @@ def test_the_readme_recipe_runs_as_written(tmp_path):
 
 
 def test_the_self_forcing_config_parses(tmp_path):
-    """configs/afd-self-forcing.yaml loads with the config loader. Before the `dist:` section
+    """configs/train/afd-self-forcing.yaml loads with the config loader. Before the `dist:` section
     exists in AdaptConfig, the file is read without it (the other keys must still be right)."""
     import dataclasses
 
@@ -116,14 +116,14 @@ def test_the_self_forcing_config_parses(tmp_path):
     from afd.config import load_config
     from afd.train.config import AdaptConfig
 
-    path = REPO / "configs" / "afd-self-forcing.yaml"
+    path = REPO / "configs" / "train" / "afd-self-forcing.yaml"
     if "dist" in {f.name for f in dataclasses.fields(AdaptConfig)}:
         cfg = load_config(AdaptConfig, path)
         assert cfg.dist.strategy == "fsdp2" and cfg.dist.activation_checkpointing
     else:
         data = yaml.safe_load(path.read_text())
         assert data.pop("dist") == {"strategy": "fsdp2", "mixed_precision": "bf16", "activation_checkpointing": True}
-        data["extends"] = str(REPO / "configs" / data["extends"])
+        data["extends"] = str(REPO / "configs" / "train" / data["extends"])
         stripped = tmp_path / "afd-self-forcing-nodist.yaml"
         stripped.write_text(yaml.safe_dump(data))
         cfg = load_config(AdaptConfig, stripped)
