@@ -24,10 +24,16 @@ afd: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/afd demo --out demo
 
+# The suite, then its parity tests (engines against one process) again under the CPU kernels of
+# machines without AVX-512 (avx2) and without any vector extension (default): they must hold on any x86 CPU.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
+	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py
 
 test-all: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

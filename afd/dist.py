@@ -21,7 +21,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-
 _COMM = torch.device("cpu")  # where collectives' tensors live: the current GPU under nccl
 
 
@@ -35,7 +34,8 @@ def init(backend: str = "gloo") -> None:
         minutes = int(os.environ.get("AFD_DIST_TIMEOUT_MIN", "240"))
         dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     if dist.is_initialized():
-        _COMM = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        _COMM = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+                 else torch.device("cpu"))
 
 
 def world_size() -> int:

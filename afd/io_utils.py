@@ -93,7 +93,8 @@ def check_state_matches(own: dict, tensors: dict, source, what: str = "weights",
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{source}: {what} do not match {target} (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        raise ValueError(f"{source}: {what} do not match {target} "
+                         f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(own[k].shape):
@@ -120,5 +121,6 @@ def read_pretrained_meta(directory: str | os.PathLike, format_name: str, kind: s
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != format_name or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{path}: not an afd {kind.split()[0]} config (expected format '{format_name}' with a 'config' object)")
+        raise ValueError(f"{path}: not an afd {kind.split()[0]} config "
+                         f"(expected format '{format_name}' with a 'config' object)")
     return meta

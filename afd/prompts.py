@@ -52,7 +52,8 @@ def _jsonl_prompt(path: Path, n: int, line: str) -> str:
     except json.JSONDecodeError as e:
         raise PromptFileError(f"{path}:{n}: not valid JSON ({e.msg})") from None
     if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-        raise PromptFileError(f"{path}:{n}: expected an object with a non-empty string field \"prompt\", got {line[:80]!r}")
+        raise PromptFileError(f"{path}:{n}: expected an object with a non-empty string field \"prompt\", "
+                              f"got {line[:80]!r}")
     return row["prompt"].strip()
 
 

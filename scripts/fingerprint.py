@@ -21,9 +21,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from train_util import make_tiny_student, tiny_args  # noqa: E402
-
 from afd.cli import main  # noqa: E402
+from train_util import make_tiny_student, tiny_args  # noqa: E402
 
 METHODS = ("afd", "sft", "gan", "dmd", "oracle")
 STUDENTS = {

@@ -30,10 +30,10 @@ def tiny_state_student(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_codec_dir(tmp_path_factory):
-    """A saved tiny random frame codec (afd/student/frame_codec.py): 4-channel 1x1 latents of 32x32 frames."""
+    """A saved tiny random frame codec (afd/student/codecs/learned.py): 4-channel 1x1 latents of 32x32 frames."""
     import torch
 
-    from afd.student.frame_codec import FrameAutoencoder, FrameCodecConfig
+    from afd.student.codecs.learned import FrameAutoencoder, FrameCodecConfig
 
     torch.manual_seed(0)
     model = FrameAutoencoder(FrameCodecConfig(latent_channels=4, width=8, decoder_depth=2))

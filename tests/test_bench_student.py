@@ -18,8 +18,8 @@ import torch
 from afd.bench import rollout as bench_rollout
 from afd.bench import train_step as bench_train
 from afd.cli import main as cli_main
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
@@ -29,7 +29,8 @@ TINY = StudentConfig(dim=32, depth=1, heads=2, frames=4)  # one 4-frame block
 TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8"]
 PRETRAIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "pretrain.yaml"
 ROLLOUT_KEYS = {"speedup_at_4_blocks", "frames_per_s_cached", "frames_per_s_recompute", "by_blocks", "batch", "steps"}
-TRAIN_KEYS = {"ms_per_step", "mfu", "peak_tflops", "precision", "model_tflops_per_step", "analytic_tflops_per_step", "batch"}
+TRAIN_KEYS = {"ms_per_step", "mfu", "peak_tflops", "precision", "model_tflops_per_step", "analytic_tflops_per_step",
+              "batch"}
 
 
 @pytest.fixture(autouse=True)
@@ -134,4 +135,5 @@ def test_train_step_cli_arguments():
     from afd.cli import build_parser
 
     args = build_parser().parse_args(["bench", "train-step", "--batch", "4", "model.dim=64"])
-    assert (args.batch, args.steps, args.config, args.overrides) == (4, 10, "configs/pretrain/pretrain.yaml", ["model.dim=64"])
+    assert (args.batch, args.steps, args.config, args.overrides) == (4, 10, "configs/pretrain/pretrain.yaml",
+                                                                     ["model.dim=64"])

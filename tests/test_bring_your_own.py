@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_util import tiny_args
 
 from afd.cli import main
 from afd.video.core import Video
 from afd.video.io import write_video
+from train_util import tiny_args
 
 PROMPTS = ["a paper kite dips twice in a gusty breeze", "two marbles race down a wooden ramp at dusk",
            "a drop of ink spreads slowly in water"]
@@ -41,7 +41,8 @@ def test_train_on_a_folder_teacher_and_a_prompts_file_without_a_judge(tiny_stude
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# my prompts\n" + "\n".join(PROMPTS) + "\n")
     args = ["train", "--no-progress", *tiny_args(tiny_student, tmp_path / "run", tmp_path / "cache"),
-            f"teacher.spec=folder:{teacher}", f"train.prompts_file={prompts}", "eval.judge=none", "teacher.prefetch=true", "train.steps=2"]
+            f"teacher.spec=folder:{teacher}", f"train.prompts_file={prompts}", "eval.judge=none",
+            "teacher.prefetch=true", "train.steps=2"]
     assert main(args) == 0
     out = capsys.readouterr().out
     run = tmp_path / "run"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_util import tiny_args
 
-from afd.cli import main
 from afd import device as afd_device
+from afd.cli import main
 from afd.device import autocast, describe_precision, device_of, dist_backend, resolve_amp, resolve_device
+from train_util import tiny_args
 
 
 def test_resolve_device_and_backend():

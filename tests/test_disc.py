@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from afd.config import config_from_dict, config_to_dict
-from afd.disc import (DiscConfig, Discriminator, augment_pair, bt_loss, flip_allowed, gan_loss,
-                      pairwise_accuracy, r1_penalty, r_phi)
+from afd.disc import (
+    DiscConfig,
+    Discriminator,
+    augment_pair,
+    bt_loss,
+    flip_allowed,
+    gan_loss,
+    pairwise_accuracy,
+    r1_penalty,
+    r_phi,
+)
 from afd.disc.augment import augment
 from afd.text import TextEncoding, get_text_encoder
 

@@ -160,7 +160,8 @@ def test_best_constants_fit_explains_wrong_physics_but_not_jumps():
 
 
 def test_teacher_native_and_student_format_score_alike():
-    prompts = ["a large red ball falls on a black background", "a small blue ball is tossed upward on a gray background"]
+    prompts = ["a large red ball falls on a black background",
+               "a small blue ball is tossed upward on a gray background"]
     native = [c.video for c in sample_world(prompts, [1, 2])]
     student = [resample(v, EVAL_FORMAT) for v in native]
     a, b = evaluate(native, prompts)[1], evaluate(student, prompts)[1]
@@ -183,7 +184,8 @@ def test_errors_name_the_clip():
 
 
 def test_cli_eval_mixed_folder(tmp_path, capsys):
-    prompts = ["a small red ball falls on a gray background", "a large white ball rolls to the left on a navy background",
+    prompts = ["a small red ball falls on a gray background",
+               "a large white ball rolls to the left on a navy background",
                "a small green square slides to the left on a black background"]
     lines = []
     for i, c in enumerate(sample_world(prompts, [0, 1, 2], "real")):
@@ -242,8 +244,10 @@ def test_physics_defects_sort_clips_by_what_is_wrong_with_the_drawing():
     from afd.eval.defects import format_defects, physics_defects
     from afd.video.core import STUDENT
 
-    prompts = ["a small red ball falls on a gray background", "a large white ball is thrown to the right on a navy background",
-               "a small yellow ball is tossed upward on a black background", "a small red square stays still on a black background"]
+    prompts = ["a small red ball falls on a gray background",
+               "a large white ball is thrown to the right on a navy background",
+               "a small yellow ball is tossed upward on a black background",
+               "a small red square stays still on a black background"]
     clips = [c.video for c in sample_world(prompts, [0, 1, 2, 3], "real", STUDENT)]
     frames = [c.frames.clone() for c in clips]
     bg = frames[1][:, :, :1, :1]  # the border pixel is background in every frame
@@ -254,7 +258,8 @@ def test_physics_defects_sort_clips_by_what_is_wrong_with_the_drawing():
     videos = [Video(f, c.fps) for f, c in zip(frames, clips)]
     _, scores = evaluate(videos, prompts)
     d = physics_defects(videos, scores)
-    assert {k: v["n"] for k, v in d.items()} == {"clean": 1, "duplicated": 1, "missing": 1}  # the general clip is left out
+    # the general clip is left out
+    assert {k: v["n"] for k, v in d.items()} == {"clean": 1, "duplicated": 1, "missing": 1}
     assert d["clean"]["physical_consistency"] > 90
     assert d["missing"]["physical_consistency"] < d["clean"]["physical_consistency"]
     assert d["duplicated"]["physical_consistency"] == pytest.approx(scores[2].physical_consistency)

@@ -72,7 +72,7 @@ def test_block_drift_on_the_shipped_base(capsys):
     """The drift diagnostic on a real student: the world's own steps are equal inside blocks and
     across boundaries (constant speed), and the student's generated frames are tracked."""
     from afd.eval.blocks import block_drift, format_block_drift, moving_prompts
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.backbones.transformer import CausalVideoTransformer
     from afd.student.shipped import resolve_checkpoint
     from afd.world.splits import load_split
 
@@ -93,7 +93,7 @@ def test_student_eval_progress_is_opt_in_and_changes_no_number(tiny_student, cap
     """The long base eval of ``make afd`` gets a line with its estimate and bars when asked; a
     library call stays silent, and the scores are the same either way."""
     from afd.eval.student import eval_prompts, evaluate_student, sample_and_score
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.backbones.transformer import CausalVideoTransformer
 
     model = CausalVideoTransformer.from_pretrained(tiny_student)
     prompts = eval_prompts(2)
@@ -105,6 +105,7 @@ def test_student_eval_progress_is_opt_in_and_changes_no_number(tiny_student, cap
     assert out == ""
     assert re.search(r"eval: sample: 8 clips \(4 prompts, 2 seeds each\), ~\d+ s at the first batch's rate", err)
     assert re.search(r"eval: score: 8 clips, ~\d+ s at the first batch's rate", err)
-    assert loud[0] == quiet[0] and [s.physical_consistency for s in loud[1]] == [s.physical_consistency for s in quiet[1]]
+    assert loud[0] == quiet[0] and ([s.physical_consistency for s in loud[1]]
+                                    == [s.physical_consistency for s in quiet[1]])
     assert evaluate_student(model, 2, 2, 7, progress=True) == evaluate_student(model, 2, 2, 7)
     assert "eval: sample: 8 clips" in capsys.readouterr().err

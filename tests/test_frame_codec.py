@@ -1,4 +1,4 @@
-"""The learned frame codec (afd/student/frame_codec.py): shapes, round trip, persistence, gradients,
+"""The learned frame codec (afd/student/codecs/learned.py): shapes, round trip, persistence, gradients,
 training and the CLI."""
 
 from __future__ import annotations
@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.codec import make_codec
-from afd.student.config import StudentConfig
-from afd.student.frame_codec import STD_FLOOR, FrameAutoencoder, FrameCodecConfig, LearnedCodec, load_frame_codec
+from afd.student.codecs.learned import STD_FLOOR, FrameAutoencoder, FrameCodecConfig, LearnedCodec, load_frame_codec
 from afd.video.core import STUDENT
 from afd.world.sample import sample_world
+from afd.world.splits import load_split
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # the committed ones
-from afd.world.splits import load_split
 
 
 def tiny_codec(latent_size: int = 1, seed: int = 0) -> FrameAutoencoder:
     torch.manual_seed(seed)
-    return FrameAutoencoder(FrameCodecConfig(latent_size=latent_size, latent_channels=6, width=16, decoder_depth=2)).eval()
+    return FrameAutoencoder(FrameCodecConfig(latent_size=latent_size, latent_channels=6, width=16,
+                                             decoder_depth=2)).eval()
 
 
 def world_clips(n: int = 4, mode: str = "real") -> torch.Tensor:
@@ -103,9 +104,8 @@ def test_a_student_must_model_the_codecs_latents(tmp_path):
 def test_shipped_codec_round_trips_world_clips():
     """The shipped codec's round trip, within the tolerances its card reports (docs/latent-student.md)."""
     from afd.eval.codec import centroid_errors, round_trip
-    from afd.video.core import Video
-
     from afd.student.shipped import shipped_names
+    from afd.video.core import Video
 
     assert (CHECKPOINTS_DIR / "codec-world" / "README.md").read_text().startswith("# codec-world")
     assert "codec-world" not in shipped_names()  # a codec, not a student

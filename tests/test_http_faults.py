@@ -13,11 +13,11 @@ import sys
 import time
 
 import pytest
-from http_util import TinyTeacher, fast_client_kwargs, serve
 
 from afd.teacher import CachedTeacher, TeacherError
 from afd.teacher.faults import KINDS, FaultConfig
 from afd.teacher.http import HTTPTeacher
+from http_util import TinyTeacher, fast_client_kwargs, serve
 
 PROMPTS = [f"clip number {i}" for i in range(24)]
 

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from http_util import TinyTeacher, mean_abs, serve
 
 from afd.teacher import TeacherError, make_teacher
 from afd.teacher.api import APISpec, get_field, render_template
 from afd.teacher.jobs import JobJournal
 from afd.teacher.payload import H_FRAMES, H_SHA256, ClipLimits, PayloadError, decode_clip, encode_clip
 from afd.teacher.server import running_server
+from http_util import TinyTeacher, mean_abs, serve
 
 
 @pytest.fixture(scope="module")

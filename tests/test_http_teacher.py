@@ -8,16 +8,16 @@ import logging
 
 import httpx
 import pytest
-from http_util import TinyTeacher, fast_client_kwargs, mean_abs, serve
 
 from afd.cli import main as cli_main
 from afd.teacher import CachedTeacher, TeacherError, make_teacher, to_student_format
 from afd.teacher.http import HTTPTeacher, parse_retry_after
 from afd.teacher.payload import encode_clip
-from afd.world.teacher import WorldTeacher
 from afd.video.core import STUDENT, VideoFormat, stack
 from afd.video.io import read_video
 from afd.world.splits import load_split
+from afd.world.teacher import WorldTeacher
+from http_util import TinyTeacher, fast_client_kwargs, mean_abs, serve
 
 WORLD_SMALL = VideoFormat(frames=8, height=16, width=16, fps=8.0)
 
@@ -231,7 +231,8 @@ def test_credentials_in_the_url_are_redacted_and_not_the_cache_identity(tmp_path
         assert cached.sample(["a cat"], [0])[0].frames.shape == (6, 3, 16, 16)
         assert cached.id == url and "s3cret" not in "".join(str(p) for p in (tmp_path / "c2").rglob("*"))
     retrying = HTTPTeacher("http://dave:pw-s3cret@api.invalid",
-                           transport=probed(lambda r: httpx.Response(503, text="busy")), **fast_client_kwargs(retries=1))
+                           transport=probed(lambda r: httpx.Response(503, text="busy")),
+                           **fast_client_kwargs(retries=1))
     with pytest.raises(TeacherError) as err:
         retrying.sample(["a cat"], [0])
     assert "s3cret" not in str(err.value) + capsys.readouterr().err

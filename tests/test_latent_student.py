@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from afd.config import load_config
+from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.base import Student
-from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
@@ -22,7 +22,8 @@ from afd.train.loop import train
 from afd.train.pretrain import PretrainConfig, pretrain
 from train_util import tiny_args
 
-PROMPTS = ["a small red ball falls on a black background", "a large blue square slides to the left on a gray background"]
+PROMPTS = ["a small red ball falls on a black background",
+           "a large blue square slides to the left on a gray background"]
 
 
 def test_cache_and_recompute_give_the_same_rollout_and_clips(tiny_latent_student):
@@ -42,13 +43,14 @@ def test_cache_and_recompute_give_the_same_rollout_and_clips(tiny_latent_student
 
 
 def test_latent_pretraining_resumes_exactly(tmp_path, tiny_codec_dir):
-    tiny = ["batch_size=2", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0", "eval.prompts_per_split=1",
-            "eval.strip_clips=1", "log_every=1", "optim.warmup_steps=2", "model.codec=learned",
-            f"model.codec_path={tiny_codec_dir}", "model.channels=4", "model.height=1", "model.width=1",
-            "model.patch=1", "model.video_size=32", "save_every=2"]
+    tiny = ["batch_size=2", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0",
+            "eval.prompts_per_split=1", "eval.strip_clips=1", "log_every=1", "optim.warmup_steps=2",
+            "model.codec=learned", f"model.codec_path={tiny_codec_dir}", "model.channels=4", "model.height=1",
+            "model.width=1", "model.patch=1", "model.video_size=32", "save_every=2"]
     pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'a'}", "steps=4", *tiny]), progress=False)
     pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'b'}", "steps=2", *tiny]), progress=False)
-    pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'b'}", "steps=4", *tiny]), resume=True, progress=False)
+    pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'b'}", "steps=4", *tiny]), resume=True,
+             progress=False)
     for name in ("model", "ema", "optim-model"):
         a = load_file(tmp_path / "a" / "checkpoint" / f"{name}.safetensors")
         b = load_file(tmp_path / "b" / "checkpoint" / f"{name}.safetensors")

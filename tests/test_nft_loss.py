@@ -10,8 +10,8 @@ import torch
 from afd.losses import block_timesteps
 from afd.methods.afd_config import AFDMethodConfig
 from afd.methods.nft import nft_loss, nft_student_loss, prior_loss
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.schedule import add_noise
 from afd.text.encoder import TextEncoding
 
@@ -204,7 +204,8 @@ def test_student_loss_gradients_only_reach_the_trained_model(space):
     ref = perturb(copy.deepcopy(model), 2, 0.02)
     x0 = rollouts(model).requires_grad_()
     out = nft_student_loss(model, old, ref, x0, fake_text(), torch.tensor([0.2, 0.9]),
-                           torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=1.0, nft_space=space))
+                           torch.Generator().manual_seed(0),
+                           AFDMethodConfig(beta=0.1, lambda_prior=1.0, nft_space=space))
     out["loss"].backward()
     assert all(g is None for g in grads(old) + grads(ref))
     assert x0.grad is None
@@ -222,7 +223,8 @@ def test_student_loss_neutral_weights_at_old_policy_give_zero_gradient(space):
     model = tiny_model()
     old, ref = copy.deepcopy(model), copy.deepcopy(model)
     out = nft_student_loss(model, old, ref, rollouts(model), fake_text(), torch.full((2,), 0.5),
-                           torch.Generator().manual_seed(0), AFDMethodConfig(beta=0.1, lambda_prior=1e-4, nft_space=space))
+                           torch.Generator().manual_seed(0),
+                           AFDMethodConfig(beta=0.1, lambda_prior=1e-4, nft_space=space))
     out["loss"].backward()
     total = sum(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
     assert total < 1e-6

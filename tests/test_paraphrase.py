@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from afd.eval.paraphrase import PARAPHRASES, main, probe
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.sample import generate
 from afd.student.shipped import resolve_checkpoint
 from afd.world.grammar import PromptError, grammar, parse_prompt

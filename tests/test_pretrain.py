@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from afd.cli import main
 from afd.config import load_config
 from afd.losses import flow_matching_loss
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.text import get_text_encoder
 from afd.train.pretrain import PretrainConfig, batch_at, conditioning_prompts, lr_at, pretrain
 from afd.world.splits import load_split
@@ -145,7 +145,8 @@ def test_sample_cli_writes_what_eval_reads(tmp_path, capsys):
     assert "--first-guidance must be > 0" in capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_videos"] == 4
-    assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval", "--out", str(tmp_path / "x")]) == 2
+    assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "--split", "physics-eval",
+                 "--out", str(tmp_path / "x")]) == 2
     assert "no such student" in capsys.readouterr().err
 
 

@@ -12,8 +12,8 @@ import torch
 from afd.losses import Guidance, velocity
 from afd.methods.afd_config import AFDMethodConfig
 from afd.methods.nft import nft_student_loss, sampler_guidance, sampler_timesteps
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.rollout import rollout, rollout_noise
 from afd.train.config import AdaptConfig, LoopConfig, StudentInitConfig
 from test_nft_loss import fake_text, perturb, rollouts, tiny_model

@@ -69,7 +69,8 @@ def test_runner_skips_finished_jobs_and_names_a_failure(tmp_path):
     assert run_jobs([ok], work, log=lambda s: None) == {"ran": 1, "skipped": 0}
     assert json.loads((work / "teacher" / "job.json").read_text())["wall_s"] > 0
     assert run_jobs([ok], work, log=lambda s: None) == {"ran": 0, "skipped": 1}
-    bad = Job("broken", "world", ("eval", "--world", "real", "--split", "nope", "--json", str(work / "broken" / EVAL_FILE)))
+    bad = Job("broken", "world",
+              ("eval", "--world", "real", "--split", "nope", "--json", str(work / "broken" / EVAL_FILE)))
     with pytest.raises(JobFailed, match=r"job broken failed \(exit 2\).*broken/job.log"):
         run_jobs([ok, bad], work, log=lambda s: None)
     assert "unknown split 'nope'" in (work / "broken" / "job.log").read_text()
@@ -190,9 +191,11 @@ def test_report_from_finished_jobs(tmp_path):
     assert res["missing"] == ["dmd-chunk-s1"]
     afd = [r for r in res["runs"] if r["method"] == "afd"]
     assert [r["seed"] for r in afd] == [0, 1] and all(r["teacher_clips"] == 200 for r in afd)
-    assert {r["method"]: r["lr"] for r in res["runs"]} == {"base": None, "sft": 1e-4, "gan": 1e-5, "dmd": 1e-5, "afd": 1e-4}
+    assert {r["method"]: r["lr"] for r in res["runs"]} == {"base": None, "sft": 1e-4, "gan": 1e-5, "dmd": 1e-5,
+                                                          "afd": 1e-4}
     # mean over the second half of the iterations (3 of 6: 0.3, 0.4, 0.5); an unlogged cue is None
-    assert afd[0]["fidelity"]["reward_fidelity"] == pytest.approx(0.4) and afd[0]["fidelity"]["cue_single_object"] is None
+    assert (afd[0]["fidelity"]["reward_fidelity"] == pytest.approx(0.4)
+            and afd[0]["fidelity"]["cue_single_object"] is None)
     base = [r for r in res["runs"] if r["method"] == "base"]
     assert [r["seed"] for r in base] == [0, 1] and base[0]["teacher_clips"] == 0 and base[1]["wall_s"] == 0
     assert [e["steps"] for e in res["sweeps"]["sft_steps"]] == [0, 1, 2, 3]
@@ -216,13 +219,14 @@ def test_report_from_finished_jobs(tmp_path):
     assert goals["pc_gain"]["d"] == pytest.approx(5.5) and goals["met"]["gap"] is False
     assert goals["baselines"]["sft"]["d"] == pytest.approx(0.5)  # physics total = 50 + PC / 10 in the fakes
     verdicts = {c["claim"].split(":")[0]: c["verdict"] for c in saved["verdicts"]["claims"]}
-    assert set(verdicts) >= {"Fig. 1", "Fig. 5", "Fig. 6"} and set(verdicts.values()) <= {"holds", "does not hold", "not measured"}
+    assert (set(verdicts) >= {"Fig. 1", "Fig. 5", "Fig. 6"}
+            and set(verdicts.values()) <= {"holds", "does not hold", "not measured"})
     assert "| chunk | +5.5" in report and "6%" in report
 
 
 def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
     from afd.reproduce.ship import ship
-    from afd.student.model import CausalVideoTransformer
+    from afd.student.backbones.transformer import CausalVideoTransformer
 
     cfg = smoke_cfg(tmp_path, "seeds=[0,1]", "ship={afd-chunk: afd/chunk, dmd-chunk: dmd/chunk}")
     jobs = plan_jobs(cfg)
@@ -235,9 +239,19 @@ def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
     assert "afd reproduce --config configs/reproduce/reproduce-smoke.yaml" in card and "afd-chunk-s0" in card
     assert "| physical consistency | 10.0 | 15.0 | +5.0 (within noise) |" in card  # fake evals carry no stderr
     assert "200 teacher clips" in card and "not complete when this was shipped: 1 jobs left" in card
+    # Shipping again replaces weights and card but keeps the hand-kept recipe beside them.
+    (tmp_path / "ckpt" / "afd-chunk" / "recipe").mkdir()
+    (tmp_path / "ckpt" / "afd-chunk" / "recipe" / "stage1.yaml").write_text("extends: x.yaml\n")
+    with open(tmp_path / "ckpt" / "afd-chunk" / "README.md", "a") as f:
+        f.write("\n## Recipe\n\n`afd train --config recipe/stage1.yaml`\n")
+    ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="configs/reproduce/reproduce-smoke.yaml")
+    assert (tmp_path / "ckpt" / "afd-chunk" / "recipe" / "stage1.yaml").read_text() == "extends: x.yaml\n"
+    card = (tmp_path / "ckpt" / "afd-chunk" / "README.md").read_text()
+    assert card.count("## Recipe") == 1 and "`afd train --config recipe/stage1.yaml`" in card
 
 
-@pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"), ("{base-chunk: afd/chunk}", "new folder"),
+@pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"),
+                                       ("{base-chunk: afd/chunk}", "new folder"),
                                        ("{x: base/chunk}", "not METHOD/FAMILY")])
 def test_ship_config_errors(tmp_path, ship, msg):
     with pytest.raises(ValueError, match=msg):
@@ -277,7 +291,8 @@ def test_miniature_state_reproduction_through_the_report(tmp_path):
     """The state families with two methods and a tiny budget, every job a real `afd` process, then
     the report: tables, the against-the-base rows, the goals and the paper's claims."""
     args = ["reproduce", "--config", str(SMOKE), f"work_dir={tmp_path / 'jobs'}", f"report_dir={tmp_path / 'report'}",
-            f"configs_dir={REPO / 'configs' / 'train'}", "families={state-chunk: base-state, state-frame: base-state-frame}",
+            f"configs_dir={REPO / 'configs' / 'train'}",
+            "families={state-chunk: base-state, state-frame: base-state-frame}",
             "methods=[base, sft, afd]", "seeds=[0]", "steps=1", "sweeps.family=state-chunk", "sweeps.sft_steps=[]",
             "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]",
             f"overrides=[train.prompts=2, train.rollouts=2, disc.steps=1, eval.strip_prompts=1, "

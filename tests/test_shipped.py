@@ -11,7 +11,7 @@ import pytest
 
 from afd.cli import main
 from afd.io_utils import file_sha256
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint, shipped_names
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # the committed ones

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.codec import make_codec
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
 from afd.student.rollout import rollout, rollout_noise
-from afd.world.state_codec import POS_GAIN, RADIUS_HALF, RADIUS_MID, STATE_CHANNELS, StateCodec, params_to_state
 from afd.teacher import to_student_format
 from afd.text.encoder import get_text_encoder
 from afd.video.core import STUDENT, TEACHER_NATIVE, stack
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
+from afd.world.state_codec import POS_GAIN, RADIUS_HALF, RADIUS_MID, STATE_CHANNELS, StateCodec, params_to_state
 
 # Measured tolerances (tests/test_state_codec.py, docs/state-student.md): on clips rendered at the
 # student format the round trip is exact to float precision; a teacher clip rendered at 64x64 and

@@ -8,16 +8,17 @@ import re
 import pytest
 import torch
 
-from afd.student.cache import KVCache
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
 from afd.methods.common import rollout_with_grad
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
+from afd.student.cache import KVCache
 from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
 
-PROMPTS = ["a small red ball falls on a black background", "a large blue square slides to the left on a gray background"]
+PROMPTS = ["a small red ball falls on a black background",
+           "a large blue square slides to the left on a gray background"]
 
 
 def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0,

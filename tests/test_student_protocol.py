@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from train_util import make_tiny_student
 
 from afd.student import base
+from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.base import Student, load_student_model
 from afd.student.lora import add_lora
-from afd.student.model import CausalVideoTransformer
 from afd.video.core import VideoFormat
+from train_util import make_tiny_student
 
 
 def test_shipped_and_saved_students_load_through_the_registry(tmp_path):

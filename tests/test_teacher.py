@@ -4,11 +4,19 @@ import os
 import pytest
 import torch
 
-from afd.teacher import (CachedTeacher, FolderTeacher, ManifestError, Teacher, TeacherBudgetExceeded, TeacherError,
-                         make_teacher, to_student_format)
-from afd.world.teacher import WorldTeacher
+from afd.teacher import (
+    CachedTeacher,
+    FolderTeacher,
+    ManifestError,
+    Teacher,
+    TeacherBudgetExceeded,
+    TeacherError,
+    make_teacher,
+    to_student_format,
+)
 from afd.video import STUDENT, Video
 from afd.video.io import write_video
+from afd.world.teacher import WorldTeacher
 
 P = ["a small red ball falls on a gray background", "a large green ball rolls to the right on a black background",
      "a small white square drifts upward on a navy background"]

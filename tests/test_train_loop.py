@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 
 from afd.cli import main
 from afd.config import load_config
-from afd.student.config import StudentConfig
+from afd.eval.measures import CUES, rollout_measures
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.lora import AdaptersOff, add_lora, merged_copy
-from afd.student.model import CausalVideoTransformer
 from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
-from afd.eval.measures import CUES, rollout_measures
 from afd.train.fidelity import spearman
 from afd.train.loop import train
 from afd.train.plan import Plan
@@ -186,7 +186,8 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
     from afd.world.sample import sample_world
 
     model = CausalVideoTransformer.from_pretrained(tiny_student).eval()
-    prompts = ["a large red ball falls on a black background", "a small white ball rolls to the left on a navy background"]
+    prompts = ["a large red ball falls on a black background",
+               "a small white ball rolls to the left on a navy background"]
     clips = torch.stack([c.video.frames for c in sample_world(prompts, [0, 1], "real", STUDENT)])
     text = get_text_encoder().encode(prompts)
     codec = make_codec(model.config)
@@ -203,8 +204,8 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
                         ("lora", ("disc.rerender_t=0.3", "student.lora_rank=2", "eval.judge=none"))):
         run = tmp_path / name
         assert main(["train", "--config", "configs/train/afd.yaml", "--no-progress",
-                     *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=1", "eval.final_prompts_per_split=1",
-                                *extra)]) == 0
+                     *tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=1",
+                                "eval.final_prompts_per_split=1", *extra)]) == 0
         row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
         logits[name] = row["d_student_mean"]
         assert np.isfinite(row["d_loss"]) and ("reward_fidelity" in row) == (name != "lora")

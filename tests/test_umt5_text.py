@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from afd.student.wan_config import WanStudentConfig
+from afd.student.backbones.wan_config import WanStudentConfig
 from afd.text.select import text_encoder_for
 from wan_util import save_tiny_umt5, save_tiny_wan_vae
 
@@ -64,7 +64,7 @@ def test_a_missing_or_wrong_folder_is_one_clear_error(parts, tmp_path):
 
 
 def test_students_without_a_choice_keep_the_minilm_encoder():
-    from afd.student.config import StudentConfig
+    from afd.student.backbones.transformer_config import StudentConfig
     from afd.text.encoder import get_text_encoder
 
     assert text_encoder_for(StudentConfig()) is get_text_encoder()
@@ -72,7 +72,7 @@ def test_students_without_a_choice_keep_the_minilm_encoder():
 
 
 def wan_student(umt5, vae, **kw):
-    from afd.student.wan import CausalWanStudent
+    from afd.student.backbones.wan import CausalWanStudent
 
     cfg = dict(channels=4, height=4, width=4, frames=4, block_frames=2, heads=2, head_dim=12, layers=1, ffn_dim=16,
                text_dim=16, freq_dim=16, rope_max_seq_len=8, steps=2, shift=5.0, codec="wan-vae", vae_path=str(vae),
@@ -87,7 +87,7 @@ def wan_student(umt5, vae, **kw):
 
 def test_the_student_bundle_uses_its_own_encoder_and_checks_its_width(parts):
     from afd.student.base import Student
-    from afd.student.wan_vae import WanVAECodec
+    from afd.student.codecs.wan_vae import WanVAECodec
 
     umt5, wide, vae = parts
     bundle = Student.wrap(wan_student(umt5, vae))

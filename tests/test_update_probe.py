@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from afd.probes.update import gradient_statistics, stepped_copy
 from afd.train.config import AdaptConfig
-from afd.train.update_probe import gradient_statistics, stepped_copy
 from test_nft_loss import tiny_model
 
 
@@ -41,8 +41,8 @@ def test_probe_update_end_to_end(tiny_state_student, tmp_path):
     from train_util import tiny_args
 
     out = tmp_path / "probe"
-    code = main(["probe-update", "--config", "configs/train/afd.yaml", "--out", str(out), "--batches", "2", "--draws", "2",
-                 "--steps", "0,1e-3", "--per-prompt", "1",
+    code = main(["probe-update", "--config", "configs/train/afd.yaml", "--out", str(out), "--batches", "2",
+                 "--draws", "2", "--steps", "0,1e-3", "--per-prompt", "1",
                  *tiny_args(tiny_state_student, tmp_path / "unused", tmp_path / "cache", "train.method=oracle")])
     assert code == 0
     rows = [json.loads(line) for line in (out / "probe.jsonl").read_text().splitlines()]
@@ -62,7 +62,7 @@ def test_probe_update_refuses_methods_without_an_nft_update(tiny_state_student, 
 
 
 def test_probe_update_checks_its_arguments(tmp_path):
-    from afd.train.update_probe import probe_update
+    from afd.probes.update import probe_update
 
     cfg = AdaptConfig()
     cfg.train.method = "oracle"

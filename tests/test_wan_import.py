@@ -1,4 +1,4 @@
-"""Importing Self-Forcing / Causal-Forcing checkpoints (afd.student.wan_import, ``afd student
+"""Importing Self-Forcing / Causal-Forcing checkpoints (afd.student.backbones.wan_import, ``afd student
 import``) on tiny random Wan students saved in those projects' layout: every tensor arrives,
 the EMA choice, wrapper prefixes, and one-line errors naming the file."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from afd.cli import main
+from afd.student.backbones.wan_config import WanStudentConfig
 from afd.student.base import load_student_model
-from afd.student.wan_config import WanStudentConfig
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here needs the hub; make sure nothing reaches it
 
@@ -24,7 +24,7 @@ TINY = dict(channels=4, height=8, width=8, frames=4, block_frames=2, heads=2, he
 @pytest.fixture(scope="module")
 def wi():
     pytest.importorskip("diffusers")
-    import afd.student.wan_import as wi
+    import afd.student.backbones.wan_import as wi
 
     return wi
 
@@ -144,7 +144,8 @@ def test_an_extra_or_missing_key_is_one_error(wi, tmp_path):
     path = save_checkpoint(tmp_path / "extra.pt", generator_ema=extra)
     with pytest.raises(ValueError) as e:
         wi.load_self_forcing_checkpoint(path, tiny_config())
-    one_line_error(e, path, "Self-Forcing weights do not fit the config", "unexpected 1: blocks.0.self_attn.extra.weight")
+    one_line_error(e, path, "Self-Forcing weights do not fit the config",
+                   "unexpected 1: blocks.0.self_attn.extra.weight")
     assert "missing" not in str(e.value).replace(str(path), "") and "sizes" not in str(e.value)
 
     missing = wrapped(wi, model)
@@ -160,7 +161,8 @@ def test_a_config_that_does_not_fit_names_key_and_shapes(wi, tmp_path):
     with pytest.raises(ValueError) as e:
         wi.load_self_forcing_checkpoint(path, tiny_config(ffn_dim=48))
     one_line_error(e, path, "blocks.0.ffn.0.weight (transformer.blocks.0.ffn.net.0.proj.weight) has shape (32, 16) "
-                            "in the file, the config expects (48, 16)", "the file's sizes: layers=2 dim=16 channels=4 ffn_dim=32")
+                            "in the file, the config expects (48, 16)",
+                   "the file's sizes: layers=2 dim=16 channels=4 ffn_dim=32")
     with pytest.raises(ValueError) as e:
         wi.load_self_forcing_checkpoint(path, tiny_config(layers=3))
     one_line_error(e, path, "missing 27: blocks.2.", "and 23 more", "layers=2", "the config's: layers=3")
@@ -211,7 +213,8 @@ def test_cli_import_writes_a_loadable_student(wi, tmp_path, capsys):
     assert_same_weights(loaded, ema)
     meta = json.loads((out / "config.json").read_text())
     assert meta["format"] == "afd-wan-student"
-    assert meta["extra"]["imported_from"] == {"source": "causal-forcing", "checkpoint": str(path), "state": "generator_ema"}
+    assert meta["extra"]["imported_from"] == {"source": "causal-forcing", "checkpoint": str(path),
+                                              "state": "generator_ema"}
 
     # --preset: WanStudentConfig's defaults, here overridden down to the tiny sizes; --no-ema.
     out2 = tmp_path / "student-raw"

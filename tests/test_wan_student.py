@@ -1,4 +1,4 @@
-"""The causal Wan student (afd.student.wan) on tiny random configs: cache vs recomputation,
+"""The causal Wan student (afd.student.backbones.wan) on tiny random configs: cache vs recomputation,
 frame-index RoPE, parity with a plain-torch reference, persistence, LoRA, the optional extra."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from afd.config import ConfigError, config_from_dict, config_to_dict
+from afd.student.backbones.wan_config import WanStudentConfig
 from afd.student.base import load_student_model
 from afd.student.codec import make_codec
 from afd.student.rollout import rollout
-from afd.student.wan_config import WanStudentConfig
 from afd.text.encoder import TextEncoding
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a random init never needs the hub; make sure nothing reaches it
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wan():
     pytest.importorskip("diffusers")
-    import afd.student.wan as wan
+    import afd.student.backbones.wan as wan
 
     return wan
 
@@ -215,7 +215,8 @@ def reference_forward(model, x, t, frames, clean, text):
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / half)
     arg = (1000.0 * t)[..., None] * freqs
     ce = tr.condition_embedder
-    temb = _lin(F.silu(_lin(torch.cat([arg.cos(), arg.sin()], -1), ce.time_embedder.linear_1)), ce.time_embedder.linear_2)
+    temb = _lin(F.silu(_lin(torch.cat([arg.cos(), arg.sin()], -1), ce.time_embedder.linear_1)),
+                ce.time_embedder.linear_2)
     mod6 = _lin(F.silu(temb), ce.time_proj).view(B, S, 6, D).repeat_interleave(tokens, dim=1)
     ctx = text.tokens * text.mask[..., None]
     ctx = _lin(F.gelu(_lin(ctx, ce.text_embedder.linear_1), approximate="tanh"), ce.text_embedder.linear_2)
@@ -367,7 +368,8 @@ def test_config_round_trip_and_clear_errors():
         tiny_config(rope_max_seq_len=4)
     with pytest.raises(ValueError, match="expected one of 'pixel', 'wan-vae'"):
         tiny_config(codec="vae")
-    with pytest.raises(ValueError, match="codec 'pixel' decodes RGB frames as they are, but the student models 4 channels"):
+    with pytest.raises(ValueError,
+                       match="codec 'pixel' decodes RGB frames as they are, but the student models 4 channels"):
         make_codec(cfg)
     assert make_codec(tiny_config(channels=3)).fmt.height == 8
 
@@ -377,14 +379,16 @@ def test_loading_without_diffusers_names_the_extra(tmp_path, monkeypatch):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"format": "afd-wan-student", "config": {}}))
     monkeypatch.setitem(sys.modules, "diffusers", None)  # what an import sees when it is not installed
-    monkeypatch.delitem(sys.modules, "afd.student.wan", raising=False)
-    with pytest.raises(ValueError, match=r"config.json: cannot load a 'afd-wan-student' student: .*pip install 'afd\[wan\]'"):
+    monkeypatch.delitem(sys.modules, "afd.student.backbones.wan", raising=False)
+    with pytest.raises(ValueError,
+                       match=r"config.json: cannot load a 'afd-wan-student' student: .*pip install 'afd\[wan\]'"):
         load_student_model(d)
 
 
 def test_the_default_import_path_does_not_import_diffusers():
-    code = ("import sys, afd.cli, afd.student.base, afd.student.model, afd.student.rollout, afd.student.sample, "
-            "afd.losses, afd.student.wan_config; print(sorted(m for m in ('diffusers', 'afd.student.wan') if m in sys.modules))")
+    code = ("import sys, afd.cli, afd.student.base, afd.student.backbones.transformer, afd.student.rollout, "
+            "afd.student.sample, afd.losses, afd.student.backbones.wan_config; "
+            "print(sorted(m for m in ('diffusers', 'afd.student.backbones.wan') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The tiny random latent Wan student (afd.student.wan_tiny, ``afd student tiny-wan``) trained end
+"""The tiny random latent Wan student (afd.student.backbones.wan_tiny, ``afd student tiny-wan``) trained end
 to end by ``afd train`` with configs/train/afd-wan-tiny.yaml: the world teacher's clips adapted to its
 decoded format, the world judge on its clips, a checkpoint and a resume, the adapted student
 reloaded. Also: configs/train/afd-self-forcing.yaml parses, scripts/smoke_real.py skips without a
@@ -64,8 +64,9 @@ def test_two_iterations_train_checkpoint_resume_and_reload(tiny_wan, tmp_path, c
     from afd.student.base import load_student_model
 
     run = tmp_path / "run"
-    args = ["train", "--no-progress", "--config", str(CONFIG), f"run.dir={run}", f"teacher.cache_dir={tmp_path / 'cache'}",
-            f"student.checkpoint={tiny_wan / 'student'}", "eval.final_prompts_per_split=1", "eval.before=false"]
+    args = ["train", "--no-progress", "--config", str(CONFIG), f"run.dir={run}",
+            f"teacher.cache_dir={tmp_path / 'cache'}", f"student.checkpoint={tiny_wan / 'student'}",
+            "eval.final_prompts_per_split=1", "eval.before=false"]
     assert main([*args, "train.steps=1"]) == 0
     assert (run / "checkpoint").is_dir() and (run / "eval.json").is_file()
     assert main([*args, "train.steps=2", "--resume"]) == 0
@@ -129,7 +130,8 @@ def test_the_self_forcing_config_parses(tmp_path):
         cfg = load_config(AdaptConfig, stripped)
     # Table 3 of the paper
     assert (cfg.student.lora_rank, cfg.student.lora_alpha) == (256, 256)
-    assert (cfg.train.lr, tuple(cfg.train.betas), cfg.train.weight_decay, cfg.train.grad_clip) == (1e-5, (0.9, 0.999), 1e-4, 1.0)
+    assert (cfg.train.lr, tuple(cfg.train.betas), cfg.train.weight_decay, cfg.train.grad_clip) == (1e-5, (0.9, 0.999),
+                                                                                                  1e-4, 1.0)
     assert (cfg.afd.beta, cfg.afd.lambda_prior, cfg.afd.advantage.a_max, cfg.train.old_decay) == (0.1, 1e-4, 5.0, 0.99)
     assert cfg.train.amp and cfg.train.device == "cuda" and cfg.eval.judge == "none"
     assert cfg.teacher.spec.startswith("api:") and cfg.train.prompts_file

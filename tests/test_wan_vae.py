@@ -1,4 +1,4 @@
-"""The Wan VAE codec (afd.student.wan_vae) on a tiny random AutoencoderKLWan saved locally:
+"""The Wan VAE codec (afd.student.codecs.wan_vae) on a tiny random AutoencoderKLWan saved locally:
 shapes and ranges, the latent normalisation, frame-count errors, gradients, the config choice."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from afd.config import config_from_dict, config_to_dict
+from afd.student.backbones.wan_config import WanStudentConfig
 from afd.student.codec import make_codec
-from afd.student.wan_config import WanStudentConfig
 from wan_util import LATENTS_MEAN, LATENTS_STD, save_tiny_wan_vae
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -42,7 +42,8 @@ def clip(T: int, H: int = 32, W: int = 32, B: int = 2) -> torch.Tensor:
 
 def test_shapes_ranges_and_format(vae_dir):
     codec = make_codec(vae_config(vae_dir))
-    assert (codec.name, codec.fmt.frames, codec.fmt.height, codec.fmt.width, codec.fmt.fps) == ("wan-vae", 13, 32, 32, 16.0)
+    assert (codec.name, codec.fmt.frames, codec.fmt.height, codec.fmt.width,
+            codec.fmt.fps) == ("wan-vae", 13, 32, 32, 16.0)
     with torch.no_grad():
         z = codec.encode(clip(9, 32, 48))
         assert z.shape == (2, 3, 4, 4, 6) and z.dtype == torch.float32
@@ -95,7 +96,7 @@ def test_the_gradient_of_decoded_pixels_reaches_the_latents_only(vae_dir):
 
 
 def test_the_config_choice_loading_and_its_errors(vae_dir, tmp_path):
-    from afd.student.wan_vae import load_vae
+    from afd.student.codecs.wan_vae import load_vae
 
     cfg = vae_config(vae_dir)
     assert config_from_dict(WanStudentConfig, config_to_dict(cfg)) == cfg
@@ -115,7 +116,8 @@ def test_the_config_choice_loading_and_its_errors(vae_dir, tmp_path):
     shutil.copytree(vae_dir, bad)
     meta = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**meta, "temperal_downsample": [False, False, True]}))
-    with pytest.raises(ValueError, match=r"bad/config.json: temperal_downsample \[False, False, True\] compresses time by 2"):
+    with pytest.raises(ValueError,
+                       match=r"bad/config.json: temperal_downsample \[False, False, True\] compresses time by 2"):
         vae_config(bad).video_format()
     (bad / "config.json").write_text(json.dumps({**meta, "patch_size": 2}))
     with pytest.raises(ValueError, match="patch_size 2 .* is not supported"):
@@ -123,8 +125,8 @@ def test_the_config_choice_loading_and_its_errors(vae_dir, tmp_path):
 
 
 def test_a_latent_student_saves_and_loads_with_its_codec(vae_dir, tmp_path):
+    from afd.student.backbones.wan import CausalWanStudent
     from afd.student.base import load_student_model
-    from afd.student.wan import CausalWanStudent
 
     torch.manual_seed(0)
     d = CausalWanStudent(vae_config(vae_dir)).save_pretrained(tmp_path / "student")

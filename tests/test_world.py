@@ -44,8 +44,8 @@ def test_dropped_ball_accelerates_at_g_and_bounces():
 
 
 def test_real_world_contract_bounces_and_frame():
-    from afd.world.splits import load_split
     from afd.world.grammar import parse_prompt
+    from afd.world.splits import load_split
 
     prompts = load_split("physics-eval") + load_split("general-eval")
     clips = sample_world(prompts * 3, list(range(len(prompts) * 3)), "real")
@@ -75,10 +75,10 @@ def test_loose_constants_span_the_configured_ranges():
 
 def test_loose_clips_differ_from_real_only_in_physics():
     gen = "a small cyan ball drifts upward on a black background"
-    r, l = sample_world([gen, DROP], [4, 4], "real"), sample_world([gen, DROP], [4, 4], "loose")
-    assert torch.equal(r[0].video.frames, l[0].video.frames)  # general motions identical
-    assert r[1].record.centers[0] == l[1].record.centers[0]  # same initial condition draw ...
-    assert r[1].record.constants != l[1].record.constants  # ... different physics
+    real, loose = sample_world([gen, DROP], [4, 4], "real"), sample_world([gen, DROP], [4, 4], "loose")
+    assert torch.equal(real[0].video.frames, loose[0].video.frames)  # general motions identical
+    assert real[1].record.centers[0] == loose[1].record.centers[0]  # same initial condition draw ...
+    assert real[1].record.constants != loose[1].record.constants  # ... different physics
 
 
 def test_unknown_mode_and_mismatched_lengths():
@@ -108,6 +108,6 @@ def test_cli_world_render_writes_manifest(tmp_path):
 
     assert main(["world", "render", "--split", "general-eval", "--mode", "real", "--per-prompt", "2",
                  "--out", str(tmp_path)]) == 0
-    lines = [json.loads(l) for l in (tmp_path / "manifest.jsonl").read_text().splitlines()]
-    assert len(lines) == 96 and {l["seed"] for l in lines} == {0, 1}
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 96 and {line["seed"] for line in lines} == {0, 1}
     assert read_video(tmp_path / lines[5]["path"]).frames.shape == (32, 3, 64, 64)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 
 
 def make_tiny_student(directory, **config):

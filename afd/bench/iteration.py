@@ -55,7 +55,8 @@ def child(method: str, config: str, iters: int, overrides: list[str]) -> dict:
     fidelity = sum(r.get("t_fidelity", 0.0) for r in rows) / iters
     phases = {p: sum(r.get(p, 0.0) for r in rows) / iters for p in PHASES if any(p in r for r in rows)}
     batch = cfg.train.prompts * (cfg.train.rollouts if method != "sft" else 1)
-    return {"s_per_iter": round(wall - fidelity, 4), "s_per_iter_with_fidelity_logging": round(wall, 4), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    return {"s_per_iter": round(wall - fidelity, 4), "s_per_iter_with_fidelity_logging": round(wall, 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "batch": batch, "phases": {k: round(v, 4) for k, v in phases.items()}}
 
 

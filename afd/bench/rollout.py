@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from afd.bench.train_step import num_threads
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
-from afd.student.shipped import resolve_checkpoint
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.rollout import rollout
 from afd.student.schedule import step_levels
+from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.world.splits import load_split
 
@@ -95,7 +95,8 @@ def run(batch: int = 8, max_blocks: int = 8, steps: int = 4, repeats: int = 3,
     ``threads``: torch intra-op threads for the run (None: leave torch's setting).
     """
     if min(batch, max_blocks, steps, repeats) < 1:
-        raise ValueError(f"batch, max_blocks, steps and repeats must be >= 1, got {batch}, {max_blocks}, {steps}, {repeats}")
+        raise ValueError(f"batch, max_blocks, steps and repeats must be >= 1, "
+                         f"got {batch}, {max_blocks}, {steps}, {repeats}")
     if checkpoint is not None and config is not None:
         raise ValueError("give a checkpoint or a config, not both")
     with num_threads(threads), torch.no_grad():

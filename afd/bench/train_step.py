@@ -10,9 +10,9 @@ data time: it is the world simulator, not the model).
 MFU = (model FLOPs per step / seconds per step) / peak, where the peak is the best matmul
 throughput measured in the same process in the precision the step runs in (large square
 ``bf16 @ bf16`` products under bf16 autocast, ``fp32 @ fp32`` otherwise: ``amp`` resolved by
-``afd.device.resolve_amp``), so it reflects this machine, its thread count and its current load. Model FLOPs are counted by
-``torch.utils.flop_counter.FlopCounterMode`` on one real step (taught the CPU flash-attention
-kernels, which it does not know) and cross-checked against the analytic count of
+``afd.device.resolve_amp``), so it reflects this machine, its thread count and its current load.
+Model FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one real step (taught
+the CPU flash-attention kernels, which it does not know) and cross-checked against the analytic count of
 ``analytic_step_flops``. A ``torch.profiler`` pass over one step shows where the time goes.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from afd.device import resolve_amp
-from afd.student.config import StudentConfig
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.text.encoder import MAX_TOKENS
 
 # Ops whose self time is matmul / attention kernel work: what MFU counts as useful. Everything
@@ -255,10 +255,12 @@ def run(batch: int = 16, steps: int = 10, config_path: str | Path | None = "conf
 
 def report(r: dict) -> str:
     """Human-readable summary of ``run``'s figures, ending with what limits MFU."""
-    ratio = r["model_tflops_per_step"] / r["analytic_tflops_per_step"] if r["analytic_tflops_per_step"] else float("nan")
+    ratio = (r["model_tflops_per_step"] / r["analytic_tflops_per_step"] if r["analytic_tflops_per_step"]
+             else float("nan"))
     lines = [
         f"pretraining step: batch {r['batch']}, {r['model']} ({r['params_m']:.2f}M params), "
-        f"{'bf16 autocast' if r['precision'] == 'bf16' else 'fp32'} (amp={str(r['amp']).lower()}), {r['threads']} threads",
+        f"{'bf16 autocast' if r['precision'] == 'bf16' else 'fp32'} (amp={str(r['amp']).lower()}), "
+        f"{r['threads']} threads",
         f"  {r['ms_per_step']:.1f} ms/step (median of {r['steps']}; mean {r['ms_per_step_mean']:.1f}), "
         f"+ {r['data_ms_per_step']:.1f} ms/step world rendering and codec encoding in the real loop (not included)",
         f"  model FLOPs/step: {r['model_tflops_per_step'] * 1e3:.2f} GFLOP counted (FlopCounterMode), "

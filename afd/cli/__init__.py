@@ -13,7 +13,8 @@ import sys
 from afd.teacher.base import TeacherError
 
 # Modules that define ``register(subparsers)``; order is the order in ``afd --help``.
-COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher", "afd.cli.train", "afd.cli.probe", "afd.cli.sample", "afd.cli.student", "afd.cli.codec", "afd.cli.reproduce"]
+COMMAND_MODULES = ["afd.cli.world", "afd.cli.eval", "afd.cli.demo", "afd.cli.bench", "afd.cli.teacher", "afd.cli.train",
+                   "afd.cli.probe", "afd.cli.sample", "afd.cli.student", "afd.cli.codec", "afd.cli.reproduce"]
 
 
 class CLIError(Exception):
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="afd", description="Adversarial Flow Distillation: black-box video teacher -> causal AR student.",
         epilog=examples("afd train --config configs/train/afd-state.yaml   # the main job (make afd)",
-                        "afd demo --out demo", "afd sample --checkpoint afd-state --prompt 'a red ball falls' --out clips",
+                        "afd demo --out demo",
+                        "afd sample --checkpoint afd-state --prompt 'a red ball falls' --out clips",
                         "afd COMMAND --help"),
     )
     parser.add_argument("--version", action="version", version=f"afd {version()}")

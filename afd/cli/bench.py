@@ -27,7 +27,8 @@ def register(sub) -> None:
     q = bs.add_parser("train-step", help="pretraining ms/step and MFU against a measured bf16 matmul peak")
     q.add_argument("--batch", type=int, default=16, help="clips per training step")
     q.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
-    q.add_argument("--config", default="configs/pretrain/pretrain.yaml", help="pretraining YAML config giving the model size")
+    q.add_argument("--config", default="configs/pretrain/pretrain.yaml",
+                   help="pretraining YAML config giving the model size")
     q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.dim=256")
     q.set_defaults(func=_train_step)

@@ -10,16 +10,19 @@ def register(sub) -> None:
     csub = p.add_subparsers(dest="codec_command", required=True, metavar="{train,eval}")
     t = csub.add_parser("train", help="train the frame autoencoder on loose- and real-world frames",
                         epilog=examples("afd codec train --config configs/pretrain/codec-world.yaml",
-                                        "afd codec train --config configs/pretrain/codec-world.yaml steps=200 out=runs/codec-small",
+                                        "afd codec train --config configs/pretrain/codec-world.yaml "
+                                        "steps=200 out=runs/codec-small",
                                         "afd codec train --config configs/pretrain/codec-world.yaml --resume"))
     t.add_argument("--config", default=None, help="YAML config (see configs/pretrain/codec-world.yaml)")
     t.add_argument("--resume", action="store_true", help="continue the run in out=/checkpoint exactly")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to out/log.jsonl)")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 model.latent_channels=16")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. steps=500 model.latent_channels=16")
     t.set_defaults(func=cmd_train)
     e = csub.add_parser("eval", help="round-trip world clips of the eval splits and score them",
                         epilog=examples("afd codec eval --codec codec-world --per-prompt 4",
-                                        "afd codec eval --codec runs/codec-small/final --json runs/codec-small/eval.json"))
+                                        "afd codec eval --codec runs/codec-small/final "
+                                        "--json runs/codec-small/eval.json"))
     e.add_argument("--codec", required=True, help="a codec folder (afd codec train's export) or a shipped name")
     e.add_argument("--per-prompt", type=int, default=2, help="seeds per eval prompt (96 prompts)")
     e.add_argument("--seed", type=int, default=3000, help="first seed")
@@ -42,7 +45,7 @@ def cmd_eval(args) -> int:
 
     from afd.eval.codec import codec_report, format_codec_report
     from afd.io_utils import atomic_write_text
-    from afd.student.frame_codec import LearnedCodec, load_frame_codec
+    from afd.student.codecs.learned import LearnedCodec, load_frame_codec
     from afd.video.core import STUDENT, VideoFormat
 
     if args.per_prompt < 1:

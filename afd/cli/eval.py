@@ -13,7 +13,8 @@ DEFAULT_SEED = 1000  # the adaptation loop's final eval uses the same prompts, c
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="score clips with the exact world metrics: a clip folder, a checkpoint, or the world",
+    p = sub.add_parser("eval",
+                       help="score clips with the exact world metrics: a clip folder, a checkpoint, or the world",
                        epilog=examples("afd eval --checkpoint base-state --json base.json",
                                        "afd eval --videos clips/            # a folder with manifest.jsonl",
                                        "afd eval --world real --per-prompt 1",
@@ -115,7 +116,8 @@ def check_args(args) -> None:
         raise CLIError("--block-drift measures a student: use it with --checkpoint")
     if args.videos:
         if args.split or args.prompts_per_split is not None:
-            raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; --videos scores the clips in its manifest")
+            raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; "
+                           "--videos scores the clips in its manifest")
         return
     if args.per_prompt < 1:
         raise CLIError(f"--per-prompt must be >= 1, got {args.per_prompt}")
@@ -137,7 +139,8 @@ def cmd_eval(args) -> int:
     if args.videos:
         report, scores = evaluate_folder(args.videos)
         label = "score"
-        clips, prompts = _folder_clips(args.videos) if (args.fd_terms or args.coherence or args.defects) else (None, None)
+        clips, prompts = (_folder_clips(args.videos) if (args.fd_terms or args.coherence or args.defects)
+                          else (None, None))
     else:
         from afd.eval.student import EVAL_SPLITS, eval_prompts, sample_and_score, sample_world_and_score
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("probe-disc", help="how well a discriminator design ranks base rollouts by physics (offline)")
-    p.add_argument("--config", default="configs/train/afd.yaml", help="adaptation YAML config (its disc, teacher, student, train.prompts/rollouts)")
+    p.add_argument("--config", default="configs/train/afd.yaml",
+                   help="adaptation YAML config (its disc, teacher, student, train.prompts/rollouts)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--iters", type=int, default=200, help="discriminator iterations (each: disc.steps steps)")
     p.add_argument("--every", type=int, default=25, help="iterations between judgements on the held-out rollouts")
@@ -21,11 +22,14 @@ def register(sub) -> None:
                    help="D's training negatives: the base's rollouts (as AFD) or loose-world clips (a diagnostic: "
                         "same renderer as the teacher, so only physics separates them); held out: base rollouts")
     p.add_argument("--cache", default="cache/probe", help="where the base rollouts and their measures are cached")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. disc.lr=1e-4 disc.model.backbone=efficientnet")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. disc.lr=1e-4 disc.model.backbone=efficientnet")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("probe-update", help="signal vs noise of the student update's gradient, and what a step along it does")
-    p.add_argument("--config", default="configs/train/afd-state.yaml", help="adaptation YAML config (train.method afd or oracle)")
+    p = sub.add_parser("probe-update",
+                       help="signal vs noise of the student update's gradient, and what a step along it does")
+    p.add_argument("--config", default="configs/train/afd-state.yaml",
+                   help="adaptation YAML config (train.method afd or oracle)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
     p.add_argument("--draws", type=int, default=2, help="gradients per batch, each with its own forward noise")
@@ -33,8 +37,10 @@ def register(sub) -> None:
                    help="comma-separated step sizes along the mean gradient: RMS move per parameter")
     p.add_argument("--per-prompt", type=int, default=8, help="eval clips per eval prompt for each stepped student")
     p.add_argument("--branch", default="both", choices=("both", "positive", "negative"),
-                   help="both sides of the NFT loss, or only the pull toward the better rollouts / the push from the worse")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.method=oracle afd.noise=group")
+                   help="both sides of the NFT loss, or only the pull toward the better rollouts "
+                        "/ the push from the worse")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.method=oracle afd.noise=group")
     p.set_defaults(func=cmd_probe_update)
 
 
@@ -42,8 +48,8 @@ def cmd_probe(args) -> int:
     import json
 
     from afd.config import load_config
-    from afd.train.config import AdaptConfig
     from afd.probes.disc import probe
+    from afd.train.config import AdaptConfig
 
     cfg = load_config(AdaptConfig, args.config, args.overrides)
     _, summary = probe(cfg, Path(args.out), iters=args.iters, every=args.every, n_prompts=args.prompts,
@@ -56,8 +62,8 @@ def cmd_probe_update(args) -> int:
     import json
 
     from afd.config import load_config
-    from afd.train.config import AdaptConfig
     from afd.probes.update import probe_update
+    from afd.train.config import AdaptConfig
 
     try:
         sizes = tuple(float(x) for x in args.steps.split(","))

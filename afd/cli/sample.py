@@ -15,11 +15,15 @@ OWNED = re.compile(rf"{_WRITES}|\.tmp-{_WRITES}\.[0-9a-f]+")
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="sample clips from a student checkpoint (mp4 + npz + manifest.jsonl)",
-                       epilog=examples("afd sample --checkpoint afd-state --prompt 'a small red ball falls on a gray background' --out clips",
-                                       "afd sample --checkpoint base-state --prompt 'a red ball drops' --prompt 'a cube slides' --out clips",
-                                       "afd sample --checkpoint runs/afd-state/student --split physics-eval --per-prompt 2 --out clips",
+                       epilog=examples("afd sample --checkpoint afd-state "
+                                       "--prompt 'a small red ball falls on a gray background' --out clips",
+                                       "afd sample --checkpoint base-state --prompt 'a red ball drops' "
+                                       "--prompt 'a cube slides' --out clips",
+                                       "afd sample --checkpoint runs/afd-state/student --split physics-eval "
+                                       "--per-prompt 2 --out clips",
                                        "afd sample --checkpoint base-chunk --prompts my_prompts.txt --out clips"))
-    p.add_argument("--checkpoint", required=True, help="student directory (save_pretrained format) or a shipped name, e.g. base-chunk")
+    p.add_argument("--checkpoint", required=True,
+                   help="student directory (save_pretrained format) or a shipped name, e.g. base-chunk")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="a prompt split, e.g. physics-eval")
     src.add_argument("--prompts", metavar="FILE", help="text file with one prompt per line (# starts a comment line)")
@@ -107,7 +111,8 @@ def cmd_sample(args) -> int:
     jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
     t0 = time.time()
     with tqdm(total=len(jobs), desc="sample", dynamic_ncols=True) as bar:
-        videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift, renoise=args.renoise,
+        videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift,
+                          renoise=args.renoise,
                           first_steps=args.first_steps, guidance=args.guidance,
                           first_guidance=args.first_guidance,
                           batch_size=args.batch_size, progress=bar.update)

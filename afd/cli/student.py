@@ -10,7 +10,7 @@ from pathlib import Path
 
 from afd.cli import examples
 
-# The same names as afd.student.wan_import.SOURCES (kept here: that module imports torch and diffusers).
+# The same names as afd.student.backbones.wan_import.SOURCES (kept here: that module imports torch and diffusers).
 SOURCES = ("self-forcing", "causal-forcing")
 PRESETS = ("wan2.1-1.3b",)  # WanStudentConfig's defaults: Wan2.1-T2V-1.3B, 21 frames in 3-frame blocks
 
@@ -49,7 +49,8 @@ def register(sub) -> None:
                                   "encoder with a word-level tokenizer of the world's prompt words) and OUT/student "
                                   "(a random CausalWanStudent reading both, by absolute path). Needs the wan extra.",
                       epilog=examples("afd student tiny-wan --out runs/tiny-wan",
-                                      "afd train --config configs/train/afd-wan-tiny.yaml   # reads runs/tiny-wan/student"))
+                                      "afd train --config configs/train/afd-wan-tiny.yaml   "
+                                      "# reads runs/tiny-wan/student"))
     q.add_argument("--out", required=True, help="folder to write vae/, umt5/ and student/ into")
     q.add_argument("--seed", type=int, default=0, help="seed of the random weights (the same seed, the same weights)")
     q.add_argument("--force", action="store_true", help="replace vae/, umt5/ and student/ if they exist")
@@ -66,11 +67,11 @@ def cmd_import(args) -> int:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
     from afd.config import load_config
-    from afd.student.wan_config import WanStudentConfig
+    from afd.student.backbones.wan_config import WanStudentConfig
 
     config = load_config(WanStudentConfig, args.config, args.overrides)  # --preset: the defaults
     try:
-        from afd.student.wan_import import IMPORTERS
+        from afd.student.backbones.wan_import import IMPORTERS
     except ImportError as e:  # diffusers missing: the message names the extra
         raise CLIError(str(e)) from None
 
@@ -90,8 +91,9 @@ def cmd_tiny_wan(args) -> int:
     try:
         import diffusers  # noqa: F401
     except ImportError as e:
-        raise ValueError(f"the Wan student needs diffusers, which is not installed ({e}): pip install 'afd[wan]'") from None
-    from afd.student.wan_tiny import save_tiny_wan
+        raise ValueError(f"the Wan student needs diffusers, which is not installed ({e}): "
+                         "pip install 'afd[wan]'") from None
+    from afd.student.backbones.wan_tiny import save_tiny_wan
     from afd.world.grammar import grammar_words
 
     # The tokenizer knows the world's words: configs/train/afd-wan-tiny.yaml trains on world prompts.

@@ -14,7 +14,8 @@ DEFAULT_PORT = 8000
 def register(sub) -> None:
     p = sub.add_parser("teacher", help="teachers over HTTP: serve one, or fetch a clip from one",
                        epilog=examples("afd teacher serve --teacher world --port 8000",
-                                       "afd teacher sample --teacher http://127.0.0.1:8000 --prompt 'a red ball falls' --out clip.mp4",
+                                       "afd teacher sample --teacher http://127.0.0.1:8000 "
+                                       "--prompt 'a red ball falls' --out clip.mp4",
                                        "afd teacher sample --teacher api:teacher_api.yaml --prompt 'a red ball falls' "
                                        "--out clip.mp4 --cache cache/teacher"))
     ts = p.add_subparsers(dest="teacher_command", required=True, metavar="TEACHER_COMMAND")
@@ -61,7 +62,8 @@ def cmd_serve(args) -> int:
     faults = None
     if args.fault_rate:
         if not is_loopback(args.host):
-            raise ValueError(f"--fault-rate is for loopback testing only; --host {args.host!r} is not a loopback address")
+            raise ValueError(f"--fault-rate is for loopback testing only; "
+                             f"--host {args.host!r} is not a loopback address")
         faults = FaultConfig(rate=args.fault_rate, delay=args.fault_delay, seed=args.fault_seed)
     teacher = make_teacher(args.teacher)
     app = create_app(teacher, token_env=args.token_env or None, faults=faults, workers=args.workers,

@@ -9,7 +9,8 @@ from afd.cli import examples
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain the base causal student on the loose world",
                        epilog=examples("afd pretrain --config configs/pretrain/pretrain.yaml",
-                                       "afd pretrain --config configs/pretrain/pretrain.yaml steps=500 out=runs/pretrain-small",
+                                       "afd pretrain --config configs/pretrain/pretrain.yaml "
+                                       "steps=500 out=runs/pretrain-small",
                                        "afd pretrain --config configs/pretrain/pretrain.yaml --resume"))
     p.add_argument("--config", default=None, help="YAML config (see configs/pretrain/pretrain.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run in out=/checkpoint exactly")
@@ -31,11 +32,13 @@ def cmd_pretrain(args) -> int:
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="adapt the student to the teacher (AFD or a baseline) in the shared loop",
                        epilog=examples("afd train --config configs/train/afd-state.yaml   # the main job (make afd)",
-                                       "afd train --config configs/train/afd-state.yaml train.method=sft run.dir=runs/sft",
+                                       "afd train --config configs/train/afd-state.yaml "
+                                       "train.method=sft run.dir=runs/sft",
                                        "afd train --config configs/train/afd-state.yaml --resume"))
     p.add_argument("--config", default=None, help="YAML config (see configs/train/afd.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir/checkpoint exactly")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to run.dir/metrics.jsonl)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (metrics still go to run.dir/metrics.jsonl)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.steps=20 train.seed=1 run.dir=runs/x disc.lr=1e-4")
     p.set_defaults(func=cmd_train)

@@ -14,7 +14,8 @@ from afd.world.splits import SPLIT_NAMES
 def register(sub) -> None:
     p = sub.add_parser("world", help="the built-in physics world (the default teacher)",
                        epilog=examples("afd world prompts --split physics-eval",
-                                       "afd world sample --prompt 'a small red ball falls on a gray background' --out ball.mp4",
+                                       "afd world sample --prompt 'a small red ball falls on a gray background' "
+                                       "--out ball.mp4",
                                        "afd world render --split physics-train --out clips/"))
     ws = p.add_subparsers(dest="world_command", required=True, metavar="WORLD_COMMAND")
 
@@ -24,14 +25,16 @@ def register(sub) -> None:
 
     q = ws.add_parser("sample", help="render one clip")
     q.add_argument("--prompt", required=True, help="a world prompt (see `afd world prompts`)")
-    q.add_argument("--mode", default="real", choices=MODES, help="real: the teacher's physics; loose: the pretraining world")
+    q.add_argument("--mode", default="real", choices=MODES,
+                   help="real: the teacher's physics; loose: the pretraining world")
     q.add_argument("--seed", type=int, default=0, help="the clip's random seed")
     q.add_argument("--out", required=True, help=f"output file ({', '.join(FORMATS)})")
     q.set_defaults(func=cmd_sample)
 
     q = ws.add_parser("render", help="render a whole split into a clip folder with manifest.jsonl")
     q.add_argument("--split", required=True, choices=SPLIT_NAMES, help="the prompt split to render")
-    q.add_argument("--mode", default="real", choices=MODES, help="real: the teacher's physics; loose: the pretraining world")
+    q.add_argument("--mode", default="real", choices=MODES,
+                   help="real: the teacher's physics; loose: the pretraining world")
     q.add_argument("--per-prompt", type=int, default=1, help="clips per prompt (seeds 0..N-1 + --seed)")
     q.add_argument("--seed", type=int, default=0, help="first seed")
     q.add_argument("--ext", default=".npz", choices=FORMATS, help="clip file format (npz is lossless)")

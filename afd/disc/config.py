@@ -101,7 +101,8 @@ class DiscConfig:
         if self.frames < 2:
             raise ValueError(f"frames must be >= 2 (motion needs two frames), got {self.frames}")
         if self.size % (2 ** self.depth):
-            raise ValueError(f"depth {self.depth} halves size {self.size} too often (size must be divisible by 2**depth)")
+            raise ValueError(f"depth {self.depth} halves size {self.size} too often "
+                             f"(size must be divisible by 2**depth)")
         if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be a positive odd integer, got {self.temporal_kernel}")
         if not 0 <= self.temporal_stride_from:
@@ -119,6 +120,7 @@ class DiscConfig:
         if not (self.lora_alpha > 0):
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_first_block < self.effnet_blocks:
-            raise ValueError(f"lora_first_block must be in [0, effnet_blocks={self.effnet_blocks}), got {self.lora_first_block}")
+            raise ValueError(f"lora_first_block must be in [0, effnet_blocks={self.effnet_blocks}), "
+                             f"got {self.lora_first_block}")
         if not self.lora_targets:
             raise ValueError("lora_targets must name at least one of 'expand', 'project'")

@@ -14,8 +14,8 @@ inside a batch, and at this depth plain residual blocks train stably.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from afd.disc.common import FiLM, ProjectionHead, TextEmbed, coordinate_channels, frame_differences
 from afd.disc.config import DiscConfig

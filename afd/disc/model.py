@@ -146,7 +146,8 @@ class Discriminator(nn.Module):
         have = model._backbone_meta().get("backbone_weights_sha256")
         if want != have:
             raise ValueError(f"{directory / CONFIG_FILE}: saved with EfficientNet-Lite0 weights sha256 {want}, "
-                             f"but the installed backbone weights have {have}; the LoRA adapters belong to other base weights")
+                             f"but the installed backbone weights have {have}; "
+                             f"the LoRA adapters belong to other base weights")
         path = directory / WEIGHTS_FILE
         model.load_saved_state_dict(load_safetensors(path), source=str(path))
         return model.eval()

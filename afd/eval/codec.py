@@ -91,7 +91,8 @@ def format_codec_report(report: dict) -> str:
                      f"PSNR {r['psnr_db']:.1f} dB; centroid error mean {r['centroid_mean_px']:.3f} px, p99 "
                      f"{r['centroid_p99_px']:.3f}, max {r['centroid_max_px']:.2f}; found mismatch "
                      f"{100 * r['found_mismatch']:.2f}% of frames")
-        lines.append(f"  {mode}: physical consistency {o['physical_consistency']:.1f} -> {t['physical_consistency']:.1f}, "
+        lines.append(f"  {mode}: physical consistency {o['physical_consistency']:.1f} -> "
+                     f"{t['physical_consistency']:.1f}, "
                      f"general total {o['general_total']:.1f} -> {t['general_total']:.1f}, defective physics clips "
                      f"{100 * o['defect_fraction']:.0f}% -> {100 * t['defect_fraction']:.0f}%")
     return "\n".join(lines)

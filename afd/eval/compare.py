@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 # The headline measures of a comparison: (group, key, label, digits).
 HEADLINE = [("physics", "physical_consistency", "physical consistency", 1),
             ("physics", "gravity_error", "gravity error (relative, lower is better)", 3),
@@ -85,7 +84,7 @@ def change_lines(before: dict, after: dict, rows, names: tuple[str, str] = ("bas
         a, b = single(after, group, key), single(before, group, key)
         if a is None or b is None:
             continue
-        err = (lambda s: f" ± {s.se:.{digits}f}" if math.isfinite(s.se) else "")
+        err = (lambda s: f" ± {s.se:.{digits}f}" if math.isfinite(s.se) else "")  # noqa: E731
         out.append(f"{label}: {names[0]} {b.mean:.{digits}f}{err(b)} -> {names[1]} {a.mean:.{digits}f}{err(a)}, "
                    f"change {diff(a, b).text(digits)}")
     return out

@@ -10,7 +10,7 @@ read as another colour, size or direction loses that metric.
 
     python -m afd.eval.paraphrase --checkpoint base-state --per-prompt 16 --seed 3000
 
-Measured results: docs/student.md, "Prompts outside the grammar".
+Measured results: reports/paraphrase/report.md.
 """
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ PARAPHRASES: tuple[tuple[str, str], ...] = (
      "a big green ball rolling rightward along the floor of a navy scene"),
     ("a small white ball rolls to the left on a dark green background",
      "a little white ball rolls leftward across a dark green backdrop"),
-    ("a large blue ball slides to the left on a navy background", "a big blue sphere glides leftward over a navy backdrop"),
+    ("a large blue ball slides to the left on a navy background",
+     "a big blue sphere glides leftward over a navy backdrop"),
     ("a small red square slides to the right on a dark green background",
      "a tiny red box glides to the right against dark green"),
     ("a large cyan square drifts upward on a dark green background",
      "a big cyan block floats slowly upward on a dark green backdrop"),
     ("a large magenta square drifts downward on a black background",
      "a large magenta square sinks gently downward, black backdrop"),
-    ("a small white ball drifts upward on a navy background", "a little white ball floats up in front of a navy background"),
+    ("a small white ball drifts upward on a navy background",
+     "a little white ball floats up in front of a navy background"),
     ("a large yellow ball stays still on a gray background", "a big yellow ball sits motionless on a grey background"),
     ("a small cyan square stays still on a gray background", "a tiny cyan box that does not move, gray backdrop"),
     ("a small green square slides to the right on a black background",
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     print("per pair (physics: mean physical consistency; general: % of clips with colour, size, background "
           "and direction right), original -> paraphrase:")
     for row in reports["pairs"]:
-        print(f"  {row['original']:<66} {row['score_original']:>5.1f} -> {row['score_paraphrase']:5.1f}  {row['paraphrase']}")
+        print(f"  {row['original']:<66} {row['score_original']:>5.1f} -> {row['score_paraphrase']:5.1f}  "
+              f"{row['paraphrase']}")
     print("\n".join(change_lines(reports["original"], reports["paraphrase"], ROWS, ("original", "paraphrase"))))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,8 @@ def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, s
     # The clips' own rate: the judge resamples them by timestamp to its format (a Wan student's
     # decoded clips need not be the built-in students' 16 frames at 8 fps).
     fps = model.config.video_format().fps
-    with PhaseProgress(len(all_prompts), f"{name}: sample", progress, detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
+    with PhaseProgress(len(all_prompts), f"{name}: sample", progress,
+                       detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
         clips = [Video(v, fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
     report, scores = score_clips(clips, all_prompts, progress, name)
     return report, scores, clips, all_prompts

@@ -23,7 +23,7 @@ class AdvantageConfig:
     # "residuals": the std of r - b over the global batch. With a Bradley-Terry discriminator
     # each prompt's scores carry an arbitrary offset (Eq. 1 only sees within-prompt differences),
     # which inflates the std of raw rewards and squeezes every weight toward 0.5; the residual
-    # std removes those offsets (an afd option; measured with the oracle in docs/recipe.md).
+    # std removes those offsets (an afd option; measured with the oracle in reports/recipe/report.md).
     std_over: Literal["rewards", "residuals"] = "rewards"
 
     def __post_init__(self):

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afd import dist
+from afd.device import autocast, device_of
 from afd.disc.losses import gan_loss
 from afd.losses import fm_error, forward_noise, velocity
 from afd.methods.base import Batch, Method, Prepared
 from afd.methods.common import adversarial_objective, batch_rollout_with_grad, frozen
 from afd.student.lora import merged_copy
-from afd import dist
-from afd.device import autocast, device_of
 
 
 class FakeScore(nn.Module):
@@ -80,7 +80,8 @@ class DMD(Method):
         for _ in range(c.critic_steps):
             with autocast(self.fake, self.cfg.train.amp):
                 t, eps, xs_t = forward_noise(x_s, cfg, generator, c.t_shift)
-                fm = fm_error(velocity(self.fake.net, x_s, xs_t, t, batch.rollout_text), eps - x_s, t, c.weighting).mean()
+                fm = fm_error(velocity(self.fake.net, x_s, xs_t, t, batch.rollout_text), eps - x_s, t,
+                              c.weighting).mean()
                 tt, _, xt_t = forward_noise(x_t_, cfg, generator, c.t_shift)
                 d_teacher = self.fake.logits(x_t_, xt_t, tt, batch.text).float()
                 d_student = self.fake.logits(x_s, xs_t, t, batch.rollout_text).float()
@@ -106,5 +107,5 @@ class DMD(Method):
         with frozen(self.fake):
             logit = self.fake.logits(x0, x_t, t, batch.rollout_text).float()
         loss_gen = F.softplus(-logit).mean()
-        return adversarial_objective(loss_gen, {"fake_logit": logit.detach().mean()}, m, x0, batch.rollout_text, generator,
-                                     c.lambda_prior)
+        return adversarial_objective(loss_gen, {"fake_logit": logit.detach().mean()}, m, x0, batch.rollout_text,
+                                     generator, c.lambda_prior)

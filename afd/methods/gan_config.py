@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from afd.methods.registry import MethodSpec, register
 
 

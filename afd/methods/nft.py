@@ -104,7 +104,8 @@ def nft_loss(v_theta: torch.Tensor, v_old: torch.Tensor, v_target: torch.Tensor,
         if x_t is None or t is None or x0 is None:
             raise ValueError("space='x0' needs x_t, t and x0")
         if x_t.shape != v_theta.shape or x0.shape != v_theta.shape:
-            raise ValueError(f"x_t {tuple(x_t.shape)} and x0 {tuple(x0.shape)} must match v_theta {tuple(v_theta.shape)}")
+            raise ValueError(f"x_t {tuple(x_t.shape)} and x0 {tuple(x0.shape)} "
+                             f"must match v_theta {tuple(v_theta.shape)}")
         if t.dim() > v_theta.dim() or tuple(t.shape) != tuple(v_theta.shape[:t.dim()]):
             raise ValueError(f"t {tuple(t.shape)} must be a leading part of the velocity shape {tuple(v_theta.shape)}")
         tt = t.detach().reshape(*t.shape, *([1] * (v_theta.dim() - t.dim())))

@@ -4,9 +4,10 @@ Each rollout's reward is the judge's score of it (the world judge: physical cons
 ``afd.eval.measures.rollout_measures``, the number ``reward_fidelity`` is measured against);
 the weights, the DiffusionNFT update, the prior and the EMA old policy are AFD's, unchanged. The
 run breaks the black-box contract on purpose, so it is never a default; ``afd reproduce`` runs it
-as a reference row (configs/train/oracle.yaml), not a baseline. It answers one question: with a perfect ranking, how far does the update move
-this base under a given budget? A gain here that AFD does not reach points at the discriminator;
-no gain here points at the update, its settings or the base's spread of behaviour.
+as a reference row (configs/train/oracle.yaml), not a baseline. It answers one question: with a
+perfect ranking, how far does the update move this base under a given budget? A gain here that
+AFD does not reach points at the discriminator; no gain here points at the update, its settings
+or the base's spread of behaviour.
 """
 
 from __future__ import annotations

@@ -37,23 +37,23 @@ import torch
 
 from afd.config import config_to_dict, save_config
 from afd.disc.model import Discriminator
+from afd.eval.measures import CUES, rollout_measures
 from afd.io_utils import atomic_write_text, file_sha256, load_safetensors, save_safetensors_atomic
 from afd.methods.advantages import compute_weights
-from afd.student.codec import make_codec
+from afd.rollout_groups import group_ids
 from afd.student.base import StudentModel, load_student_model
+from afd.student.codec import make_codec
 from afd.student.sample import generate
 from afd.student.shipped import resolve_checkpoint
+from afd.teacher import to_student_format
 from afd.text.encoder import get_text_encoder
 from afd.train.config import AdaptConfig
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
-from afd.eval.measures import CUES, rollout_measures
 from afd.train.fidelity import spearman
 from afd.train.teacher_clips import TeacherClips
-from afd.teacher import to_student_format
-from afd.world.teacher import WorldTeacher
 from afd.video.core import stack
 from afd.world.splits import load_split
-from afd.rollout_groups import group_ids
+from afd.world.teacher import WorldTeacher
 
 MEASURES = ("physical_consistency", *CUES)
 NEGATIVES = ("base", "loose")
@@ -190,7 +190,8 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
     half = rollouts // 2
     train_cols, held_cols = slice(0, half), slice(half, rollouts)
     pc = data.measures["physical_consistency"]
-    print(f"probe-disc: {n} prompts x {rollouts} clips ({negatives} negatives for training); held-out physical consistency mean "
+    print(f"probe-disc: {n} prompts x {rollouts} clips ({negatives} negatives for training); "
+          f"held-out physical consistency mean "
           f"{pc[:, half:].mean():.1f}, within-prompt std {pc[:, half:].std(1).mean():.1f}")
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
@@ -228,6 +229,8 @@ def probe(cfg: AdaptConfig, out: Path, *, iters: int, every: int, n_prompts: int
     best = max(rows, key=lambda r: r["fidelity"] if math.isfinite(r["fidelity"]) else -2)
     summary = {"fidelity": rows[-1]["fidelity"], "within": rows[-1]["within"], "acc": rows[-1]["acc"],
                "best_fidelity": best["fidelity"], "best_iter": best["iter"], "train_seconds": round(t_train, 1)}
-    summary = {k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in summary.items()}
-    atomic_write_text(out / "summary.json", json.dumps({**summary, "disc": config_to_dict(cfg)["disc"]}, indent=1) + "\n")
+    summary = {k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v
+               for k, v in summary.items()}
+    atomic_write_text(out / "summary.json",
+                      json.dumps({**summary, "disc": config_to_dict(cfg)["disc"]}, indent=1) + "\n")
     return rows, summary

@@ -1,8 +1,9 @@
 """``afd probe-update``: where does a method's student update point, before any optimizer step?
 
-An offline diagnostic of the update (docs/recipe.md, "Where the update points"), the counterpart
-of ``afd probe-disc`` for the discriminator. With the run's own trainer (same collection, weights
-and loss, so ``train.method=oracle`` gives a perfect ranking) it:
+An offline diagnostic of the update (docs/training.md, "Where the student update points"; its
+results: reports/recipe/report.md), the counterpart of ``afd probe-disc`` for the discriminator.
+With the run's own trainer (same collection, weights and loss, so ``train.method=oracle`` gives a
+perfect ranking) it:
 
 1. collects ``batches`` independent batches (iterations 0 .. batches - 1 of the run's plan) and
    takes ``draws`` gradients of the student loss on each, with different forward-noise draws;
@@ -34,7 +35,6 @@ import numpy as np
 import torch
 
 from afd.device import autocast
-
 from afd.io_utils import atomic_write_text
 from afd.train.config import AdaptConfig
 

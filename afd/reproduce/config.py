@@ -77,6 +77,7 @@ class ReproduceConfig:
                 raise ValueError(f"ship.{name}: expected a new folder name of letters, digits, - and _ "
                                  f"(not one of the bases {', '.join(self.families.values())})")
         if self.sweeps.family not in self.families:
-            raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families ({', '.join(self.families)})")
+            raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families "
+                             f"({', '.join(self.families)})")
         if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps):
             raise ValueError("sweeps.budget_clips and sweeps.sft_steps must be >= 1")

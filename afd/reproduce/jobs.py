@@ -164,7 +164,8 @@ class JobPlanner:
         c = self.cfg
         return [f"student.checkpoint={c.families[family]}", f"train.seed={seed}", f"train.steps={c.steps}",
                 "eval.before=false", "eval.every=0", f"eval.final_per_prompt={c.eval_per_prompt}",
-                f"eval.final_prompts_per_split={'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
+                "eval.final_prompts_per_split="
+                f"{'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
                 f"eval.seed={c.eval_seed}", *c.overrides, *c.method_overrides.get(method, [])]
 
     def _resolved(self, method: str, overrides: list[str]) -> dict:
@@ -193,7 +194,8 @@ class JobPlanner:
 
     def world(self, mode: str) -> Job:
         jid = "teacher" if mode == "real" else "loose"
-        argv = ("eval", "--world", mode, *_eval_args(self.cfg), "--json", str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
+        argv = ("eval", "--world", mode, *_eval_args(self.cfg), "--json",
+                str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
         return self._add(Job(jid, "world", argv, method=jid), "reference")
 
     def base(self, family: str) -> Job:

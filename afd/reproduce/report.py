@@ -34,7 +34,8 @@ FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dy
              ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
 CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
 # What the weights rank by (afd.train.fidelity): the true physics, then the rendering cues.
-FIDELITY_KEYS = ("reward_fidelity", "oracle_fidelity", "cue_visible", "cue_single_object", "cue_steady_size", "cue_steady_motion")
+FIDELITY_KEYS = ("reward_fidelity", "oracle_fidelity", "cue_visible", "cue_single_object", "cue_steady_size",
+                 "cue_steady_motion")
 
 
 def metric(ev: dict, group: str, key: str) -> float:
@@ -155,7 +156,9 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
     res["sweeps"]["eta_d"].sort(key=lambda r: float(r["eta_d"]))
     for j in by_tag.get("sweep:budget", []):
         if j.id in done:
-            res["sweeps"]["budget"].append({"method": j.method, "clips_per_prompt": int(_resolved_value(j, work, "teacher.clips_per_prompt")),
+            res["sweeps"]["budget"].append({"method": j.method,
+                                            "clips_per_prompt": int(_resolved_value(j, work,
+                                                                                    "teacher.clips_per_prompt")),
                                             "teacher_clips": teacher_clips(j, work), "eval": ev(j), "id": j.id})
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["clips_per_prompt"]))
     return res
@@ -263,7 +266,8 @@ def fidelity_table(res: dict, cfg: ReproduceConfig) -> str:
 
 
 def _sweep_table(entries: list[dict], key: str, label: str) -> str:
-    lines = [f"| {label} | PC | physics total | general total | final r_phi | mean reward fidelity |", "|---|---|---|---|---|---|"]
+    lines = [f"| {label} | PC | physics total | general total | final r_phi | mean reward fidelity |",
+             "|---|---|---|---|---|---|"]
     for e in entries:
         c = e.get("curves") or {}
         r = [x for x in c.get("r_phi", []) if x is not None]
@@ -379,11 +383,12 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     res["job_wall_s"] = _all_job_wall(cfg, jobs)
     res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
-    figs = figures(res, out)
+    figures(res, out)
     strips = copy_strips(cfg, jobs, out)
     sw = res["sweeps"]
     lines = [f"# Reproduction `{cfg.name}` on the built-in world", ""]
-    lines += [f"Produced by `afd reproduce` with the config saved here as `reproduce.yaml`; results.json holds every number. "
+    lines += [f"Produced by `afd reproduce` with the config saved here as `reproduce.yaml`; "
+              f"results.json holds every number. "
               f"Sum of job wall times: {res['job_wall_s'] / 60:.1f} min on this machine "
               f"(main-grid runs {job_wall / 60:.1f} min).", ""]
     if res["missing"]:
@@ -407,8 +412,10 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     lines += ["## What the discriminator rewards", "",
               "Spearman correlation, over each iteration's rollouts, of the training signal (AFD weights, "
               "D scores for GAN; DMD's signal is per noised clip and is not ranked) with exact per-clip "
-              "measures: physical consistency (`reward_fidelity`), the weights the oracle would give the same rollouts (`oracle_fidelity`, AFD only) and four rendering cues (object found in every frame, "
-              "exactly one object, steady area, a track without jumps). Mean over the second half of each run's iterations, "
+              "measures: physical consistency (`reward_fidelity`), the weights the oracle would give the same "
+              "rollouts (`oracle_fidelity`, AFD only) and four rendering cues (object found in every frame, "
+              "exactly one object, steady area, a track without jumps). "
+              "Mean over the second half of each run's iterations, "
               "then over seeds (n = runs that logged it). Logged only; never used in training.", "",
               fidelity_table(res, cfg), ""]
     if sw["sft_steps"]:
@@ -431,13 +438,15 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
                   "| method | clips / prompt | teacher clips | PC | physics total | general total |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {e['method']} | {e['clips_per_prompt']} | {e['teacher_clips']} | "
-                  f"{metric(e['eval'], 'physics', 'physical_consistency'):.1f} | {metric(e['eval'], 'physics', 'total'):.1f} | "
+                  f"{metric(e['eval'], 'physics', 'physical_consistency'):.1f} | "
+                  f"{metric(e['eval'], 'physics', 'total'):.1f} | "
                   f"{metric(e['eval'], 'general', 'total'):.1f} |" for e in sw["budget"]]
         lines.append("")
     if strips:
         lines += ["## Samples (teacher | base | adapted, first seed)", ""]
         lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
-    lines += ["## Runs", "", "Each method runs from its own config (`configs/train/<method>.yaml`); they share the budget "
+    lines += ["## Runs", "",
+              "Each method runs from its own config (`configs/train/<method>.yaml`); they share the budget "
               "and differ in the method and, where measured necessary, the student learning rate (lr).", "",
               "| run | method | family | seed | lr | teacher clips | wall (s) |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {_lr(r['lr'])} "

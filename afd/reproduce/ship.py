@@ -12,13 +12,12 @@ import json
 import shutil
 from pathlib import Path
 
-from afd.io_utils import atomic_write_text
 from afd.eval.compare import HEADLINE, diff, single
+from afd.io_utils import atomic_write_text
 from afd.reproduce.config import ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.reproduce.report import run_config, teacher_clips
 from afd.student.shipped import shipping_root
-
 
 
 def parse_target(spec: str) -> tuple[str, str]:
@@ -57,19 +56,23 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     base = cfg.families[job.family]
     lines = [f"# {name} — `{base}` adapted with {job.method.upper()}", "",
              f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
-             f"{t.steps} {job.method.upper()} iterations against the world teacher. Seed {job.seed} of the main grid of "
+             f"{t.steps} {job.method.upper()} iterations against the world teacher. "
+             f"Seed {job.seed} of the main grid of "
              f"`{cfg.report_dir}/report.md`, which compares it with the other methods and seeds"
              + (f" (not complete when this was shipped: {jobs_left} jobs left; rerunning the command "
                 "below resumes it)" if jobs_left else "") + ".", "",
              "## How it was made", "", "```bash",
-             f"afd reproduce --config {config_path or 'configs/reproduce/reproduce.yaml'}   # runs every job, then ships this folder",
+             f"afd reproduce --config {config_path or 'configs/reproduce/reproduce.yaml'}   "
+             "# runs every job, then ships this folder",
              f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
              f"- Budget: {teacher_clips(job, work)} teacher clips ({t.split} x {rc.teacher.clips_per_prompt} per "
              f"prompt, cached and shared by every method); {t.steps} iterations of {t.prompts} prompts x "
              f"{t.rollouts} rollouts, {t.student_steps} student update(s) each at lr {t.lr:g}"
-             + (f"; discriminator `{rc.disc.model.backbone}`, {rc.disc.steps} steps per iteration at lr {rc.disc.lr:g}, "
+             + (f"; discriminator `{rc.disc.model.backbone}`, "
+                f"{rc.disc.steps} steps per iteration at lr {rc.disc.lr:g}, "
                 f"{rc.disc.loss} loss" if job.method in ("afd", "gan") else "") + ".",
-             f"- Wall time on the 2-core CPU: {run['wall_s'] / 60:.1f} min" + (" (resumed; last part only)" if run.get("resumed") else "")
+             f"- Wall time on the 2-core CPU: {run['wall_s'] / 60:.1f} min"
+             + (" (resumed; last part only)" if run.get("resumed") else "")
              + ". The resolved config is inside `config.json` (`extra.adapted_with`).", "",
              "## Evaluation against its base", "",
              f"Every prompt of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from "
@@ -84,6 +87,19 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     lines += ["", "## Use", "", "```bash", f"afd sample --checkpoint {name} --split physics-eval --out samples/{name}",
               f"afd eval --checkpoint {name} --per-prompt {cfg.eval_per_prompt} --seed {cfg.eval_seed}", "```", ""]
     return "\n".join(lines)
+
+
+RECIPE = "recipe"  # checkpoints/<name>/recipe/stageN.yaml: the configs that made the checkpoint
+
+
+def recipe_section(old_card: Path) -> str:
+    """The ``## Recipe`` section of a card being replaced (up to its next ``## `` heading), or ""."""
+    text = old_card.read_text() if old_card.is_file() else ""
+    start = text.find("\n## Recipe")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    return "\n" + text[start + 1:end if end >= 0 else len(text)].rstrip() + "\n"
 
 
 def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path | None = None,
@@ -111,7 +127,11 @@ def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path | None = N
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         left = sum(not j.done(cfg.work_dir) for j in jobs)
-        atomic_write_text(tmp / "README.md", card(name, cfg, job, base_job, config_path, left))
+        text = card(name, cfg, job, base_job, config_path, left)
+        if (dest / RECIPE).is_dir():  # the hand-kept provenance chain beside the card stays, and its section
+            shutil.copytree(dest / RECIPE, tmp / RECIPE)
+            text += recipe_section(dest / "README.md")
+        atomic_write_text(tmp / "README.md", text)
         # Swap in whole: a reader never sees a folder with new weights and an old card.
         if dest.exists():
             shutil.rmtree(dest)

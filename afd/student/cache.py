@@ -46,7 +46,8 @@ class KVCache:
 
     def detach(self) -> "KVCache":
         last = self.last_frame.detach() if self.last_frame is not None else None
-        return KVCache(self.n_frames, tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values), last)
+        return KVCache(self.n_frames, tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values),
+                       last)
 
     def nbytes(self) -> int:
         extra = (self.last_frame,) if self.last_frame is not None else ()

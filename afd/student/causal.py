@@ -57,7 +57,8 @@ class BlockCausalModel:
         t = t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)
         n_past = cache.n_frames if cache is not None else 0
         if cache is not None and n_past % self.config.block_frames:
-            raise ValueError(f"cache holds {n_past} frames, not a whole number of {self.config.block_frames}-frame blocks")
+            raise ValueError(f"cache holds {n_past} frames, "
+                             f"not a whole number of {self.config.block_frames}-frame blocks")
         frames = torch.arange(n_past, n_past + T, device=x.device)
         flags = torch.full((T,), clean, dtype=torch.bool, device=x.device)
         out, k, v = self._run(x, t, frames, flags, text, cache)
@@ -80,7 +81,8 @@ class BlockCausalModel:
         x = torch.cat([x_clean, x_noised], dim=1)
         tt = torch.cat([torch.zeros_like(t), t], dim=1)
         frames = torch.arange(T, device=x.device).repeat(2)
-        flags = torch.cat([torch.ones(T, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
+        flags = torch.cat([torch.ones(T, dtype=torch.bool, device=x.device),
+                           torch.zeros(T, dtype=torch.bool, device=x.device)])
         # Copies, not slices: a view returned by an FSDP2-wrapped model would lose its all-gather
         # hook under an in-place op.
         if return_features:
@@ -105,16 +107,19 @@ class BlockCausalModel:
         self._check_input(prefix, text)
         self._check_input(x_noised, text)
         x = torch.cat([prefix, x_noised], dim=1)
-        tt = torch.cat([torch.zeros(B, n, device=x.device), t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
+        tt = torch.cat([torch.zeros(B, n, device=x.device),
+                        t.expand(B, T) if t.dim() == 2 else t[:, None].expand(B, T)], dim=1)
         frames = torch.arange(n + T, device=x.device)
-        flags = torch.cat([torch.ones(n, dtype=torch.bool, device=x.device), torch.zeros(T, dtype=torch.bool, device=x.device)])
+        flags = torch.cat([torch.ones(n, dtype=torch.bool, device=x.device),
+                           torch.zeros(T, dtype=torch.bool, device=x.device)])
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, n:].clone()  # a copy, as in forward_train
 
     def _check_input(self, x: torch.Tensor, text: TextEncoding) -> None:
         cfg = self.config
         if x.dim() != 5 or tuple(x.shape[2:]) != (cfg.channels, cfg.height, cfg.width):
-            raise ValueError(f"student input must be (B, T, {cfg.channels}, {cfg.height}, {cfg.width}), got {tuple(x.shape)}")
+            raise ValueError(f"student input must be (B, T, {cfg.channels}, {cfg.height}, {cfg.width}), "
+                             f"got {tuple(x.shape)}")
         if len(text) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} clips but {len(text)} prompt encodings")
 

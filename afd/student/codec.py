@@ -2,8 +2,8 @@
 
 The pixel student works on pixels (identity codec); the state student on each frame's object
 state (``afd.world.state_codec``, the testbed's); the latent student on the latents of a learned frame
-autoencoder (``afd.student.frame_codec``); the latent Wan student on normalised Wan VAE latents
-(``afd.student.wan_vae``). The sampler
+autoencoder (``afd.student.codecs.learned``); the latent Wan student on normalised Wan VAE latents
+(``afd.student.codecs.wan_vae``). The sampler
 and the trainer call ``encode`` / ``decode`` / ``project`` and never look inside.
 """
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 # config.json "format" tag -> "module:Class" with ``from_pretrained(directory)``.
 STUDENT_FORMATS: dict[str, str] = {
-    "afd-student": "afd.student.model:CausalVideoTransformer",
-    "afd-wan-student": "afd.student.wan:CausalWanStudent",
+    "afd-student": "afd.student.backbones.transformer:CausalVideoTransformer",
+    "afd-wan-student": "afd.student.backbones.wan:CausalWanStudent",
 }
 
 # ``config.codec`` -> "module:Class" with ``for_student(config)`` (afd.student.codec.make_codec).
 CODECS: dict[str, str] = {
     "pixel": "afd.student.codec:PixelCodec",
-    "learned": "afd.student.frame_codec:LearnedCodec",
-    "wan-vae": "afd.student.wan_vae:WanVAECodec",
+    "learned": "afd.student.codecs.learned:LearnedCodec",
+    "wan-vae": "afd.student.codecs.wan_vae:WanVAECodec",
     # The testbed's: a frame is the built-in world's object state, drawn by the world's renderer.
     "state": "afd.world.state_codec:StateCodec",
 }

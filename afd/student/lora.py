@@ -15,6 +15,7 @@ from torch import nn
 
 from afd.student.base import StudentModel
 
+
 def add_lora(model: StudentModel, rank: int, alpha: float) -> StudentModel:
     """Inject LoRA adapters (rank, alpha) into ``model`` in place; freeze everything else.
 

@@ -16,9 +16,9 @@ import hashlib
 import torch
 
 from afd.device import AmpSetting, autocast, device_of
+from afd.student.base import StudentModel
 from afd.student.cache import KVCache
 from afd.student.codec import make_codec
-from afd.student.base import StudentModel
 from afd.text.encoder import TextEncoding
 
 
@@ -135,7 +135,8 @@ def rollout(
     if prefix is not None:
         F_ = cfg.block_frames
         if prefix.dim() != 5 or prefix.shape[0] != B or prefix.shape[2:] != noise.shape[4:] or prefix.shape[1] % F_:
-            raise ValueError(f"prefix must be (B={B}, a multiple of {F_} frames, {', '.join(map(str, noise.shape[4:]))}), "
+            raise ValueError(f"prefix must be (B={B}, a multiple of {F_} frames, "
+                             f"{', '.join(map(str, noise.shape[4:]))}), "
                              f"got {tuple(prefix.shape)}")
         n_pre = prefix.shape[1] // F_
         if not 1 <= n_pre < K:

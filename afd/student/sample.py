@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from afd.device import AmpSetting, device_of
-
-from afd.student.codec import make_codec
 from afd.student.base import StudentModel
+from afd.student.codec import make_codec
 from afd.student.rollout import rollout, rollout_noise
 from afd.text.select import text_encoder_for
 
@@ -16,7 +15,8 @@ def guidance_kwargs(model: StudentModel, n: int, guidance: float | None = None,
                     first_guidance: float | None = None) -> dict:
     """``rollout``'s guidance arguments for n clips: the scales of blocks >= 1 and of block 0
     (defaults: the model config's ``guidance`` and ``first_guidance``, whose 0 means the same as
-    ``guidance``; an explicit ``guidance`` alone sets both) and, unless both are 1 (off), n encodings of the config's ``null_prompt``.
+    ``guidance``; an explicit ``guidance`` alone sets both) and, unless both are 1 (off), n encodings
+    of the config's ``null_prompt``.
     Every rollout of a student (sampling, evaluation, on-policy collection, the baselines'
     differentiable rollouts) takes them from here, so all use the same sampler."""
     cfg = model.config
@@ -63,7 +63,8 @@ def generate(model: StudentModel, prompts: list[str], seeds: list[int], *, steps
             noise = rollout_noise(p, s, model, len(first))
             pre = codec.encode(prefix[i:i + batch_size]) if prefix is not None else None
             x0 = rollout(model, encoder.encode(p), noise, levels, amp=amp, use_cache=use_cache, renoise=renoise,
-                         prefix=pre, first_levels=first, n_blocks=n_blocks, **guidance_kwargs(model, len(p), guidance, first_guidance))
+                         prefix=pre, first_levels=first, n_blocks=n_blocks,
+                         **guidance_kwargs(model, len(p), guidance, first_guidance))
             out.append(codec.decode(x0).cpu())
             if progress is not None:
                 progress(len(p))

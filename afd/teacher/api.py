@@ -59,7 +59,8 @@ class APISpec:
         if not isinstance(self.auth_scheme, str):
             raise ValueError(f"API field 'auth_scheme' must be a string (may be empty), got {self.auth_scheme!r}")
         if self.idempotency_header is not None and not isinstance(self.idempotency_header, str):
-            raise ValueError(f"API field 'idempotency_header' must be a string or null, got {self.idempotency_header!r}")
+            raise ValueError(f"API field 'idempotency_header' must be a string or null, "
+                             f"got {self.idempotency_header!r}")
         if not isinstance(self.headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                          for k, v in self.headers.items()):
             raise ValueError(f"API field 'headers' must map strings to strings, got {self.headers!r}")

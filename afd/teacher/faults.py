@@ -70,7 +70,8 @@ class FaultInjector:
                 await self._run(scope, receive)  # the work is done (paid), then the gateway fails
             headers = [(b"retry-after", f"{cfg.retry_after:g}".encode())] if kind in ("429", "503") else []
             return await _reply(send, int(kind), b"application/json",
-                                json.dumps({"error": {"code": "injected", "message": f"injected fault {kind}"}}).encode(),
+                                json.dumps({"error": {"code": "injected",
+                                                      "message": f"injected fault {kind}"}}).encode(),
                                 headers)
         start, body = await self._run(scope, receive)
         if kind == "delay":

@@ -493,7 +493,8 @@ class HTTPTeacher(Teacher):
                     delay = max(delay, e.retry_after)
                 if time.monotonic() + delay > clip.deadline:
                     raise TeacherError(f"teacher {self.shown_url}: {clip}: {what} still failing at the "
-                                       f"{self.deadline:g} s deadline after {attempt} attempts; last error: {e}") from None
+                                       f"{self.deadline:g} s deadline after {attempt} attempts; "
+                                       f"last error: {e}") from None
                 self._count("retries")
                 # On stderr, not only in the log: a user watching a stalled run must see why.
                 line = (f"teacher {self.shown_url}: {clip}: {what} attempt {attempt} failed ({e}); retrying in "

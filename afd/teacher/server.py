@@ -185,10 +185,12 @@ def parse_clip_request(body: bytes, max_prompt_chars: int) -> tuple[str, int]:
                                                 f"got a JSON {type(obj).__name__}")
     unknown = sorted(set(obj) - {"prompt", "seed"})
     if unknown:
-        raise RequestError(422, "unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; expected 'prompt' and 'seed'")
+        raise RequestError(422, "unknown_field",
+                           f"unknown field(s) {', '.join(map(repr, unknown))}; expected 'prompt' and 'seed'")
     for name in ("prompt", "seed"):
         if name not in obj:
-            raise RequestError(422, "missing_field", f"missing field {name!r}; expected 'prompt' (string) and 'seed' (integer)")
+            raise RequestError(422, "missing_field",
+                               f"missing field {name!r}; expected 'prompt' (string) and 'seed' (integer)")
     prompt, seed = obj["prompt"], obj["seed"]
     if not isinstance(prompt, str):
         raise RequestError(422, "invalid_prompt", f"field 'prompt' must be a string, got {type(prompt).__name__}")
@@ -269,11 +271,13 @@ def create_app(teacher: Teacher, token_env: str | None = DEFAULT_TOKEN_ENV, faul
     async def read_request(request: Request) -> tuple[str, int, str | None]:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise RequestError(413, "body_too_large", f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+            raise RequestError(413, "body_too_large",
+                               f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
         prompt, seed = parse_clip_request(await request.body(), max_prompt_chars)
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
-            raise RequestError(422, "invalid_idempotency_key", f"Idempotency-Key must be 1..255 characters, got {len(key)}")
+            raise RequestError(422, "invalid_idempotency_key",
+                               f"Idempotency-Key must be 1..255 characters, got {len(key)}")
         return prompt, seed, key
 
     def job_json(job: Job) -> dict:

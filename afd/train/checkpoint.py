@@ -122,7 +122,8 @@ def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
     for name, opt in optimizers.items():
         if name not in state.get("optimizers", {}):
             raise ValueError(f"{directory / STATE_FILE}: no optimizer state for '{name}'")
-        _optimizer_from_tensors(opt, load_safetensors(directory / f"optim-{name}.safetensors"), state["optimizers"][name])
+        _optimizer_from_tensors(opt, load_safetensors(directory / f"optim-{name}.safetensors"),
+                                state["optimizers"][name])
     return state
 
 

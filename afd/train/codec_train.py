@@ -21,7 +21,7 @@ import torch
 
 from afd.config import config_from_dict, config_to_dict, save_config
 from afd.device import autocast, check_device_spec, describe_precision, resolve_device
-from afd.student.frame_codec import FrameAutoencoder, FrameCodecConfig
+from afd.student.codecs.learned import FrameAutoencoder, FrameCodecConfig
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from afd.train.logger import RunLogger
 from afd.video.core import STUDENT, VideoFormat
@@ -131,7 +131,8 @@ def train_codec(cfg: CodecTrainConfig, resume: bool = False, progress: bool = Tr
     save_config(cfg, out / "config.yaml")
     pool = load_split(cfg.split)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"codec train: {n_params / 1e3:.0f}k params, {cfg.steps} steps x {cfg.batch_clips} clips, from step {step}, out {out}; "
+    print(f"codec train: {n_params / 1e3:.0f}k params, {cfg.steps} steps x {cfg.batch_clips} clips, "
+          f"from step {step}, out {out}; "
           f"{describe_precision(cfg.amp, device)}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     losses, t_last = [], time.time()

@@ -17,10 +17,9 @@ from typing import Literal
 from afd.config import check_choices
 from afd.device import check_device_spec
 from afd.disc.config import DiscConfig
-from afd.train.judge import JudgeName
 from afd.methods import MethodName
 from afd.methods.registry import config_sections
-
+from afd.train.judge import JudgeName
 
 
 @dataclass

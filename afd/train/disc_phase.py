@@ -3,16 +3,15 @@ then scoring the rollouts for the method (docs/method.md section 4)."""
 
 from __future__ import annotations
 
-
 import torch
 
-from afd.disc.augment import augment_pair
-from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
-from afd.text.encoder import TextEncoding
 from afd import dist
 from afd.device import AmpSetting, autocast
-from afd.train.config import DiscTrainConfig
+from afd.disc.augment import augment_pair
+from afd.disc.losses import bt_loss, gan_loss, pairwise_accuracy, r1_penalty, r_phi
 from afd.rollout_groups import per_rollout, rollouts_per_prompt
+from afd.text.encoder import TextEncoding
+from afd.train.config import DiscTrainConfig
 
 LOSSES = {"bt": bt_loss, "gan": gan_loss}
 

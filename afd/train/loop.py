@@ -28,7 +28,6 @@ import torch
 from afd import dist
 from afd.config import config_to_dict, save_config
 from afd.device import autocast, describe_precision, dist_backend, resolve_device
-from afd.train.judge import make_judge
 from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool
 from afd.rollout_groups import group_ids, per_rollout
@@ -41,8 +40,9 @@ from afd.train.checkpoint import load_checkpoint, save_checkpoint
 from afd.train.config import AdaptConfig, public_config
 from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update
-from afd.train.parallel import full_optimizer_state, full_state_dict
+from afd.train.judge import make_judge
 from afd.train.logger import RunLogger, truncate_jsonl
+from afd.train.parallel import full_optimizer_state, full_state_dict
 from afd.train.plan import CRITIC, DISC, GLOBAL, RERENDER, STUDENT_STEP, Plan, generator, seed_of
 from afd.train.resume import resumed_config
 from afd.train.teacher_clips import TeacherClips
@@ -196,8 +196,8 @@ class Trainer:
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:
         cfg, m = self.cfg, self.models
-        teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text, cfg.disc.rerender_t,
-                                          generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
+        teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text,
+                                          cfg.disc.rerender_t, generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
         stats = train_discriminator(m.disc, self.opt_d, cfg.disc, teacher, rollouts, batch.prompts, batch.text,
                                     generator(cfg.train.seed, it, DISC))
         batch.d_teacher, batch.d_student, scored = score_pairs(m.disc, cfg.disc, teacher, rollouts, batch.text)

@@ -24,15 +24,15 @@ from afd.config import check_choices, config_from_dict, config_to_dict, save_con
 from afd.device import autocast, describe_precision
 from afd.eval.student import evaluate_student
 from afd.losses import flow_matching_loss
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.codec import make_codec
-from afd.student.config import StudentConfig
-from afd.student.model import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint
 from afd.text.encoder import get_text_encoder
 from afd.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
-from afd.train.resume import resumable_config as _resumable_config
 from afd.train.ema import ema_update, make_ema, warmup_decay
 from afd.train.logger import RunLogger
+from afd.train.resume import resumable_config as _resumable_config
 from afd.video.core import stack
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
@@ -287,6 +287,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             checkpoint(step)
     bar.close()
     logger.close()
-    final = ema.save_pretrained(Path(cfg.export) if cfg.export else out / FINAL_DIR, extra={"trained_with": config_to_dict(cfg), "step": step})
+    final = ema.save_pretrained(Path(cfg.export) if cfg.export else out / FINAL_DIR,
+                                extra={"trained_with": config_to_dict(cfg), "step": step})
     print(f"pretrain: done; EMA student saved to {final}")
     return final

@@ -68,7 +68,7 @@ class TeacherClips:
         jobs = list(zip(prompts, clip_ids))
         missing = sorted({j for j in jobs if j not in self._memo})
         if missing:
-            paid0, hits0 = self.teacher.stats.paid, self.teacher.stats.hits
+            paid0 = self.teacher.stats.paid
             self._remember(missing, self.teacher.sample([p for p, _ in missing], [k for _, k in missing]))
             paid = self.teacher.stats.paid - paid0
             self.paid += paid

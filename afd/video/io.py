@@ -96,7 +96,8 @@ def _read_npz(path: Path) -> tuple[Video, dict | None]:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
         first_line = (str(e).strip().splitlines() or [""])[0][:200]
-        raise VideoFileError(f"{path}: not a readable npz clip (truncated, corrupt or another format): {first_line}") from None
+        raise VideoFileError(f"{path}: not a readable npz clip (truncated, corrupt or another format): "
+                             f"{first_line}") from None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise VideoFileError(f"{path}: 'frames' must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
     if frames.shape[0] == 0:

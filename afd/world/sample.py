@@ -11,7 +11,17 @@ import torch
 
 from afd.video.core import TEACHER_NATIVE, Video, VideoFormat
 from afd.world.grammar import PromptAttrs, grammar, parse_prompt
-from afd.world.physics import LOOSE, MODES, Constants, InitialState, LooseSpec, draw_constants, draw_initial, object_radius, simulate
+from afd.world.physics import (
+    LOOSE,
+    MODES,
+    Constants,
+    InitialState,
+    LooseSpec,
+    draw_constants,
+    draw_initial,
+    object_radius,
+    simulate,
+)
 from afd.world.render import render
 
 WORLD_VERSION = 1

@@ -158,7 +158,8 @@ class StateCodec:
         # frames (all of its visible frames are cut when a ball rolls along the floor: then its two
         # largest visible ones) and take the median.
         pool = torch.where(inside.view(B, T).any(1, keepdim=True), inside.view(B, T), visible.view(B, T))
-        ranked = torch.where(pool, area.view(B, T), torch.full((B, T), -1.0, device=area.device)).argsort(dim=1, descending=True)[:, :2]
+        ranked = torch.where(pool, area.view(B, T),
+                             torch.full((B, T), -1.0, device=area.device)).argsort(dim=1, descending=True)[:, :2]
         pick = torch.zeros(B, T, dtype=torch.bool, device=pool.device).scatter_(1, ranked, True) & pool
         _, _, r_fit = self._gauss_newton(target, cx, cy, radius, mix, color, bg, pick.flatten(), self.gn_steps, True)
         radius = per_clip(r_fit, pick.flatten()).repeat_interleave(T)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from afd.config import check_choices
-from afd.student.config import BlockSampler
+from afd.student.backbones.transformer_config import BlockSampler
 
 
 @dataclass
@@ -38,7 +38,7 @@ class WanStudentConfig(BlockSampler):
     rope_max_seq_len: int = 1024  # frame, row and column positions each stay below it
     # "pixel" is the identity: channels must then be 3 (``afd.student.codec.make_codec`` checks).
     # "wan-vae": normalised latents of the AutoencoderKLWan saved in the local folder ``vae_path``
-    # (``afd.student.wan_vae``); channels must then be its z_dim, and frames latent frames decode
+    # (``afd.student.codecs.wan_vae``); channels must then be its z_dim, and frames latent frames decode
     # to 1 + 4 (frames - 1) pixel frames at 8x height and width.
     codec: Literal["pixel", "wan-vae"] = "pixel"
     vae_path: str = ""
@@ -110,7 +110,7 @@ class WanStudentConfig(BlockSampler):
 
         fps = self.fps or STUDENT.fps
         if self.codec == "wan-vae":
-            from afd.student.wan_vae import CONFIG_FILE, decoded_format, read_vae_config, vae_dir
+            from afd.student.codecs.wan_vae import CONFIG_FILE, decoded_format, read_vae_config, vae_dir
 
             return decoded_format(read_vae_config(self.vae_path), self.frames, self.height, self.width, fps,
                                   source=str(vae_dir(self.vae_path) / CONFIG_FILE))

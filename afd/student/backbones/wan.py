@@ -28,7 +28,6 @@ Importing this module imports diffusers (the ``wan`` extra); nothing else in afd
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,10 +38,10 @@ except ImportError as e:
     raise ImportError(f"the Wan student needs diffusers, which is not installed ({e}): "
                       f"pip install 'afd[wan]'") from None
 
+from afd.student.backbones.wan_config import WanStudentConfig
 from afd.student.cache import KVCache
 from afd.student.causal import BlockCausalModel
 from afd.student.mask import attention_mask
-from afd.student.wan_config import WanStudentConfig
 from afd.text.encoder import TextEncoding
 
 FORMAT_NAME = "afd-wan-student"

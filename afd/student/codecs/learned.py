@@ -196,7 +196,8 @@ class LearnedCodec:
         model = load_frame_codec(config.codec_path)
         want = (config.channels, config.height, config.width)
         if model.config.latent_shape != want or model.config.size != config.video_size:
-            raise ValueError(f"codec_path {config.codec_path!r}: the codec maps {model.config.size}x{model.config.size} "
+            raise ValueError(f"codec_path {config.codec_path!r}: "
+                             f"the codec maps {model.config.size}x{model.config.size} "
                              f"frames to latents {model.config.latent_shape}, but the student models {want} latents "
                              f"decoded to video_size {config.video_size}")
         return cls(model)

@@ -73,7 +73,7 @@ class StudentConfig(BlockSampler):
     # "velocity": it predicts v directly. x0 trained where velocity produced noise in a trial.
     prediction: Literal["x0", "velocity"] = "x0"
     codec: Literal["pixel", "state", "learned"] = "pixel"  # afd.student.codec
-    # codec "learned": the frame codec's folder or shipped name (afd.student.frame_codec), whose
+    # codec "learned": the frame codec's folder or shipped name (afd.student.codecs.learned), whose
     # latent shape must be (channels, height, width).
     codec_path: str = ""
     video_size: int = 0
@@ -147,7 +147,7 @@ class StudentConfig(BlockSampler):
         if self.dim % self.heads:
             raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
 
-    # Fields a checkpoint's config.json may leave out (``afd.student.model.read_student_config``);
+    # Fields a checkpoint's config.json may leave out (``afd.student.backbones.transformer.read_student_config``);
     # any other missing field is an error, because its default would silently build or sample a
     # different model (a missing block_frames or prediction loads the weights without complaint
     # and generates nonsense; a missing shift or guidance changes every sample). Each of these

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from afd.student.wan import CausalWanStudent
-from afd.student.wan_config import WanStudentConfig
+from afd.student.backbones.wan import CausalWanStudent
+from afd.student.backbones.wan_config import WanStudentConfig
 
 EMA_STATE = "generator_ema"
 RAW_STATE = "generator"

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.cache import KVCache
 from afd.student.causal import BlockCausalModel
-from afd.student.config import StudentConfig
 from afd.student.mask import attention_mask
 from afd.text.encoder import TextEncoding
 
@@ -209,7 +209,8 @@ class CausalVideoTransformer(BlockCausalModel, nn.Module):
         text = text.to(x.device)
         if int(frames.max()) >= cfg.frames:
             raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
-        pos = self.pos_frame[frames][:, None, :] + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None]
+        pos = (self.pos_frame[frames][:, None, :]
+               + (self.pos_row[:, None, :] + self.pos_col[None, :, :]).flatten(0, 1)[None])
         h = self.patch_in(self.patchify(x)) + pos.flatten(0, 1)[None]
         # The sinusoids are computed in fp32; under FSDP2's bf16 parameters without autocast the
         # linear maps need them in their own dtype (a no-op in fp32 and under autocast).

@@ -161,7 +161,8 @@ class WanVAECodec:
         decoding blocks separately would restart the temporal context at every block.
         Differentiable in ``latent`` (the VAE's weights stay frozen)."""
         if latent.dim() != 5 or latent.shape[2] != self.channels:
-            raise ValueError(f"codec 'wan-vae' decodes (B, F, {self.channels}, h, w) latents, got {tuple(latent.shape)}")
+            raise ValueError(f"codec 'wan-vae' decodes (B, F, {self.channels}, h, w) latents, "
+                             f"got {tuple(latent.shape)}")
         vae = self._vae_on(latent)
         x = vae.decode(self.denormalise(latent.float()).transpose(1, 2).to(vae.dtype)).sample
         return x.transpose(1, 2).float().clamp(-1, 1)

@@ -12,7 +12,7 @@ Self-Forcing setup would have them, but with random weights small enough to trai
   text encoder "umt5" reading those two folders.
 
 The student's ``config.json`` holds **absolute** ``vae_path`` and ``text_encoder_path``: both are
-resolved against the working directory when loaded (``afd.student.wan_vae.vae_dir``,
+resolved against the working directory when loaded (``afd.student.codecs.wan_vae.vae_dir``,
 ``afd.text.select.text_encoder_for``), and every student saved from this one (a run's
 ``student/``, its checkpoints) copies the config, so absolute paths keep working wherever the
 adapted student is written. Moving ``DIR`` means writing it again (the same seed gives the same
@@ -97,8 +97,8 @@ def save_tiny_wan_student(directory: str | Path, vae_path: str | Path, umt5_path
     """A random ``CausalWanStudent`` (``TINY_STUDENT``, then ``overrides``) reading the VAE and
     UMT5 folders given (stored as absolute paths: module docstring), saved to ``directory``.
     Every weight is perturbed from its init (unit norms, zero biases) so the model is not degenerate."""
-    from afd.student.wan import CausalWanStudent
-    from afd.student.wan_config import WanStudentConfig
+    from afd.student.backbones.wan import CausalWanStudent
+    from afd.student.backbones.wan_config import WanStudentConfig
 
     cfg = WanStudentConfig(**{**TINY_STUDENT, "codec": "wan-vae", "vae_path": str(Path(vae_path).resolve()),
                               "text_encoder": "umt5", "text_encoder_path": str(Path(umt5_path).resolve()),
