@@ -38,6 +38,15 @@ def init(backend: str = "gloo") -> None:
                  else torch.device("cpu"))
 
 
+def shutdown() -> None:
+    """Leave the process group once every rank is done (no-op for one process). Without it a rank
+    may exit while gloo's threads still run, and abort ("terminate called without an active
+    exception") after its work has finished."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 

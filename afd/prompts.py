@@ -11,12 +11,19 @@ strings); the teacher is only ever asked about these. Two kinds:
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 
 class PromptFileError(ValueError):
     """A prompts file that cannot be used; the message names the file and line."""
+
+
+# Named splits are the built-in world's: loaded only when a run asks for one, and named by module
+# path (like a student format) so that the trainer, which reads its prompts here, never imports
+# the testbed.
+WORLD_SPLITS = "afd.world.splits:load_split"
 
 
 def read_prompts_file(path: str | Path) -> list[str]:
@@ -61,6 +68,5 @@ def load_prompt_pool(split: str, prompts_file: str | None) -> tuple[list[str], s
     """(prompts, a description for messages): the file when given, else the world split."""
     if prompts_file:
         return read_prompts_file(prompts_file), f"prompts file {prompts_file}"
-    from afd.world.splits import load_split  # the world only when a split is asked for
-
-    return load_split(split), f"split {split!r}"
+    module, name = WORLD_SPLITS.split(":")
+    return getattr(importlib.import_module(module), name)(split), f"split {split!r}"

@@ -43,9 +43,20 @@ def within(mod: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def test_the_core_never_imports_the_testbed():
+    """Directly or through any other afd module (e.g. a helper the trainer imports)."""
     graph = import_graph()
-    leaks = sorted(f"{mod} imports {dep}" for mod, deps in graph.items() for dep in deps
-                   if within(mod, CORE) and not within(mod, TESTBED_TRAINERS) and within(dep, TESTBED))
+    leaks = []
+    for mod in sorted(graph):
+        if not within(mod, CORE) or within(mod, TESTBED_TRAINERS):
+            continue
+        seen, todo = {mod: [mod]}, [mod]
+        while todo:
+            cur = todo.pop()
+            for dep in sorted(graph[cur]):
+                if dep not in seen:
+                    seen[dep] = seen[cur] + [dep]
+                    todo.append(dep)
+        leaks += [" -> ".join(path) for dep, path in seen.items() if within(dep, TESTBED)]
     assert not leaks, "\n".join(leaks)
 
 
@@ -68,12 +79,15 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
-@pytest.mark.parametrize("module", ["afd.world.teacher", "afd.world.state_codec", "afd.eval.world_judge"])
+@pytest.mark.parametrize("module", ["afd.world.teacher", "afd.world.state_codec", "afd.eval.world_judge",
+                                    "afd.world.splits"])
 def test_the_testbed_plugs_in_by_name(module):
     """The core reaches the world's teacher, codec and judge only through registries of module paths."""
     from afd.student.formats import CODECS
     from afd.train.judge import JUDGES
 
-    named = [*CODECS.values(), *(v for v in JUDGES.values() if v), "afd.world.teacher:WorldTeacher"]
+    from afd.prompts import WORLD_SPLITS
+
+    named = [*CODECS.values(), *(v for v in JUDGES.values() if v), WORLD_SPLITS, "afd.world.teacher:WorldTeacher"]
     assert any(v.split(":")[0] == module for v in named)
     assert (PACKAGE.parent / (module.replace(".", "/") + ".py")).is_file()

@@ -19,7 +19,7 @@ class AFDMethodConfig:
     t_shift: float = 1.0  # shift of the NFT training timesteps (timesteps=uniform)
     # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
     # "sampler": each rollout is trained once at every level of the student's own sampler (n
-    # copies per step, afd.losses.sampler_timesteps), the DiffusionNFT reference's choice.
+    # copies per step, afd.methods.nft.sampler_timesteps), the DiffusionNFT reference's choice.
     timesteps: Literal["uniform", "sampler"] = "uniform"
     # "none": L_NFT as in Eq. 4; "reference": times a_max / beta, as the DiffusionNFT reference
     # scales its policy loss (a larger effective step under the same optimizer and grad clip).

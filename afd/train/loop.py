@@ -333,4 +333,6 @@ class Trainer:
 
 def train(cfg: AdaptConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) an adaptation run; returns ``cfg.run.dir``."""
-    return Trainer(cfg, resume, progress).run()
+    out = Trainer(cfg, resume, progress).run()
+    dist.shutdown()
+    return out

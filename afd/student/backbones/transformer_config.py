@@ -110,11 +110,8 @@ class StudentConfig(BlockSampler):
     guidance: float = 1.0
     # Guidance of block 0 alone (0: ``guidance``). Block 0 has no context and lays out the
     # scene: that is where a small low-contrast object goes missing (a clip of plain
-    # background), while later blocks copy the object from their context. Tried on stage 4 of
-    # the chunk-wise base (guidance 1.5; 384 general-eval clips, seeds 3000-3007): block 0 at 2.0
-    # moved the general total 93.4 -> 94.4 (Fréchet distance 4.7 -> 3.9), within its standard
-    # error of ~2.3, but left 8 clips with the object missing in some frames against 2; at 2.5,
-    # 36 such clips (total 92.3). So it is not set in any shipped config.
+    # background), while later blocks copy the object from their context. No shipped config sets
+    # it: stronger block-0 guidance lost objects in more clips (checkpoints/base-chunk/README.md).
     first_guidance: float = 0.0
     null_prompt: str = "a video"
     # Each finished block goes through the codec's clamps (``Codec.project``) before the next
