@@ -83,10 +83,9 @@ def test_no_import_cycles():
                                     "afd.world.splits"])
 def test_the_testbed_plugs_in_by_name(module):
     """The core reaches the world's teacher, codec and judge only through registries of module paths."""
+    from afd.prompts import WORLD_SPLITS
     from afd.student.formats import CODECS
     from afd.train.judge import JUDGES
-
-    from afd.prompts import WORLD_SPLITS
 
     named = [*CODECS.values(), *(v for v in JUDGES.values() if v), WORLD_SPLITS, "afd.world.teacher:WorldTeacher"]
     assert any(v.split(":")[0] == module for v in named)
