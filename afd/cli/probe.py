@@ -27,14 +27,18 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("probe-update",
-                       help="signal vs noise of the student update's gradient, and what a step along it does")
+                       help="signal vs noise of the student update's gradient, and what an optimizer step along "
+                            "it does, beside SFT's and a random direction")
     p.add_argument("--config", default="configs/train/afd-state.yaml",
-                   help="adaptation YAML config (train.method afd or oracle)")
+                   help="adaptation YAML config (train.method afd, oracle or sft)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
     p.add_argument("--draws", type=int, default=2, help="gradients per batch, each with its own forward noise")
-    p.add_argument("--steps", default="0,1e-6,3e-6,1e-5",
-                   help="comma-separated step sizes along the mean gradient: RMS move per parameter")
+    p.add_argument("--step", default="adam", choices=("adam", "sign"),
+                   help="the step an optimizer takes from a mean gradient: AdamW's first step or a sign step, at train.lr")
+    p.add_argument("--multiples", default="1,4,16",
+                   help="comma-separated step sizes h, in units of train.lr: each direction is evaluated at +h and -h")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random control direction")
     p.add_argument("--per-prompt", type=int, default=8, help="eval clips per eval prompt for each stepped student")
     p.add_argument("--branch", default="both", choices=("both", "positive", "negative"),
                    help="both sides of the NFT loss, or only the pull toward the better rollouts "
@@ -66,11 +70,11 @@ def cmd_probe_update(args) -> int:
     from afd.train.config import AdaptConfig
 
     try:
-        sizes = tuple(float(x) for x in args.steps.split(","))
+        multiples = tuple(float(x) for x in args.multiples.split(","))
     except ValueError:
-        raise ValueError(f"--steps must be comma-separated numbers, got {args.steps!r}") from None
+        raise ValueError(f"--multiples must be comma-separated numbers, got {args.multiples!r}") from None
     cfg = load_config(AdaptConfig, args.config, args.overrides)
-    summary = probe_update(cfg, Path(args.out), batches=args.batches, draws=args.draws, sizes=sizes,
-                           per_prompt=args.per_prompt, branch=args.branch)
-    print(json.dumps({k: v for k, v in summary.items() if k != "steps"}))
+    summary = probe_update(cfg, Path(args.out), batches=args.batches, draws=args.draws, multiples=multiples,
+                           per_prompt=args.per_prompt, branch=args.branch, step=args.step, seed=args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     return 0
