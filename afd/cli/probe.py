@@ -35,8 +35,9 @@ def register(sub) -> None:
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
     p.add_argument("--draws", type=int, default=2, help="gradients per batch, each with its own forward noise")
     p.add_argument("--step", default="adam", choices=("adam", "sign"),
-                   help="the step an optimizer takes from a mean gradient: AdamW's first step or a sign step, at train.lr")
-    p.add_argument("--multiples", default="1,4,16",
+                   help="the step an optimizer takes from a mean gradient: AdamW's first step or a sign step, "
+                        "at train.lr")
+    p.add_argument("--multiples", default="1,2,4",
                    help="comma-separated step sizes h, in units of train.lr: each direction is evaluated at +h and -h")
     p.add_argument("--seed", type=int, default=0, help="seeds the random control direction")
     p.add_argument("--per-prompt", type=int, default=8, help="eval clips per eval prompt for each stepped student")

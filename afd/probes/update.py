@@ -131,7 +131,7 @@ def _unflatten(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Ten
 
 
 def probe_update(cfg: AdaptConfig, out: Path, *, batches: int = 8, draws: int = 2,
-                 multiples: tuple[float, ...] = (1.0, 4.0, 16.0), per_prompt: int = 8, branch: str = "both",
+                 multiples: tuple[float, ...] = (1.0, 2.0, 4.0), per_prompt: int = 8, branch: str = "both",
                  step: str = "adam", seed: int = 0) -> dict:
     """Run the probe (module docstring); writes ``out/probe.jsonl`` (one row per direction and
     multiple), ``out/summary.json`` and the resolved ``out/config.yaml``. ``multiples``: the step
