@@ -9,6 +9,7 @@ noise on every device.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from contextlib import nullcontext
@@ -65,7 +66,8 @@ def device_of(x) -> torch.device:
 AmpSetting = Union[bool, Literal["auto"]]  # a config's ``amp``: true, false or "auto"
 
 
-def cpu_bf16_features() -> list[str]:
+@functools.cache  # read once: autocast asks on every forward
+def cpu_bf16_features() -> tuple[str, ...]:
     """The CPU features that compute bf16 matmuls natively (AMX, AVX512-BF16) this CPU reports
     (Linux /proc/cpuinfo flags; elsewhere none are known). Without them oneDNN emulates bf16,
     which is slower than fp32."""
@@ -73,8 +75,8 @@ def cpu_bf16_features() -> list[str]:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return []
-    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+        return ()
+    return tuple(name for name in ("amx_bf16", "avx512_bf16") if name in flags)
 
 
 def bf16_native(device) -> bool:
