@@ -15,6 +15,7 @@ import torch
 from afd import dist
 from afd.methods.advantages import compute_weights
 from afd.methods.base import Batch, Method, Prepared
+from afd.methods.filtered import reward_filtered_loss
 from afd.methods.nft import nft_student_loss
 
 
@@ -30,6 +31,9 @@ class AFD(Method):
 
     def student_loss(self, batch: Batch, prepared: Prepared, generator: torch.Generator) -> dict[str, torch.Tensor]:
         m = self.models
+        if self.cfg.afd.update == "reward-filtered":
+            return reward_filtered_loss(m.student, m.ref, batch.rollout_latents, batch.rollout_text, prepared.weights,
+                                        batch.group_ids, generator, self.cfg.afd)
         out = nft_student_loss(m.student, m.old, m.ref, batch.rollout_latents, batch.rollout_text, prepared.weights,
                                generator, self.cfg.afd, group_ids=batch.group_ids)
         out.pop("nft_per_sample")

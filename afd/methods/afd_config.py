@@ -37,6 +37,13 @@ class AFDMethodConfig:
     # rollouts of one prompt share eps and levels, so the noise-only part of their NFT gradients
     # cancels against the group's zero-sum weights (common random numbers; docs/recipe.md).
     noise: Literal["sample", "group"] = "sample"
+    # The student update the weights drive. "nft": the paper's DiffusionNFT on forward-noised
+    # rollouts (afd.methods.nft), what "AFD (paper)" means in every report. "reward-filtered":
+    # SFT's own loss on each prompt's ``top_k`` rollouts by weight (on-policy rejection-sampling
+    # fine-tuning, afd.methods.filtered), plus the unweighted prior: every kept rollout is its own
+    # target, so credit is per rollout rather than one shift per prompt.
+    update: Literal["nft", "reward-filtered"] = "nft"
+    top_k: int = 1  # reward-filtered: rollouts kept per prompt
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):
@@ -45,6 +52,8 @@ class AFDMethodConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.lambda_prior < 0:
             raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
 register(MethodSpec("afd", "afd.methods.afd:AFD", AFDMethodConfig, "afd", order=40))
