@@ -36,7 +36,6 @@ def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
     return t.repeat_interleave(cfg.block_frames, dim=2)
 
 
-
 NFT_SPACES = ("velocity", "x0")
 
 
@@ -207,7 +206,7 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
         draw = torch.cat([draw + j * n_draws for j in range(n)])
     guidance = sampler_guidance(model, x0.shape[0]) if cfg.guidance == "sampler" else None
     nft_scale = cfg.advantage.a_max / cfg.beta if cfg.loss_scale == "reference" else 1.0
-    n_frames = model.config.block_frames if cfg.nft_blocks == "first" else x0.shape[1]
+    n = model.config.block_frames if cfg.nft_blocks == "first" else x0.shape[1]  # frames L_NFT covers
     noise_index = None if cfg.noise == "sample" else draw
 
     t, eps, x_t = forward_noise(x0, model.config, generator, cfg.t_shift, t, noise_index)
@@ -216,7 +215,6 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     with torch.no_grad():
         v_old = velocity(old_model, x0, x_t, t, text, guidance)
         v_ref = velocity(ref_model, x0, x_t, t, text, guidance) if ref_model is not None else None
-    n = n_frames
     loss_nft, per_sample = nft_loss(v_theta[:, :n], v_old[:, :n], v[:, :n], w, cfg.beta, x_t=x_t[:, :n], t=t[:, :n],
                                     x0=x0[:, :n], space=cfg.nft_space)
     loss_nft = nft_scale * loss_nft

@@ -128,16 +128,15 @@ class StudentConfig(BlockSampler):
         if self.refine < 0:
             raise ValueError(f"refine must be >= 0 channels (0: no refinement), got {self.refine}")
         self.check_sampler()
-        # A registered codec checks its own fit when it is built (``for_student``, afd.student.codec);
-        # the state codec is the testbed's (afd.world.state_codec).
-        if self.codec == "state":
-            pass
-        elif self.codec == "learned":
+        # The testbed's state codec checks its own fit when it is built (``for_student``,
+        # afd.world.state_codec); the core's two codecs are checked here, where the config is read.
+        if self.codec == "learned":
             if not self.codec_path or self.video_size < 1 or self.refine:
                 raise ValueError(f"codec 'learned' needs codec_path (a frame codec folder or shipped name), "
                                  f"video_size >= 1 (the decoded frame side) and refine 0; got codec_path "
                                  f"{self.codec_path!r}, video_size {self.video_size}, refine {self.refine}")
-        elif self.video_size not in (0, self.height) or self.height != self.width or self.channels != 3:
+        elif self.codec == "pixel" and (self.video_size not in (0, self.height) or self.height != self.width
+                                        or self.channels != 3):
             raise ValueError(f"codec 'pixel' models square RGB frames as they are: channels 3, height == width, "
                              f"video_size 0 or height; got channels {self.channels}, {self.height}x{self.width}, "
                              f"video_size {self.video_size}")
