@@ -43,8 +43,11 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
 
 
 @pytest.mark.parametrize("override, msg", [
-    ("methods=[afd,ppo]", "command line: methods[1]: expected one of 'base', 'sft', 'gan', 'dmd', 'afd', "
-                          "'oracle', got 'ppo' (str)"),
+    ("methods=[afd,ppo]", "methods: 'ppo' is neither a method (base, sft, gan, dmd, afd, oracle) nor a name "
+                          "in variants"),
+    ("variants={afd: [afd, afd.top_k=2]}", "variants.afd: a variant needs a name of its own"),
+    ("variants={x: [base, afd.top_k=2]}", "variants.x: expected [METHOD, key=value, ...] with METHOD one of sft"),
+    ("variants={x: [afd, top_k]}", "variants.x: expected key=value overrides after the method, got ['top_k']"),
     ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
     ("sweeps.budget_methods=[base]", "command line: sweeps.budget_methods[0]: expected one of 'sft', 'gan', "
                                      "'dmd', 'afd', 'oracle', got 'base' (str)"),
@@ -55,6 +58,38 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
 def test_config_errors(tmp_path, override, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
         smoke_cfg(tmp_path, override)
+
+
+def test_a_variant_row_runs_its_method_config_with_its_overrides(tmp_path):
+    cfg = smoke_cfg(tmp_path, "methods=[base,afd,afd-filtered]", "seeds=[0]",
+                    "variants={afd-filtered: [afd, afd.update=reward-filtered, afd.top_k=2]}",
+                    "method_overrides={afd: [afd.beta=0.5]}", "sweeps.sft_steps=[]", "sweeps.eta_d=[]",
+                    "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+    by_id = {j.id: j for j in plan_jobs(cfg)}
+    job = by_id["afd-filtered-chunk-s0"]
+    assert job.method == "afd-filtered" and job.argv[2] == str(REPO / "configs" / "train" / "afd.yaml")
+    # the method's overrides, then the variant's own
+    assert job.argv[-3:] == ("afd.beta=0.5", "afd.update=reward-filtered", "afd.top_k=2")
+    assert "afd.update=reward-filtered" not in by_id["afd-chunk-s0"].argv
+
+
+def test_gate_rows_pass_or_say_why(tmp_path):
+    from afd.reproduce.claims import gate_rows
+    from afd.reproduce.config import GateConfig
+
+    def run(method, pc, general, dyn, seed=0):
+        ev = _fake_eval(pc, general)
+        ev["groups"]["physics"]["dynamic_degree"] = dyn
+        return {"method": method, "family": "f", "seed": seed, "eval": ev, "wall_s": 600.0,
+                "update": None if method == "base" else "nft"}
+
+    res = {"runs": [run("base", 40, 90, 100), run("up", 52, 89, 95), run("up", 54, 89.5, 97, 1),
+                    run("down", 45, 85, 80)]}
+    rows = {r["method"]: r for r in gate_rows(res, ["f"], ["base", "up", "down", "absent"], GateConfig())}
+    assert set(rows) == {"up", "down"}
+    assert rows["up"]["passes"] and rows["up"]["pc"].d == pytest.approx(13) and rows["up"]["seeds"] == 2
+    assert rows["up"]["minutes"] == pytest.approx(10) and rows["up"]["update"] == "nft"
+    assert rows["down"]["fails"] == ["PC gain < 10", "general drop > 2", "dynamic degree < 90"]
 
 
 def test_missing_method_config_is_named(tmp_path):
@@ -208,7 +243,8 @@ def test_report_from_finished_jobs(tmp_path):
     assert "| chunk / afd (n=2) | **15.5 ± 0.7** |" in report  # best PC among model rows, in bold
     assert "| world: real (teacher) | 95.0 |" in report  # reference rows are not ranked
     assert "| chunk / afd | +0.40 (n=2) | - | +0.40 (n=2) | - | - |" in report
-    assert "| gan-chunk-s0 | gan | chunk | 0 | 1e-05 | 200 | 10 |" in report
+    assert "| gan-chunk-s0 | gan | - | chunk | 0 | 1e-05 | 200 | 10 |" in report
+    assert "| afd-chunk-s1 | afd | nft | chunk | 1 | 0.0001 | 200 | 10 |" in report  # the update AFD ran
     out = Path(cfg.report_dir)
     for f in ("fig1_sft_steps.png", "fig5_eta_d.png", "fig6_disc_loss.png", "fig_budget.png", "strips/afd-chunk.png"):
         assert (out / f).is_file(), f

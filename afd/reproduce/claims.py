@@ -187,12 +187,66 @@ def _plain(x):
     return x
 
 
-def verdicts(res: dict, families, methods) -> dict:
+def gate_rows(res: dict, families, methods, gate) -> list[dict]:
+    """Per family x trained row: the gate's measures against the base (``gate``: a
+    ``afd.reproduce.config.GateConfig``) and whether the row passes. A row passes when its mean PC
+    gain is at least ``min_pc_gain``, its mean general change at least ``-max_general_drop`` and
+    its mean dynamic degree at least ``min_dynamic_degree``; the ± (2 SE) is printed beside each
+    so a pass inside its own noise reads as such."""
+    rows = []
+    for fam in families:
+        for m in methods:
+            runs = [r for r in res["runs"] if r["family"] == fam and r["method"] == m]
+            if m == "base" or not runs:
+                continue
+            pc, gen = (diff(method_stat(res, fam, m, g, k), method_stat(res, fam, "base", g, k))
+                       if method_stat(res, fam, "base", g, k) else None
+                       for g, k in (("physics", "physical_consistency"), ("general", "total")))
+            dyn = method_stat(res, fam, m, "physics", "dynamic_degree")
+            fails = []
+            if pc is None or pc.d < gate.min_pc_gain:
+                fails.append(f"PC gain < {gate.min_pc_gain:g}")
+            if gen is None or gen.d < -gate.max_general_drop:
+                fails.append(f"general drop > {gate.max_general_drop:g}")
+            if dyn is None or dyn.mean < gate.min_dynamic_degree:
+                fails.append(f"dynamic degree < {gate.min_dynamic_degree:g}")
+            walls = [r["wall_s"] for r in runs if math.isfinite(r.get("wall_s", float("nan")))]
+            rows.append({"family": fam, "method": m, "update": runs[0].get("update"), "seeds": len(runs),
+                         "pc": pc, "general": gen, "dynamic_degree": dyn.mean if dyn else None,
+                         "minutes": float(np.mean(walls)) / 60 if walls else None,
+                         "passes": not fails, "fails": fails})
+    return rows
+
+
+def gate_markdown(res: dict, families, methods, gate) -> list[str]:
+    """report.md's gate section (empty when the gate is off)."""
+    if not gate.enabled:
+        return []
+    lines = ["## The gate", "",
+             f"A row passes with a mean PC gain of at least +{gate.min_pc_gain:g}, the general total at most "
+             f"{gate.max_general_drop:g} below the base and a dynamic degree of at least "
+             f"{gate.min_dynamic_degree:g}. ± is 2 standard errors (over seeds for n >= 2, the eval's bootstrap "
+             "error for one run); minutes are the mean wall time of a run on this machine.", "",
+             "| family | row | update | seeds | PC change | general change | dynamic degree | minutes | gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in gate_rows(res, families, methods, gate):
+        lines.append(f"| {r['family']} | {r['method']} | {r['update'] or '-'} | {r['seeds']} | "
+                     f"{r['pc'].text() if r['pc'] else '-'} | {r['general'].text() if r['general'] else '-'} | "
+                     + (f"{r['dynamic_degree']:.1f}" if r["dynamic_degree"] is not None else "-") + " | "
+                     + (f"{r['minutes']:.0f}" if r["minutes"] is not None else "-") + " | "
+                     + ("**passes**" if r["passes"] else "fails: " + ", ".join(r["fails"])) + " |")
+    return lines + [""]
+
+
+def verdicts(res: dict, families, methods, gate=None) -> dict:
     """Everything this module decides, JSON-ready (results.json's ``verdicts``)."""
     goals = [g for g in (afd_goals(res, f) for f in families) if g]
-    return {"goals": _plain(goals), "claims": [{"claim": c, "verdict": v, "evidence": e}
-                                               for c, v, e in paper_claims(res, families, methods)],
-            "against_base": _plain(against_base(res, families, methods))}
+    out = {"goals": _plain(goals), "claims": [{"claim": c, "verdict": v, "evidence": e}
+                                              for c, v, e in paper_claims(res, families, methods)],
+           "against_base": _plain(against_base(res, families, methods))}
+    if gate is not None and gate.enabled:
+        out["gate"] = _plain(gate_rows(res, families, methods, gate))
+    return out
 
 
 def _vs(d: Diff) -> str:

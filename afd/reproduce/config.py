@@ -9,8 +9,8 @@ from afd.config import check_choices
 from afd.methods import MethodName as TrainedMethod
 from afd.methods.registry import method_names, reference_methods
 
-Method = Literal["base", TrainedMethod]  # "base": the starting student, evaluated, not trained
-METHODS = ("base", *method_names())  # in the registry's report order
+# In the registry's report order; "base": the starting student, evaluated, not trained.
+METHODS = ("base", *method_names())
 # Reference rows (the oracle: AFD's update with exact-physics weights) are the ceiling AFD's gain
 # is read against, not baselines.
 REFERENCE_METHODS = reference_methods()
@@ -38,12 +38,30 @@ class SweepsConfig:
 
 
 @dataclass
+class GateConfig:
+    """A pass/fail rule for each trained row against its family's base (``afd reproduce`` prints a
+    gate table when ``enabled``): the PC gain at least ``min_pc_gain``, the general total at most
+    ``max_general_drop`` below the base, the dynamic degree at least ``min_dynamic_degree``. The
+    update gate (configs/reproduce/update-gate.yaml) is one."""
+
+    enabled: bool = False
+    min_pc_gain: float = 10.0
+    max_general_drop: float = 2.0
+    min_dynamic_degree: float = 90.0
+
+
+@dataclass
 class ReproduceConfig:
     name: str = "default"
     report_dir: str = "reports/default"  # report.md, results.json, figures, strips
     work_dir: str = "runs/reproduce/default"  # one directory per job (checkpoints, logs)
     configs_dir: str = "configs/train"  # where <method>.yaml live (sft.yaml, gan.yaml, dmd.yaml, afd.yaml)
-    methods: list[Method] = field(default_factory=lambda: list(METHODS))
+    # Rows: "base", a registered method, or a name from ``variants``.
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    # Named rows that run a registered method with extra key=value overrides: name -> [method,
+    # key=value, ...], e.g. {oracle-filtered: [oracle, afd.update=reward-filtered]}. A variant also
+    # takes its method's ``method_overrides``, then its own.
+    variants: dict[str, list[str]] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 100  # student updates per run (the same for every method)
@@ -58,9 +76,23 @@ class ReproduceConfig:
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).
     ship: dict[str, str] = field(default_factory=dict)
     notes: str = ""  # printed under the report's setup line (e.g. where the other families' report is)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self):
         check_choices(self)
+        for name, spec in self.variants.items():
+            if name in METHODS:
+                raise ValueError(f"variants.{name}: a variant needs a name of its own, not the method {name!r}")
+            if not spec or spec[0] not in METHODS[1:]:
+                raise ValueError(f"variants.{name}: expected [METHOD, key=value, ...] with METHOD one of "
+                                 f"{', '.join(METHODS[1:])}, got {spec!r}")
+            bad = [o for o in spec[1:] if "=" not in o]
+            if bad:
+                raise ValueError(f"variants.{name}: expected key=value overrides after the method, got {bad!r}")
+        unknown = [m for m in self.methods if m not in METHODS and m not in self.variants]
+        if unknown:
+            raise ValueError(f"methods: {', '.join(map(repr, unknown))} is neither a method "
+                             f"({', '.join(METHODS)}) nor a name in variants")
         if not self.families:
             raise ValueError("families must name at least one family: checkpoint")
         if not self.seeds:
@@ -81,3 +113,11 @@ class ReproduceConfig:
                              f"({', '.join(self.families)})")
         if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps):
             raise ValueError("sweeps.budget_clips and sweeps.sft_steps must be >= 1")
+
+    def base_method(self, row: str) -> str:
+        """The registered method a row runs ("base" for the base row)."""
+        return self.variants[row][0] if row in self.variants else row
+
+    def row_overrides(self, row: str) -> list[str]:
+        """A row's own overrides: its method's ``method_overrides``, then a variant's."""
+        return [*self.method_overrides.get(self.base_method(row), []), *self.variants.get(row, [None])[1:]]

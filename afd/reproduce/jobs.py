@@ -155,6 +155,8 @@ class JobPlanner:
         self._defaults: dict[str, dict] = {}
 
     def method_config(self, method: str) -> Path:
+        """The YAML a row trains from (a variant's: its method's)."""
+        method = self.cfg.base_method(method)
         path = Path(self.cfg.configs_dir) / f"{method}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no config for method {method!r} (configs_dir={self.cfg.configs_dir})")
@@ -166,7 +168,7 @@ class JobPlanner:
                 "eval.before=false", "eval.every=0", f"eval.final_per_prompt={c.eval_per_prompt}",
                 "eval.final_prompts_per_split="
                 f"{'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
-                f"eval.seed={c.eval_seed}", *c.overrides, *c.method_overrides.get(method, [])]
+                f"eval.seed={c.eval_seed}", *c.overrides, *c.row_overrides(method)]
 
     def _resolved(self, method: str, overrides: list[str]) -> dict:
         return config_to_dict(load_config(AdaptConfig, self.method_config(method), overrides))

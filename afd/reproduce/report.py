@@ -134,6 +134,7 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
             # The base has no training randomness: one deterministic eval stands for every seed,
             # and its wall time is counted once.
             res["runs"].append({"method": j.method, "family": j.family, "seed": s, "eval": ev(j),
+                                "update": update_of(cfg, j, work),
                                 "teacher_clips": teacher_clips(j, work), "wall_s": wall(j) if k == 0 else 0.0,
                                 "lr": _resolved_value(j, work, "train.lr") if j.kind == "train" else None,
                                 "id": j.id, "fidelity": fidelity_summary(j.dir(work)) if j.kind == "train" else None})
@@ -162,6 +163,18 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
                                             "teacher_clips": teacher_clips(j, work), "eval": ev(j), "id": j.id})
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["clips_per_prompt"]))
     return res
+
+
+# Methods whose student update is the ``afd.update`` option (afd/methods/afd_config.py).
+UPDATE_METHODS = ("afd", "oracle")
+
+
+def update_of(cfg: ReproduceConfig, job: Job, work_dir: str | Path) -> str | None:
+    """The student update a finished training job ran ("nft", the paper's; "reward-filtered", ...),
+    None for methods without that option."""
+    if job.kind != "train" or cfg.base_method(job.method) not in UPDATE_METHODS:
+        return None
+    return _resolved_value(job, work_dir, "afd.update")
 
 
 def _resolved_value(job: Job, work_dir: str | Path, dotted: str):
@@ -228,7 +241,7 @@ def _rows(res: dict, cfg: ReproduceConfig, values) -> tuple[list, int, frozenset
             runs = groups.get((fam, m), [])
             if runs:
                 columns = zip(*(values(r["eval"]) for r in runs))
-                if m in REFERENCE_METHODS:
+                if cfg.base_method(m) in REFERENCE_METHODS:
                     unranked.add(len(rows))
                 rows.append((f"{fam} / {m} (n={len(runs)})", [_mean_std(list(c)) for c in columns]))
     return rows, refs, frozenset(unranked)
@@ -381,7 +394,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     res = collect(cfg, jobs)
     job_wall = sum(r["wall_s"] for r in res["runs"] if math.isfinite(r["wall_s"]))
     res["job_wall_s"] = _all_job_wall(cfg, jobs)
-    res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods)
+    res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods, cfg.gate)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     figures(res, out)
     strips = copy_strips(cfg, jobs, out)
@@ -404,6 +417,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               "The base has no training randomness: its one eval stands for every seed (std 0).", ""]
     if cfg.notes:
         lines += [cfg.notes.strip(), ""]
+    lines += claims.gate_markdown(res, list(cfg.families), cfg.methods, cfg.gate)
     lines += ["## Table 1 analog: physics dimensions and totals, general total", "", table1(res, cfg), ""]
     lines += claims.markdown(res, list(cfg.families), cfg.methods)
     lines += ["## Table 2 analog: physical consistency and motion quality", "",
@@ -447,10 +461,14 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
         lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
     lines += ["## Runs", "",
               "Each method runs from its own config (`configs/train/<method>.yaml`); they share the budget "
-              "and differ in the method and, where measured necessary, the student learning rate (lr).", "",
-              "| run | method | family | seed | lr | teacher clips | wall (s) |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['id']} | {r['method']} | {r['family']} | {r['seed']} | {_lr(r['lr'])} "
-              f"| {r['teacher_clips']} | {r['wall_s']:.0f} |" for r in res["runs"]]
+              "and differ in the method and, where measured necessary, the student learning rate (lr). "
+              "A variant row runs its method's config with the overrides listed under `variants` in "
+              "reproduce.yaml; update is the student update of AFD-style rows (`afd.update`; nft is the "
+              "paper's).", "",
+              "| run | method | update | family | seed | lr | teacher clips | wall (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['id']} | {r['method']} | {r.get('update') or '-'} | {r['family']} | {r['seed']} | "
+              f"{_lr(r['lr'])} | {r['teacher_clips']} | {r['wall_s']:.0f} |" for r in res["runs"]]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
