@@ -17,6 +17,9 @@ from afd.methods.advantages import compute_weights
 from afd.methods.base import Batch, Method, Prepared
 from afd.methods.filtered import reward_filtered_loss
 from afd.methods.nft import nft_student_loss
+from afd.methods.sampler_updates import policy_gradient_loss, sampler_states_loss
+
+SAMPLER_UPDATES = ("sampler-states", "policy-gradient")  # the updates that train on Batch.sampler
 
 
 class AFD(Method):
@@ -29,12 +32,26 @@ class AFD(Method):
         adv = compute_weights(batch.d_student, batch.group_ids, self.cfg.afd.advantage, gather=dist.gather_cat)
         return Prepared(weights=adv.weights, stats=adv.summary)
 
+    @property
+    def records_sampler(self) -> bool:
+        return self.cfg.afd.update in SAMPLER_UPDATES
+
+    @property
+    def prefix_groups(self) -> bool:
+        return self.cfg.afd.prefix_groups
+
     def student_loss(self, batch: Batch, prepared: Prepared, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        m = self.models
-        if self.cfg.afd.update == "reward-filtered":
-            return reward_filtered_loss(m.student, m.ref, batch.rollout_latents, batch.rollout_text, prepared.weights,
-                                        batch.group_ids, generator, self.cfg.afd)
-        out = nft_student_loss(m.student, m.old, m.ref, batch.rollout_latents, batch.rollout_text, prepared.weights,
-                               generator, self.cfg.afd, group_ids=batch.group_ids)
+        m, a = self.models, self.cfg.afd
+        args = (batch.rollout_latents, batch.rollout_text, prepared.weights)
+        first_frame = batch.branch_block * m.student.config.block_frames  # a prefix group's shared frames stay out
+        if a.update == "reward-filtered":
+            return reward_filtered_loss(m.student, m.ref, *args, batch.group_ids, generator, a, first_frame=first_frame)
+        if a.update == "sampler-states":
+            return sampler_states_loss(m.student, m.old, m.ref, *args, batch.sampler, generator, a,
+                                       first_frame=first_frame)
+        if a.update == "policy-gradient":
+            return policy_gradient_loss(m.student, m.old, m.ref, *args, batch.sampler, a, first_frame=first_frame)
+        out = nft_student_loss(m.student, m.old, m.ref, *args, generator, a, group_ids=batch.group_ids,
+                               first_frame=first_frame)
         out.pop("nft_per_sample")
         return out

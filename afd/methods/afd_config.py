@@ -41,9 +41,19 @@ class AFDMethodConfig:
     # rollouts (afd.methods.nft), what "AFD (paper)" means in every report. "reward-filtered":
     # SFT's own loss on each prompt's ``top_k`` rollouts by weight (on-policy rejection-sampling
     # fine-tuning, afd.methods.filtered), plus the unweighted prior: every kept rollout is its own
-    # target, so credit is per rollout rather than one shift per prompt.
-    update: Literal["nft", "reward-filtered"] = "nft"
+    # target, so credit is per rollout rather than one shift per prompt. "sampler-states": NFT's
+    # signed x0-space regression at the states the rollout's sampler visited, toward the rollout's
+    # own clip; "policy-gradient": a clipped likelihood-ratio update on the sampler's Gaussian
+    # re-noising transitions with a KL term to the initial student, as in Flow-GRPO (both in
+    # afd.methods.sampler_updates).
+    update: Literal["nft", "reward-filtered", "sampler-states", "policy-gradient"] = "nft"
     top_k: int = 1  # reward-filtered: rollouts kept per prompt
+    pg_clip: float = 1e-4  # policy-gradient: the ratio clip (Flow-GRPO's SD3 setting)
+    kl_beta: float = 0.04  # policy-gradient: weight of the per-transition KL to the initial student (Flow-GRPO's)
+    # Prefix groups: each iteration draws one branch block b; a prompt's G rollouts share their
+    # blocks < b bit for bit (one trunk, continued G times), so their weights, centred within the
+    # group, credit the blocks from b on, which alone are trained (afd.methods.afd). Any update.
+    prefix_groups: bool = False
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
 
     def __post_init__(self):
@@ -54,6 +64,11 @@ class AFDMethodConfig:
             raise ValueError(f"lambda_prior must be >= 0, got {self.lambda_prior}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not self.pg_clip > 0 or self.kl_beta < 0:
+            raise ValueError(f"pg_clip must be > 0 and kl_beta >= 0, got {self.pg_clip}, {self.kl_beta}")
+        if self.prefix_groups and self.nft_blocks == "first":
+            raise ValueError("prefix_groups trains the blocks after each group's shared prefix; "
+                             "nft_blocks=first trains block 0 only: use one of them")
 
 
 register(MethodSpec("afd", "afd.methods.afd:AFD", AFDMethodConfig, "afd", order=40))

@@ -17,6 +17,7 @@ import torch
 
 from afd.student.base import ReferenceModel, StudentModel
 from afd.student.codec import Codec
+from afd.student.rollout import SamplerRecord
 from afd.text.encoder import TextEncoding
 
 
@@ -62,6 +63,12 @@ class Batch:
     # The rollouts' exact measures (afd.eval.measures.rollout_measures), if a method already
     # computed them (the oracle); the loop's log-only fidelity then reuses them.
     measures: dict | None = None
+    # Every state the rollouts' sampler visited (the method's ``records_sampler``), in the
+    # rollouts' order.
+    sampler: SamplerRecord | None = None
+    # Prefix groups (the method's ``prefix_groups``): the rollouts of a prompt share their blocks
+    # before this one bit for bit; 0 when they share nothing.
+    branch_block: int = 0
 
 
 @dataclass
@@ -83,6 +90,8 @@ class Method:
     uses_discriminator = True  # the loop trains the shared discriminator on (teacher, rollout) pairs
 
     needs_judge = False  # the oracle: trained on a judge's exact scores (a diagnostic, never black-box)
+    records_sampler = False  # the loop records every sampler state of the rollouts (Batch.sampler)
+    prefix_groups = False  # a prompt's rollouts share a prefix and branch at Batch.branch_block
     # Keys of the iteration's log row shown on the progress bar (those present and finite).
     progress_keys: tuple[str, ...] = ()
 

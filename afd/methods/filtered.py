@@ -30,18 +30,20 @@ def top_k_per_group(weights: torch.Tensor, group_ids: torch.Tensor, k: int) -> t
 
 def reward_filtered_loss(model: StudentModel, ref_model: StudentModel | None, x0_rollouts: torch.Tensor,
                          text: TextEncoding, w: torch.Tensor, group_ids: torch.Tensor, generator: torch.Generator,
-                         cfg: AFDMethodConfig) -> dict[str, torch.Tensor]:
+                         cfg: AFDMethodConfig, *, first_frame: int = 0) -> dict[str, torch.Tensor]:
     """SFT's loss on the top ``cfg.top_k`` rollouts of each prompt by weight ``w`` (B,) in [0, 1].
 
     x0_rollouts: (B, T, C, H, W) in the model's space (detached here); group_ids: (B,) prompt index
-    per rollout. Returns ``loss`` (with gradient) and detached ``loss_fm``, ``loss_prior``,
+    per rollout; ``first_frame``: the loss covers frames from there on (a prefix group's shared
+    frames are left out). Returns ``loss`` (with gradient) and detached ``loss_fm``, ``loss_prior``,
     ``kept_weight`` (the mean weight of the kept rollouts)."""
     keep = top_k_per_group(w, group_ids, cfg.top_k)
     x0 = x0_rollouts.detach()[keep]
     text = text.index(keep.cpu())
     t, eps, x_t = forward_noise(x0, model.config, generator, cfg.t_shift)
     v_hat = velocity(model, x0, x_t, t, text)
-    loss_fm = fm_error(v_hat, eps - x0, t, WEIGHTING).mean()
+    f = slice(first_frame, None)
+    loss_fm = fm_error(v_hat[:, f], (eps - x0)[:, f], t[:, f], WEIGHTING).mean()
     loss = loss_fm
     out = {"loss_fm": loss_fm.detach(), "kept_weight": w[keep].detach().float().mean()}
     if ref_model is not None and cfg.lambda_prior > 0:

@@ -19,20 +19,31 @@ from afd.student.sample import guidance_kwargs
 from afd.text.encoder import TextEncoding
 
 
-def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
-    """Training levels taken from the student's own sampler (the DiffusionNFT reference trains on
-    the sampler's levels, not on U[0, 1]): (n, B, T) for n = the number of levels of a block
-    after the first. Copy j puts block k of clip b at level ``L_k[perm_bk[j]]``, with ``L_k``
-    that block's sampler levels (block 0: ``first_levels``) and ``perm_bk`` a random
-    permutation, so the n copies of a clip visit every level of every block once (block 0's
-    longer list, if any, is subsampled)."""
+def sampler_level_picks(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
+    """Which of its sampler levels each block of each clip takes in each of n copies: (n, B, K)
+    long, n = the number of levels of a block after the first. Copy j puts block k of clip b at
+    index ``perm_bk[j]`` of that block's level list (block 0: ``first_levels``), ``perm_bk`` a
+    random permutation, so the n copies visit every level of every block once (block 0's longer
+    list, if any, is subsampled)."""
     first, levels = cfg.sampler_levels()
     n = len(levels)
-    t = torch.empty(n, B, cfg.n_blocks)
+    picks = torch.empty(n, B, cfg.n_blocks, dtype=torch.long)
     for k in range(cfg.n_blocks):
-        lv = torch.tensor(first if k == 0 else levels, dtype=torch.float32)
-        perm = dist.rank_rows(lambda m: torch.rand(m, len(lv), generator=generator), B).argsort(dim=1)[:, :n]  # (B, n)
-        t[:, :, k] = lv[perm].T
+        m = len(first if k == 0 else levels)
+        perm = dist.rank_rows(lambda r: torch.rand(r, m, generator=generator), B).argsort(dim=1)[:, :n]  # (B, n)
+        picks[:, :, k] = perm.T
+    return picks
+
+
+def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
+    """Training levels taken from the student's own sampler (the DiffusionNFT reference trains on
+    the sampler's levels, not on U[0, 1]): (n, B, T), block k of clip b in copy j at its level
+    ``sampler_level_picks`` chose."""
+    first, levels = cfg.sampler_levels()
+    picks = sampler_level_picks(B, cfg, generator)
+    t = torch.empty(picks.shape, dtype=torch.float32)
+    for k in range(cfg.n_blocks):
+        t[:, :, k] = torch.tensor(first if k == 0 else levels, dtype=torch.float32)[picks[:, :, k]]
     return t.repeat_interleave(cfg.block_frames, dim=2)
 
 
@@ -149,7 +160,8 @@ def sampler_guidance(model, n: int) -> Guidance | None:
 def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: StudentModel | None,
                      x0_rollouts: torch.Tensor, text: TextEncoding, w: torch.Tensor, generator: torch.Generator,
                      cfg: AFDMethodConfig, *, group_ids: torch.Tensor | None = None,
-                     t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     t: torch.Tensor | None = None, x_t: torch.Tensor | None = None,
+                     first_frame: int = 0, space: str | None = None) -> dict[str, torch.Tensor]:
     """AFD's student objective ``L = s L_NFT + lambda_prior L_prior`` on the student's own rollouts,
     formed as ``cfg`` (the run's ``afd`` section) says.
 
@@ -175,7 +187,11 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     ``t`` (B, T) gives the levels instead of drawing them. ``guidance="sampler"`` makes all three
     velocities the guided ones the sampler uses (so a guided data-collecting policy is the policy
     trained). ``loss_scale="reference"`` multiplies L_NFT by a_max / beta (the reference's
-    scale). ``nft_blocks="first"`` restricts L_NFT to block 0, where a rollout's physics is chosen
+    scale). ``x_t`` (B, T, C, H, W) with ``t`` trains at given noised states (the sampler's own,
+    afd.methods.sampler_updates) instead of fresh forward-noised copies; the target velocity is
+    then the one that state implies, ``(x_t - x0) / t``. ``first_frame``: L_NFT covers frames
+    from there on (a prefix group's shared frames are left out). ``space`` overrides
+    ``cfg.nft_space``. ``nft_blocks="first"`` restricts L_NFT to block 0, where a rollout's physics is chosen
     (the prior still covers every frame). ``noise="group"`` gives the rollouts of one prompt the
     same eps and levels: the NFT gradient is ``(2 w_i - 1)(v_i - v_old_i)`` summed over rollouts,
     and the weights of a prompt's rollouts sum to about zero, so the part of ``v - v_old`` that only
@@ -196,6 +212,8 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
         if group_ids is None:
             raise ValueError("afd.noise=group needs the rollouts' group_ids")
         draw = torch.unique(group_ids, return_inverse=True)[1]
+    if x_t is not None and t is None:
+        raise ValueError("nft_student_loss: states x_t need their levels t")
     if t is None and cfg.timesteps == "sampler":
         # Every rollout once at each of the sampler's levels, all copies in one batch.
         n_draws = int(draw.max()) + 1
@@ -206,17 +224,24 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
         draw = torch.cat([draw + j * n_draws for j in range(n)])
     guidance = sampler_guidance(model, x0.shape[0]) if cfg.guidance == "sampler" else None
     nft_scale = cfg.advantage.a_max / cfg.beta if cfg.loss_scale == "reference" else 1.0
-    n = model.config.block_frames if cfg.nft_blocks == "first" else x0.shape[1]  # frames L_NFT covers
+    # The frames L_NFT covers.
+    span = slice(first_frame, model.config.block_frames if cfg.nft_blocks == "first" else x0.shape[1])
+    if span.start >= span.stop:
+        raise ValueError(f"L_NFT covers no frame: frames {span.start}..{span.stop - 1}")
     noise_index = None if cfg.noise == "sample" else draw
 
-    t, eps, x_t = forward_noise(x0, model.config, generator, cfg.t_shift, t, noise_index)
-    v = eps - x0
+    if x_t is None:
+        t, eps, x_t = forward_noise(x0, model.config, generator, cfg.t_shift, t, noise_index)
+        v = eps - x0
+    else:
+        t, x_t = t.to(x0.device), x_t.detach()
+        v = (x_t - x0) / t[..., None, None, None]
     v_theta = velocity(model, x0, x_t, t, text, guidance)
     with torch.no_grad():
         v_old = velocity(old_model, x0, x_t, t, text, guidance)
         v_ref = velocity(ref_model, x0, x_t, t, text, guidance) if ref_model is not None else None
-    loss_nft, per_sample = nft_loss(v_theta[:, :n], v_old[:, :n], v[:, :n], w, cfg.beta, x_t=x_t[:, :n], t=t[:, :n],
-                                    x0=x0[:, :n], space=cfg.nft_space)
+    loss_nft, per_sample = nft_loss(v_theta[:, span], v_old[:, span], v[:, span], w, cfg.beta, x_t=x_t[:, span],
+                                    t=t[:, span], x0=x0[:, span], space=space or cfg.nft_space)
     loss_nft = nft_scale * loss_nft
     if v_ref is not None:
         loss_prior = prior_loss(v_theta, v_ref, w)

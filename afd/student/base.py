@@ -74,6 +74,8 @@ class ReferenceModel(Protocol):
 
     def to_velocity(self, raw, x_t, t): ...
 
+    def to_x0(self, raw, x_t, t): ...
+
 
 def student_format(directory: str | Path) -> str:
     """The ``format`` tag of a saved student folder (an error naming the file if it has none)."""

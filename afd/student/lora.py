@@ -58,8 +58,8 @@ def adapters_disabled(model: nn.Module):
 class AdaptersOff:
     """A view of a LoRA student as its frozen base, for the prior term's v_ref.
 
-    Exposes the two methods the losses call (``forward_train``, ``to_velocity``); the config is the
-    student's."""
+    Exposes the methods the losses call (``forward_train``, ``to_velocity``, ``to_x0``); the config
+    is the student's."""
 
     def __init__(self, model: StudentModel):
         self.model = model
@@ -71,6 +71,9 @@ class AdaptersOff:
 
     def to_velocity(self, *args, **kwargs):
         return self.model.to_velocity(*args, **kwargs)
+
+    def to_x0(self, *args, **kwargs):
+        return self.model.to_x0(*args, **kwargs)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ rule, quadratic cost) - the reference the cache is tested and benchmarked agains
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 
@@ -43,6 +44,28 @@ def rollout_noise(prompts: list[str], seeds: list[int], model: StudentModel, ste
     return out
 
 
+@dataclass
+class SamplerRecord:
+    """Every state a rollout's sampler queried the model at (what the ``sampler-states`` and
+    ``policy-gradient`` updates train on, afd/methods/sampler_updates.py).
+
+    states: (B, K, S, F, C, H, W) float32, the model-space input ``x`` of denoising call i of
+    block k (zeros where there was no call); levels: (K, S) float32, that call's noise level,
+    nan where block k made no call i (a prefix block, or a shorter level list than block 0's).
+    With ``renoise="fresh"``, state i+1 of a block is ``(1 - t_{i+1}) x0_i + t_{i+1} eps``: a
+    Gaussian transition around the model's x0 estimate at state i."""
+
+    states: torch.Tensor
+    levels: torch.Tensor
+
+    def index(self, rows: torch.Tensor) -> SamplerRecord:
+        """The records of rollouts ``rows`` (long indices)."""
+        return SamplerRecord(self.states[rows.to(self.states.device)], self.levels)
+
+    def to(self, device) -> SamplerRecord:
+        return SamplerRecord(self.states.to(device), self.levels)
+
+
 def rollout(
     model: StudentModel,
     text: TextEncoding,
@@ -59,7 +82,8 @@ def rollout(
     guidance: float = 1.0,
     null_text: TextEncoding | None = None,
     first_guidance: float | None = None,
-) -> torch.Tensor:
+    record: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, SamplerRecord]:
     """Generate clips in the model's space.
 
     text: B prompt encodings; noise: (B, K, S, F, C, H, W) from ``rollout_noise`` with S >= the
@@ -83,8 +107,10 @@ def rollout(
     (None: ``guidance``); each step's prediction is ``null + scale * (prompt - null)``, with the
     null prediction from ``null_text`` (B encodings, required unless both scales are 1) in the
     same doubled batch. ``guidance_kwargs`` gives a model's defaults.
+    record: also return the ``SamplerRecord`` of every state the model was queried at.
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped unless the config's
     ``project_blocks``; decode with the codec); with a prefix its frames come first, unchanged.
+    With ``record``, returns ``(x0, SamplerRecord)``.
     """
     cfg = model.config
     dev = device_of(model)
@@ -142,6 +168,9 @@ def rollout(
         if not 1 <= n_pre < K:
             raise ValueError(f"prefix holds {n_pre} blocks; it must leave at least one of the {K} blocks to generate")
     project = make_codec(cfg).project if cfg.project_blocks else None
+    if record:
+        rec_states = torch.zeros((B, K, n_levels, *noise.shape[3:]), device=dev)
+        rec_levels = torch.full((K, n_levels), float("nan"))
     cache = KVCache.empty()
     blocks: list[torch.Tensor] = []
     if n_pre:
@@ -155,6 +184,9 @@ def rollout(
         x = noise[:, k, 0]
         last = grad_steps[k] if grad_steps is not None else len(lv) - 1
         for i in range(last + 1):
+            if record:
+                rec_states[:, k, i] = x.detach().float()
+                rec_levels[k, i] = lv[i]
             t = torch.full((B, cfg.block_frames), lv[i], device=dev)
             with torch.set_grad_enabled(grad_steps is not None and i == last), autocast(dev, amp):
                 if use_cache:
@@ -177,4 +209,6 @@ def rollout(
             with torch.no_grad(), autocast(dev, amp):
                 _, cache = model(both(x0.detach()), torch.zeros(len(text), cfg.block_frames, device=dev), text,
                                  cache if k else None, clean=True)
+    if record:
+        return torch.cat(blocks, dim=1), SamplerRecord(rec_states, rec_levels)
     return torch.cat(blocks, dim=1)

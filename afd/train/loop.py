@@ -31,7 +31,7 @@ from afd.device import autocast, describe_precision, dist_backend, resolve_devic
 from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool
 from afd.rollout_groups import group_ids, per_rollout
-from afd.student.rollout import rollout, rollout_noise
+from afd.student.rollout import SamplerRecord, rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
 from afd.teacher import TeacherBudgetExceeded
 from afd.train.build import build_run, load_base
@@ -175,24 +175,42 @@ class Trainer:
         if self.method.uses_rollouts:
             t0 = time.time()
             G = self.cfg.train.rollouts
-            batch.rollout_latents, batch.rollouts = self.rollouts(prompts, seeds)
+            batch.branch_block = (Plan.branch_block(self.cfg.train.seed, it, self.models.old.config.n_blocks)
+                                  if self.method.prefix_groups else 0)
+            batch.rollout_latents, batch.rollouts, batch.sampler = self.rollouts(
+                prompts, seeds, branch_block=batch.branch_block, record=self.method.records_sampler)
             batch.rollout_text = per_rollout(text, G)
             batch.group_ids = group_ids(len(prompts), G, self.device)
             times["t_rollout"] = time.time() - t0
         return batch, times
 
     @torch.no_grad()
-    def rollouts(self, prompts: list[str], seeds: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollouts(self, prompts: list[str], seeds: list[list[int]], *, branch_block: int = 0,
+                 record: bool = False) -> tuple[torch.Tensor, torch.Tensor, SamplerRecord | None]:
         """G rollouts per prompt with the old policy: their latents (P * G, T, C, H', W') in the
-        student's space, exactly as generated, and their decodes (P * G, T, 3, H, W) in [-1, 1]."""
+        student's space, exactly as generated, their decodes (P * G, T, 3, H, W) in [-1, 1], and
+        with ``record`` every sampler state they visited (else None).
+
+        ``branch_block`` b > 0 makes prefix groups: each prompt's blocks < b are generated once
+        (a trunk, from its first rollout seed's noise) and all G rollouts continue that trunk, so
+        they share it bit for bit and differ from block b on."""
         G = len(seeds[0]) if seeds else 0
         flat_p = per_rollout(prompts, G)
         flat_s = [s for row in seeds for s in row]
         old = self.models.old
-        noise = rollout_noise(flat_p, flat_s, old, len(self.first_levels))
-        x0 = rollout(old, self.encoder.encode(flat_p), noise, self.levels, amp=self.cfg.train.amp,
-                     first_levels=self.first_levels, **guidance_kwargs(old, len(flat_p)))
-        return x0.detach(), self.models.codec.decode(x0).detach()
+        n_levels = len(self.first_levels)
+        sampler = dict(first_levels=self.first_levels, amp=self.cfg.train.amp)
+        prefix = None
+        if branch_block:
+            trunk = rollout(old, self.encoder.encode(prompts), rollout_noise(prompts, [row[0] for row in seeds], old,
+                                                                              n_levels),
+                            self.levels, n_blocks=branch_block, **sampler, **guidance_kwargs(old, len(prompts)))
+            prefix = per_rollout(trunk, G)
+        noise = rollout_noise(flat_p, flat_s, old, n_levels)
+        out = rollout(old, self.encoder.encode(flat_p), noise, self.levels, prefix=prefix, record=record, **sampler,
+                      **guidance_kwargs(old, len(flat_p)))
+        x0, rec = out if record else (out, None)
+        return x0.detach(), self.models.codec.decode(x0).detach(), rec
 
     def discriminator(self, batch: Batch, it: int) -> dict[str, float]:
         cfg, m = self.cfg, self.models

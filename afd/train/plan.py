@@ -14,7 +14,7 @@ import torch
 from afd import dist
 
 # Streams of per-iteration randomness.
-PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC, RERENDER = 0, 1, 2, 3, 4, 5
+PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC, RERENDER, BRANCH = 0, 1, 2, 3, 4, 5, 6
 
 
 def seed_of(*parts: int) -> int:
@@ -42,6 +42,12 @@ class Plan:
     def for_config(cls, cfg, it: int, pool: list[str]) -> "Plan":
         """The plan of an ``AdaptConfig``'s iteration ``it``."""
         return cls(cfg.train.seed, it, pool, cfg.train.prompts, cfg.teacher.clips_per_prompt, cfg.train.rollouts)
+
+    @staticmethod
+    def branch_block(seed: int, it: int, n_blocks: int) -> int:
+        """Prefix groups: the block at which iteration ``it``'s rollouts of a prompt branch, uniform
+        in [0, n_blocks) (0: no shared prefix)."""
+        return int(torch.randint(n_blocks, (1,), generator=generator(seed, it, BRANCH)))
 
     def local(self) -> tuple[list[str], list[int], list[list[int]]]:
         """This rank's contiguous share of the prompts, with their clip ids and seeds (``afd.dist.shard``)."""
