@@ -51,13 +51,23 @@ class Guidance:
 
 
 def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding,
-             guidance: Guidance | None = None) -> torch.Tensor:
+             guidance: Guidance | None = None, context: str = "clean") -> torch.Tensor:
     """The model's velocity for noised frames x_t (B, T, C, H, W) given the clean clip as context
-    (one pass); with ``guidance`` the guided velocity (conditional and null batched in one pass)."""
+    (one pass); with ``guidance`` the guided velocity (conditional and null batched in one pass).
+    ``context="noised"``: the noised clip is its own block-causal context (``forward_noised_context``;
+    x_clean unused)."""
+    if context not in ("clean", "noised"):
+        raise ValueError(f"context must be 'clean' or 'noised', got {context!r}")
+
+    def raw(xc, xt, tt, enc):
+        if context == "noised":
+            return model.forward_noised_context(xt, tt, enc)
+        return model.forward_train(xc, xt, tt, enc)
+
     if guidance is None:
-        return model.to_velocity(model.forward_train(x_clean, x_t, t, text), x_t, t)
+        return model.to_velocity(raw(x_clean, x_t, t, text), x_t, t)
     two = lambda z: torch.cat([z, z])  # noqa: E731
-    cond, null = model.forward_train(two(x_clean), two(x_t), two(t), text.cat(guidance.null_text)).chunk(2)
+    cond, null = raw(two(x_clean), two(x_t), two(t), text.cat(guidance.null_text)).chunk(2)
     s = guidance.scale.to(cond.dtype)[..., None, None, None]
     return model.to_velocity(null + s * (cond - null), x_t, t)
 

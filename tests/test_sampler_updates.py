@@ -182,3 +182,50 @@ def test_config_errors():
         AFDMethodConfig(pg_clip=0.0)
     with pytest.raises(ValueError, match="prefix_groups trains the blocks after"):
         AFDMethodConfig(prefix_groups=True, nft_blocks="first")
+
+
+def test_the_noised_context_view_is_block_causal_over_noised_blocks():
+    """Astrolabe's view: block k's prediction depends on the noised blocks < k (not on later ones);
+    the rollout's view (forward_train) depends on the clean clip there instead."""
+    model = tiny_model()
+    c = model.config
+    F = c.block_frames
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(2, c.frames, c.channels, c.height, c.width, generator=g)
+    t = torch.full((2, c.frames), 0.7)
+    text = fake_text(2)
+    with torch.no_grad():
+        base = model.forward_noised_context(x_t, t, text)
+        changed = x_t.clone()
+        changed[:, F:2 * F] += 1.0  # block 1
+        again = model.forward_noised_context(changed, t, text)
+        clean = torch.randn_like(x_t)
+        train_view = model.forward_train(clean, changed, t, text)
+        train_view_base = model.forward_train(clean, x_t, t, text)
+    assert torch.equal(base[:, :F], again[:, :F])  # block 0 does not see block 1
+    assert not torch.allclose(base[:, 2 * F:], again[:, 2 * F:])  # block 2 sees noised block 1
+    assert torch.allclose(train_view[:, 2 * F:], train_view_base[:, 2 * F:], atol=1e-6)  # clean context there
+
+
+def test_nft_with_astrolabes_context_trains_at_one_sampler_level():
+    from afd.methods.nft import nft_student_loss
+
+    model = tiny_model()
+    c = model.config
+    x0 = torch.randn(4, c.frames, c.channels, c.height, c.width, generator=torch.Generator().manual_seed(2))
+    cfg = AFDMethodConfig(context="noised", timesteps="minibatch", lambda_prior=0.0)
+    seen = []
+    orig = model.forward_noised_context
+
+    def spy(x_t, t, text):
+        seen.append(t.clone())
+        return orig(x_t, t, text)
+
+    model.forward_noised_context = spy
+    out = nft_student_loss(model, model, None, x0, fake_text(4), torch.tensor([0.9, 0.1, 0.6, 0.4]),
+                           torch.Generator().manual_seed(0), cfg)
+    out["loss"].backward()
+    assert len(seen) == 2 and len(torch.unique(seen[0])) == 1
+    assert float(seen[0][0, 0]) in [pytest.approx(v) for v in c.sampler_levels()[1]]
+    with pytest.raises(ValueError, match="context=noised is an option of the paper's NFT"):
+        AFDMethodConfig(context="noised", update="reward-filtered")

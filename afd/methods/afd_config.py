@@ -20,7 +20,13 @@ class AFDMethodConfig:
     # "uniform": each block's t ~ U[0.02, 1] (shifted by t_shift), the paper's Algorithm 1;
     # "sampler": each rollout is trained once at every level of the student's own sampler (n
     # copies per step, afd.methods.nft.sampler_timesteps), the DiffusionNFT reference's choice.
-    timesteps: Literal["uniform", "sampler"] = "uniform"
+    # "minibatch": one of the sampler's levels for the whole batch, every block (Astrolabe's: one t
+    # per minibatch from {1, .75, .5, .25} before the sampler's shift).
+    timesteps: Literal["uniform", "sampler", "minibatch"] = "uniform"
+    # What a noised block attends to in the NFT loss. "clean": the rollout's own clean blocks < k,
+    # as the sampler showed it (the paper); "noised": the whole noised clip under the block-causal
+    # mask, context noised at the same levels (Astrolabe's training view). update=nft only.
+    context: Literal["clean", "noised"] = "clean"
     # "none": L_NFT as in Eq. 4; "reference": times a_max / beta, as the DiffusionNFT reference
     # scales its policy loss (a larger effective step under the same optimizer and grad clip).
     loss_scale: Literal["none", "reference"] = "none"
@@ -66,6 +72,8 @@ class AFDMethodConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not self.pg_clip > 0 or self.kl_beta < 0:
             raise ValueError(f"pg_clip must be > 0 and kl_beta >= 0, got {self.pg_clip}, {self.kl_beta}")
+        if self.context == "noised" and self.update != "nft":
+            raise ValueError(f"context=noised is an option of the paper's NFT (update=nft), got update={self.update}")
         if self.prefix_groups and self.nft_blocks == "first":
             raise ValueError("prefix_groups trains the blocks after each group's shared prefix; "
                              "nft_blocks=first trains block 0 only: use one of them")

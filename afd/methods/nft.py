@@ -187,7 +187,9 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     ``t`` (B, T) gives the levels instead of drawing them. ``guidance="sampler"`` makes all three
     velocities the guided ones the sampler uses (so a guided data-collecting policy is the policy
     trained). ``loss_scale="reference"`` multiplies L_NFT by a_max / beta (the reference's
-    scale). ``x_t`` (B, T, C, H, W) with ``t`` trains at given noised states (the sampler's own,
+    scale). ``timesteps="minibatch"`` puts the whole batch at one sampler level and
+    ``context="noised"`` lets each noised block attend to the noised blocks before it instead of
+    the clean ones (Astrolabe's training view, ``forward_noised_context``). ``x_t`` (B, T, C, H, W) with ``t`` trains at given noised states (the sampler's own,
     afd.methods.sampler_updates) instead of fresh forward-noised copies; the target velocity is
     then the one that state implies, ``(x_t - x0) / t``. ``first_frame``: L_NFT covers frames
     from there on (a prefix group's shared frames are left out). ``space`` overrides
@@ -214,6 +216,11 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
         draw = torch.unique(group_ids, return_inverse=True)[1]
     if x_t is not None and t is None:
         raise ValueError("nft_student_loss: states x_t need their levels t")
+    if t is None and cfg.timesteps == "minibatch":
+        # One of the sampler's levels (those of the blocks after the first) for the whole global
+        # batch: the generator is seeded alike on every rank.
+        levels = model.config.sampler_levels()[1]
+        t = torch.full((x0.shape[0], x0.shape[1]), levels[int(torch.randint(len(levels), (1,), generator=generator))])
     if t is None and cfg.timesteps == "sampler":
         # Every rollout once at each of the sampler's levels, all copies in one batch.
         n_draws = int(draw.max()) + 1
@@ -236,10 +243,10 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     else:
         t, x_t = t.to(x0.device), x_t.detach()
         v = (x_t - x0) / t[..., None, None, None]
-    v_theta = velocity(model, x0, x_t, t, text, guidance)
+    v_theta = velocity(model, x0, x_t, t, text, guidance, cfg.context)
     with torch.no_grad():
-        v_old = velocity(old_model, x0, x_t, t, text, guidance)
-        v_ref = velocity(ref_model, x0, x_t, t, text, guidance) if ref_model is not None else None
+        v_old = velocity(old_model, x0, x_t, t, text, guidance, cfg.context)
+        v_ref = velocity(ref_model, x0, x_t, t, text, guidance, cfg.context) if ref_model is not None else None
     loss_nft, per_sample = nft_loss(v_theta[:, span], v_old[:, span], v[:, span], w, cfg.beta, x_t=x_t[:, span],
                                     t=t[:, span], x0=x0[:, span], space=space or cfg.nft_space)
     loss_nft = nft_scale * loss_nft

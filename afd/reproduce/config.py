@@ -64,6 +64,8 @@ class ReproduceConfig:
     variants: dict[str, list[str]] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Rows run at other seeds than ``seeds``: row -> its seeds (e.g. a gate's winner confirmed on 3).
+    row_seeds: dict[str, list[int]] = field(default_factory=dict)
     steps: int = 100  # student updates per run (the same for every method)
     overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
     # key=value for one method's runs (after `overrides`), e.g. {afd: [disc.model.instance_noise=0.3]}
@@ -89,6 +91,9 @@ class ReproduceConfig:
             bad = [o for o in spec[1:] if "=" not in o]
             if bad:
                 raise ValueError(f"variants.{name}: expected key=value overrides after the method, got {bad!r}")
+        bad = [r for r, s in self.row_seeds.items() if r not in self.methods or r == "base" or not s]
+        if bad:
+            raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not a trained row of methods, or lists no seed")
         unknown = [m for m in self.methods if m not in METHODS and m not in self.variants]
         if unknown:
             raise ValueError(f"methods: {', '.join(map(repr, unknown))} is neither a method "
@@ -117,6 +122,10 @@ class ReproduceConfig:
     def base_method(self, row: str) -> str:
         """The registered method a row runs ("base" for the base row)."""
         return self.variants[row][0] if row in self.variants else row
+
+    def seeds_of(self, row: str) -> list[int]:
+        """The seeds a trained row runs at (``row_seeds``, else ``seeds``)."""
+        return self.row_seeds.get(row, self.seeds)
 
     def row_overrides(self, row: str) -> list[str]:
         """A row's own overrides: its method's ``method_overrides``, then a variant's."""

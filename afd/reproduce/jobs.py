@@ -226,10 +226,11 @@ class JobPlanner:
             self.base(fam)
         # Seed-major, sweeps last: a partial reproduction has every method at the first seeds, and
         # the main tables' seed spread comes before the single-seed ablations.
-        for seed in c.seeds:
+        for seed in sorted({s for m in trained for s in c.seeds_of(m)}):
             for fam in c.families:
                 for m in trained:
-                    self.train(m, fam, seed)
+                    if seed in c.seeds_of(m):
+                        self.train(m, fam, seed)
         self._sweeps(s)
         return list(self.jobs.values())
 

@@ -408,7 +408,9 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
         lines += [f"**Incomplete:** {len(res['missing'])} job(s) not finished: {', '.join(res['missing'])}.", ""]
     lines += ["Setup: " + f"methods {', '.join(cfg.methods)}; families "
               + ", ".join(f"{f} = `{c}`" for f, c in cfg.families.items())
-              + f"; seeds {cfg.seeds}; {cfg.steps} student updates per run; eval on "
+              + f"; seeds {cfg.seeds}"
+              + "".join(f" ({r}: seeds {s})" for r, s in cfg.row_seeds.items())
+              + f"; {cfg.steps} student updates per run; eval on "
               + ("every prompt" if cfg.eval_prompts_per_split is None else f"{cfg.eval_prompts_per_split} prompts")
               + f" of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from {cfg.eval_seed})."
               + (f" Extra overrides: `{' '.join(cfg.overrides)}`." if cfg.overrides else ""), "",

@@ -43,6 +43,9 @@ class StudentModel(Protocol):
                       *, return_features: bool = False):
         """Teacher-forced ``[clean | noised]`` view of whole clips -> raw prediction of the noised frames."""
 
+    def forward_noised_context(self, x_noised: torch.Tensor, t: torch.Tensor, text: TextEncoding) -> torch.Tensor:
+        """The whole noised clip, block-causal among its own blocks (Astrolabe's training view)."""
+
     def forward_with_prefix(self, prefix: torch.Tensor | None, x_noised: torch.Tensor, t: torch.Tensor,
                             text: TextEncoding) -> torch.Tensor:
         """Cache-free view: a clean prefix and the noised frames after it, in one pass."""
@@ -71,6 +74,8 @@ class ReferenceModel(Protocol):
     config: Any
 
     def forward_train(self, x_clean, x_noised, t, text, *, return_features: bool = False): ...
+
+    def forward_noised_context(self, x_noised, t, text): ...
 
     def to_velocity(self, raw, x_t, t): ...
 

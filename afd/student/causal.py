@@ -6,7 +6,8 @@ slots that each carry a frame index and a clean flag (the attention rule of
 
 - ``forward``: frames following the cached ones, all clean or all noised;
 - ``forward_train``: ``[clean | noised]`` copies of the whole clip, each copy at its frame's index;
-- ``forward_with_prefix``: a clean prefix and noised frames after it, without a cache.
+- ``forward_with_prefix``: a clean prefix and noised frames after it, without a cache;
+- ``forward_noised_context``: the whole noised clip, block-causal (Astrolabe's training view).
 
 Persistence (``save_pretrained`` / ``from_pretrained``: safetensors + a JSON config with the
 backbone's ``FORMAT`` tag) is the same for every backbone too.
@@ -90,6 +91,22 @@ class BlockCausalModel:
             return out[:, T:].clone(), feats[:, feats.shape[1] // 2:].clone()
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, T:].clone()
+
+    def forward_noised_context(self, x_noised: torch.Tensor, t: torch.Tensor, text: TextEncoding) -> torch.Tensor:
+        """Astrolabe's training view of a whole noised clip: block k attends to the *noised*
+        blocks < k and itself, each frame at its own level t (B, T). Not what the rollout shows
+        (its context is clean): an option of the paper's NFT (``afd.context=noised``,
+        docs/recipe.md). Returns the raw prediction (B, T, C, H, W)."""
+        if getattr(self.config, "refine", 0):
+            raise ValueError("the noised-context view needs a backbone without a refine head (refine=0): "
+                             "the head reads the newest clean frame, which this view does not have")
+        B, T = x_noised.shape[:2]
+        self._check_input(x_noised, text)
+        frames = torch.arange(T, device=x_noised.device)
+        # Every slot flagged clean gives the block-causal rule among the slots themselves.
+        flags = torch.ones(T, dtype=torch.bool, device=x_noised.device)
+        out, _, _ = self._run(x_noised, t, frames, flags, text, None)
+        return out
 
     def forward_with_prefix(self, prefix: torch.Tensor | None, x_noised: torch.Tensor, t: torch.Tensor,
                             text: TextEncoding) -> torch.Tensor:

@@ -58,8 +58,8 @@ def adapters_disabled(model: nn.Module):
 class AdaptersOff:
     """A view of a LoRA student as its frozen base, for the prior term's v_ref.
 
-    Exposes the methods the losses call (``forward_train``, ``to_velocity``, ``to_x0``); the config
-    is the student's."""
+    Exposes the methods the losses call (``forward_train``, ``forward_noised_context``,
+    ``to_velocity``, ``to_x0``); the config is the student's."""
 
     def __init__(self, model: StudentModel):
         self.model = model
@@ -68,6 +68,10 @@ class AdaptersOff:
     def forward_train(self, *args, **kwargs):
         with adapters_disabled(self.model):
             return self.model.forward_train(*args, **kwargs)
+
+    def forward_noised_context(self, *args, **kwargs):
+        with adapters_disabled(self.model):
+            return self.model.forward_noised_context(*args, **kwargs)
 
     def to_velocity(self, *args, **kwargs):
         return self.model.to_velocity(*args, **kwargs)
