@@ -189,7 +189,8 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     trained). ``loss_scale="reference"`` multiplies L_NFT by a_max / beta (the reference's
     scale). ``timesteps="minibatch"`` puts the whole batch at one sampler level and
     ``context="noised"`` lets each noised block attend to the noised blocks before it instead of
-    the clean ones (Astrolabe's training view, ``forward_noised_context``). ``x_t`` (B, T, C, H, W) with ``t`` trains at given noised states (the sampler's own,
+    the clean ones (Astrolabe's training view, ``forward_noised_context``). ``x_t`` (B, T, C, H, W)
+    with ``t`` trains at given noised states (the sampler's own,
     afd.methods.sampler_updates) instead of fresh forward-noised copies; the target velocity is
     then the one that state implies, ``(x_t - x0) / t``. ``first_frame``: L_NFT covers frames
     from there on (a prefix group's shared frames are left out). ``space`` overrides

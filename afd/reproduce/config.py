@@ -93,7 +93,8 @@ class ReproduceConfig:
                 raise ValueError(f"variants.{name}: expected key=value overrides after the method, got {bad!r}")
         bad = [r for r, s in self.row_seeds.items() if r not in self.methods or r == "base" or not s]
         if bad:
-            raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not a trained row of methods, or lists no seed")
+            raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not a trained row of methods, "
+                             "or lists no seed")
         unknown = [m for m in self.methods if m not in METHODS and m not in self.variants]
         if unknown:
             raise ValueError(f"methods: {', '.join(map(repr, unknown))} is neither a method "

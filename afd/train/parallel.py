@@ -29,7 +29,8 @@ from torch import nn
 from afd import dist
 from afd.train.config import DistConfig
 
-ROUTED = ("forward", "forward_train", "forward_with_prefix", "forward_noised_context")  # the student's views with parameters
+# The student's views with parameters.
+ROUTED = ("forward", "forward_train", "forward_with_prefix", "forward_noised_context")
 
 
 class _MethodCall(nn.Module):
