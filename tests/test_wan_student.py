@@ -104,6 +104,25 @@ def test_forward_train_sees_what_the_rollout_shows(wan):
             torch.testing.assert_close(train[:, s], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_the_noised_context_view_is_causal_over_noised_blocks(wan):
+    """Astrolabe's view (afd.context=noised): block k's prediction is that of the clip cut after
+    block k, and it reads the noised blocks before it."""
+    model = tiny_model(wan)
+    cfg, F_ = model.config, model.config.block_frames
+    torch.manual_seed(4)
+    x = torch.randn(2, cfg.frames, cfg.channels, cfg.height, cfg.width)
+    t = torch.rand(2, cfg.n_blocks).repeat_interleave(F_, dim=1)
+    text = tiny_text(2, cfg)
+    with torch.no_grad():
+        whole = model.forward_noised_context(x, t, text)
+        cut = model.forward_noised_context(x[:, :2 * F_], t[:, :2 * F_], text)
+        moved = x.clone()
+        moved[:, :F_] += 1.0
+        other = model.forward_noised_context(moved, t, text)
+    torch.testing.assert_close(whole[:, :2 * F_], cut, atol=1e-5, rtol=1e-5)
+    assert (other[:, F_:2 * F_] - whole[:, F_:2 * F_]).abs().max() > 1e-3
+
+
 def test_a_missing_rope_offset_is_caught(wan, monkeypatch):
     """With diffusers' numbering (every call's frames from 0), cached frames and new frames
     collide in position: the cached rollout no longer equals recomputation, nor forward_train
