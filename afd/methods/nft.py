@@ -192,8 +192,8 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     the clean ones (Astrolabe's training view, ``forward_noised_context``). ``x_t`` (B, T, C, H, W)
     with ``t`` trains at given noised states (the sampler's own,
     afd.methods.sampler_updates) instead of fresh forward-noised copies; the target velocity is
-    then the one that state implies, ``(x_t - x0) / t``. ``first_frame``: L_NFT covers frames
-    from there on (a prefix group's shared frames are left out). ``space`` overrides
+    then the one that state implies, ``(x_t - x0) / t``. ``first_frame``: L_NFT and the prior
+    cover frames from there on (a prefix group's shared frames are left out). ``space`` overrides
     ``cfg.nft_space``. ``nft_blocks="first"`` restricts L_NFT to block 0, where a rollout's physics is chosen
     (the prior still covers every frame). ``noise="group"`` gives the rollouts of one prompt the
     same eps and levels: the NFT gradient is ``(2 w_i - 1)(v_i - v_old_i)`` summed over rollouts,
@@ -252,7 +252,9 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
                                     t=t[:, span], x0=x0[:, span], space=space or cfg.nft_space)
     loss_nft = nft_scale * loss_nft
     if v_ref is not None:
-        loss_prior = prior_loss(v_theta, v_ref, w)
+        # A prefix group's shared frames are left out of the prior too (with recorded states they
+        # hold no sampler state, only the clean block).
+        loss_prior = prior_loss(v_theta[:, first_frame:], v_ref[:, first_frame:], w)
         loss = loss_nft + cfg.lambda_prior * loss_prior
     else:
         loss_prior = torch.zeros((), dtype=loss_nft.dtype, device=loss_nft.device)

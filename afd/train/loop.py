@@ -202,9 +202,9 @@ class Trainer:
         sampler = dict(first_levels=self.first_levels, amp=self.cfg.train.amp)
         prefix = None
         if branch_block:
-            trunk = rollout(old, self.encoder.encode(prompts), rollout_noise(prompts, [row[0] for row in seeds], old,
-                                                                              n_levels),
-                            self.levels, n_blocks=branch_block, **sampler, **guidance_kwargs(old, len(prompts)))
+            trunk_noise = rollout_noise(prompts, [row[0] for row in seeds], old, n_levels)
+            trunk = rollout(old, self.encoder.encode(prompts), trunk_noise, self.levels, n_blocks=branch_block,
+                            **sampler, **guidance_kwargs(old, len(prompts)))
             prefix = per_rollout(trunk, G)
         noise = rollout_noise(flat_p, flat_s, old, n_levels)
         out = rollout(old, self.encoder.encode(flat_p), noise, self.levels, prefix=prefix, record=record, **sampler,
