@@ -50,12 +50,12 @@ class Guidance:
     scale: torch.Tensor
 
 
-def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding,
-             guidance: Guidance | None = None, context: str = "clean") -> torch.Tensor:
-    """The model's velocity for noised frames x_t (B, T, C, H, W) given the clean clip as context
-    (one pass); with ``guidance`` the guided velocity (conditional and null batched in one pass).
-    ``context="noised"``: the noised clip is its own block-causal context (``forward_noised_context``;
-    x_clean unused)."""
+def raw_prediction(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding,
+                   guidance: Guidance | None = None, context: str = "clean") -> torch.Tensor:
+    """The model's raw prediction for noised frames x_t (B, T, C, H, W) with the clean clip as
+    context (one pass); with ``guidance`` the guided one (conditional and null batched in one
+    pass, combined per frame). ``context="noised"``: the noised clip is its own block-causal
+    context (``forward_noised_context``; x_clean unused)."""
     if context not in ("clean", "noised"):
         raise ValueError(f"context must be 'clean' or 'noised', got {context!r}")
 
@@ -65,11 +65,17 @@ def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t
         return model.forward_train(xc, xt, tt, enc)
 
     if guidance is None:
-        return model.to_velocity(raw(x_clean, x_t, t, text), x_t, t)
+        return raw(x_clean, x_t, t, text)
     two = lambda z: torch.cat([z, z])  # noqa: E731
     cond, null = raw(two(x_clean), two(x_t), two(t), text.cat(guidance.null_text)).chunk(2)
     s = guidance.scale.to(cond.dtype)[..., None, None, None]
-    return model.to_velocity(null + s * (cond - null), x_t, t)
+    return null + s * (cond - null)
+
+
+def velocity(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: TextEncoding,
+             guidance: Guidance | None = None, context: str = "clean") -> torch.Tensor:
+    """The model's velocity for noised frames x_t (``raw_prediction``'s arguments)."""
+    return model.to_velocity(raw_prediction(model, x_clean, x_t, t, text, guidance, context), x_t, t)
 
 
 def fm_error(v_hat: torch.Tensor, v: torch.Tensor, t: torch.Tensor, weighting: str = "x0") -> torch.Tensor:

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from afd.losses import Guidance
+from afd.losses import Guidance, raw_prediction
 from afd.methods.afd_config import AFDMethodConfig
 from afd.methods.nft import nft_student_loss, sampler_guidance, sampler_level_picks
 from afd.student.base import StudentModel
@@ -90,12 +90,7 @@ def _x0(model, x_clean: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, text: 
         guidance: Guidance | None) -> torch.Tensor:
     """The model's (guided, if ``guidance``) x0 estimate at states x_t, with the clean clip as
     context, as the sampler formed it."""
-    if guidance is None:
-        return model.to_x0(model.forward_train(x_clean, x_t, t, text), x_t, t)
-    two = lambda z: torch.cat([z, z])  # noqa: E731
-    cond, null = model.forward_train(two(x_clean), two(x_t), two(t), text.cat(guidance.null_text)).chunk(2)
-    s = guidance.scale.to(cond.dtype)[..., None, None, None]
-    return model.to_x0(null + s * (cond - null), x_t, t)
+    return model.to_x0(raw_prediction(model, x_clean, x_t, t, text, guidance), x_t, t)
 
 
 def transition_logprob(x_next: torch.Tensor, x0_hat: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
