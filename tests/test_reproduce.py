@@ -49,6 +49,8 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
     ("variants={x: [base, afd.top_k=2]}", "variants.x: expected [METHOD, key=value, ...] with METHOD one of sft"),
     ("variants={x: [afd, top_k]}", "variants.x: expected key=value overrides after the method, got ['top_k']"),
     ("row_seeds={ppo: [1]}", "row_seeds: 'ppo' is not a trained row of methods"),
+    ("row_families={afd: [frame]}", "row_families: 'afd' is not a trained row of methods, or names no family or one "
+                                    "not in families (chunk)"),
     ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
     ("sweeps.budget_methods=[base]", "command line: sweeps.budget_methods[0]: expected one of 'sft', 'gan', "
                                      "'dmd', 'afd', 'oracle', got 'base' (str)"),
@@ -75,6 +77,10 @@ def test_a_variant_row_runs_its_method_config_with_its_overrides(tmp_path):
     confirmed = {j.id for j in plan_jobs(smoke_cfg(tmp_path, "methods=[base,sft,afd]", "seeds=[0]",
                                                    "row_seeds={afd: [0, 1]}"))}
     assert {"afd-chunk-s1", "afd-chunk-s0", "sft-chunk-s0"} <= confirmed and "sft-chunk-s1" not in confirmed
+    two = smoke_cfg(tmp_path, "methods=[base,sft,afd]", "seeds=[0]", "families={chunk: base-chunk, frame: base-frame}",
+                    "row_families={afd: [frame]}")
+    assert {j.id for j in plan_jobs(two) if "main" in j.tags and j.kind == "train"} == {"sft-chunk-s0", "sft-frame-s0",
+                                                                                   "afd-frame-s0"}
 
 
 def test_gate_rows_pass_or_say_why(tmp_path):

@@ -66,6 +66,8 @@ class ReproduceConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     # Rows run at other seeds than ``seeds``: row -> its seeds (e.g. a gate's winner confirmed on 3).
     row_seeds: dict[str, list[int]] = field(default_factory=dict)
+    # Rows run on only some of ``families``: row -> those families (e.g. a follow-up of one base).
+    row_families: dict[str, list[str]] = field(default_factory=dict)
     steps: int = 100  # student updates per run (the same for every method)
     overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
     # key=value for one method's runs (after `overrides`), e.g. {afd: [disc.model.instance_noise=0.3]}
@@ -95,6 +97,11 @@ class ReproduceConfig:
         if bad:
             raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not a trained row of methods, "
                              "or lists no seed")
+        bad = [r for r, fams in self.row_families.items()
+               if r not in self.methods or r == "base" or not fams or set(fams) - set(self.families)]
+        if bad:
+            raise ValueError(f"row_families: {', '.join(map(repr, bad))} is not a trained row of methods, or names "
+                             f"no family or one not in families ({', '.join(self.families)})")
         unknown = [m for m in self.methods if m not in METHODS and m not in self.variants]
         if unknown:
             raise ValueError(f"methods: {', '.join(map(repr, unknown))} is neither a method "
@@ -127,6 +134,10 @@ class ReproduceConfig:
     def seeds_of(self, row: str) -> list[int]:
         """The seeds a trained row runs at (``row_seeds``, else ``seeds``)."""
         return self.row_seeds.get(row, self.seeds)
+
+    def runs_on(self, row: str, family: str) -> bool:
+        """Whether a trained row runs on ``family`` (``row_families``, else every family)."""
+        return family in self.row_families.get(row, self.families)
 
     def row_overrides(self, row: str) -> list[str]:
         """A row's own overrides: its method's ``method_overrides``, then a variant's."""

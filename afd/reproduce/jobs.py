@@ -229,7 +229,7 @@ class JobPlanner:
         for seed in sorted({s for m in trained for s in c.seeds_of(m)}):
             for fam in c.families:
                 for m in trained:
-                    if seed in c.seeds_of(m):
+                    if seed in c.seeds_of(m) and c.runs_on(m, fam):
                         self.train(m, fam, seed)
         self._sweeps(s)
         return list(self.jobs.values())
