@@ -187,6 +187,12 @@ def _plain(x):
     return x
 
 
+def _against_base(res: dict, family: str, method: str, group: str, key: str) -> Diff | None:
+    """A finished row minus its family's base on one measure (None if either is missing)."""
+    a, b = method_stat(res, family, method, group, key), method_stat(res, family, "base", group, key)
+    return diff(a, b) if a and b else None
+
+
 def gate_rows(res: dict, families, methods, gate) -> list[dict]:
     """Per family x trained row: the gate's measures against the base (``gate``: a
     ``afd.reproduce.config.GateConfig``) and whether the row passes. A row passes when its mean PC
@@ -199,8 +205,7 @@ def gate_rows(res: dict, families, methods, gate) -> list[dict]:
             runs = [r for r in res["runs"] if r["family"] == fam and r["method"] == m]
             if m == "base" or not runs:
                 continue
-            pc, gen = (diff(method_stat(res, fam, m, g, k), method_stat(res, fam, "base", g, k))
-                       if method_stat(res, fam, "base", g, k) else None
+            pc, gen = (_against_base(res, fam, m, g, k)
                        for g, k in (("physics", "physical_consistency"), ("general", "total")))
             dyn = method_stat(res, fam, m, "physics", "dynamic_degree")
             fails = []

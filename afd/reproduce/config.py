@@ -141,4 +141,5 @@ class ReproduceConfig:
 
     def row_overrides(self, row: str) -> list[str]:
         """A row's own overrides: its method's ``method_overrides``, then a variant's."""
-        return [*self.method_overrides.get(self.base_method(row), []), *self.variants.get(row, [None])[1:]]
+        own = self.variants[row][1:] if row in self.variants else []
+        return [*self.method_overrides.get(self.base_method(row), []), *own]

@@ -100,7 +100,7 @@ class BlockCausalModel:
         if getattr(self.config, "refine", 0):
             raise ValueError("the noised-context view needs a backbone without a refine head (refine=0): "
                              "the head reads the newest clean frame, which this view does not have")
-        B, T = x_noised.shape[:2]
+        T = x_noised.shape[1]
         self._check_input(x_noised, text)
         frames = torch.arange(T, device=x_noised.device)
         # Every slot flagged clean gives the block-causal rule among the slots themselves.

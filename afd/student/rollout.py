@@ -58,13 +58,6 @@ class SamplerRecord:
     states: torch.Tensor
     levels: torch.Tensor
 
-    def index(self, rows: torch.Tensor) -> SamplerRecord:
-        """The records of rollouts ``rows`` (long indices)."""
-        return SamplerRecord(self.states[rows.to(self.states.device)], self.levels)
-
-    def to(self, device) -> SamplerRecord:
-        return SamplerRecord(self.states.to(device), self.levels)
-
 
 def rollout(
     model: StudentModel,
