@@ -122,6 +122,30 @@ def test_equal_weights_give_no_gradient(update):
     assert max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None) > 1e-4
 
 
+def test_the_policy_gradient_kl_is_the_closed_form_between_transition_means():
+    """KL(N(m, s^2) || N(m_ref, s^2)) = (m - m_ref)^2 / (2 s^2) per dimension, m = (1 - t) x0: zero
+    against the student itself, and for another reference the mean over transitions of that form."""
+    from afd.methods.sampler_updates import _x0
+
+    model, ref = tiny_model(), tiny_model(seed=1)
+    c = model.config
+    K, F = c.n_blocks, c.block_frames
+    _, x0, rec = recorded_rollout(model)
+    cfg = AFDMethodConfig(update="policy-gradient", kl_beta=1.0)
+    w = torch.full((4,), 0.5)
+    assert policy_gradient_loss(model, model, model, x0, fake_text(4), w, rec, cfg)["loss_kl"].item() == 0.0
+    out = policy_gradient_loss(model, model, ref, x0, fake_text(4), w, rec, cfg)
+    want = []
+    with torch.no_grad():
+        for i in range(rec.levels.shape[1] - 1):
+            x_t, t, _ = _states_at(rec, torch.full((4, K), i), x0, F)
+            m, m_ref = (_x0(net, x0, x_t, t, fake_text(4), None).unflatten(1, (K, F)) for net in (model, ref))
+            s = rec.levels[:, i + 1][None, :, None, None, None, None]
+            want.append(((1 - s) * (m - m_ref)).pow(2).div(2 * s.pow(2)).flatten(2).mean(2).flatten())
+    assert out["loss_kl"].item() == pytest.approx(torch.cat(want).mean().item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(out["loss_kl"].item(), rel=1e-6)  # equal weights: A = 0
+
+
 def test_sampler_states_trains_every_recorded_state_once():
     model = tiny_model()
     c = model.config
