@@ -265,7 +265,7 @@ def test_report_from_finished_jobs(tmp_path):
     assert goals["pc_gain"]["d"] == pytest.approx(5.5) and goals["met"]["gap"] is False
     assert goals["baselines"]["sft"]["d"] == pytest.approx(0.5)  # physics total = 50 + PC / 10 in the fakes
     verdicts = {c["claim"].split(":")[0]: c["verdict"] for c in saved["verdicts"]["claims"]}
-    assert (set(verdicts) >= {"Fig. 1", "Fig. 5", "Fig. 6"}
+    assert (set(verdicts) >= {"Fig. 1 (physics)", "Fig. 1 (general quality)", "Fig. 5", "Fig. 6"}
             and set(verdicts.values()) <= {"holds", "does not hold", "not measured"})
     assert "| chunk | +5.5" in report and "6%" in report
 
@@ -370,3 +370,30 @@ def test_no_ship_leaves_the_checkpoints_alone(tmp_path, capsys):
     assert main(args) == 0
     assert (tmp_path / "report" / "report.md").is_file() and not (CHECKPOINTS_DIR / "afd-nosuchship").exists()
     assert "shipped" not in capsys.readouterr().out
+
+
+def _sft_point(steps, physics, general, se=0.3):
+    return {"steps": steps, "eval": {"groups": {"physics": {"total": physics}, "general": {"total": general}},
+                                     "stderr": {"physics": {"total": se}, "general": {"total": se}}}}
+
+
+def test_fig1_is_two_directional_claims():
+    """The paper says longer SFT lowers physics and general quality: SFT's physics still rising at
+    400 updates refutes the first; its general total falling confirms the second (the numbers of
+    reports/default's sweep)."""
+    from afd.reproduce.claims import sft_length_claims
+
+    phys = [88.8, 89.6, 90.6, 90.2, 92.2]
+    gen = [98.7, 97.9, 96.8, 95.6, 94.7]
+    pts = [_sft_point(k, p, g) for k, p, g in zip((0, 50, 100, 200, 400), phys, gen)]
+    (c_p, v_p, e_p), (c_g, v_g, _) = sft_length_claims(pts)
+    assert "physics" in c_p and "lowers" in c_p and v_p == "does not hold"
+    assert "general" in c_g and v_g == "holds"
+    assert "400 updates - best shorter run (100)" in e_p
+    # a physics total that peaks and then falls by more than noise confirms the claim ...
+    down = [_sft_point(k, p, 90) for k, p in zip((0, 50, 100), (88, 93, 90))]
+    assert sft_length_claims(down)[0][1] == "holds"
+    # ... a fall inside the noise does not, nor does a flat general total; too few points is not measured
+    noisy = [_sft_point(k, p, 90, se=2.0) for k, p in zip((0, 50, 100), (88, 93, 90))]
+    assert [v for _, v, _ in sft_length_claims(noisy)] == ["does not hold", "does not hold"]
+    assert [v for _, v, _ in sft_length_claims(pts[:2])] == ["not measured", "not measured"]

@@ -25,27 +25,36 @@ def _paired(d_teacher: torch.Tensor, d_student: torch.Tensor) -> tuple[torch.Ten
                      "cannot pair rollouts with their prompt's teacher clip")
 
 
-def bt_loss(d_teacher: torch.Tensor, d_student: torch.Tensor) -> torch.Tensor:
+def bt_loss(d_teacher: torch.Tensor, d_student: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """Prompt-paired Bradley-Terry loss (paper Eq. 1): mean -log sigmoid(d_T - d_S).
 
     Computed as softplus(d_S - d_T), which never overflows. Value in [0, inf); log 2 when
-    D cannot tell the pair apart.
+    D cannot tell the pair apart. ``smoothing`` eps in [0, 0.5): the target probability that the
+    teacher wins is 1 - eps instead of 1, so the loss is least at d_T - d_S = log((1 - eps) / eps)
+    and a pair D already separates that well pushes back: the margins stop growing and D cannot
+    saturate (the paper's Fig. 5 failure), whatever eta_D.
     """
     t, s = _paired(d_teacher, d_student)
-    return F.softplus(s - t).mean()
+    loss = F.softplus(s - t)
+    if smoothing:
+        loss = (1 - smoothing) * loss + smoothing * F.softplus(t - s)
+    return loss.mean()
 
 
-def gan_loss(d_teacher: torch.Tensor, d_student: torch.Tensor) -> torch.Tensor:
+def gan_loss(d_teacher: torch.Tensor, d_student: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """GAN-style binary cross-entropy on absolute logits (the Fig. 6 ablation).
 
     0.5 * (mean BCE(d_T, 1) + mean BCE(d_S, 0)): class-balanced whatever G is, and on the same
     scale as ``bt_loss`` (log 2 at d = 0), so one eta_D means the same step size for both.
-    No pairing is needed; d_teacher and d_student may have any sizes.
+    No pairing is needed; d_teacher and d_student may have any sizes. ``smoothing`` eps: targets
+    1 - eps and eps instead of 1 and 0 (label smoothing).
     """
     t, s = d_teacher.float().reshape(-1), d_student.float().reshape(-1)
     if t.numel() == 0 or s.numel() == 0:
         raise ValueError("gan_loss needs at least one teacher and one student score")
-    return 0.5 * (F.softplus(-t).mean() + F.softplus(s).mean())
+    real = (1 - smoothing) * F.softplus(-t) + smoothing * F.softplus(t)
+    fake = (1 - smoothing) * F.softplus(s) + smoothing * F.softplus(-s)
+    return 0.5 * (real.mean() + fake.mean())
 
 
 def pairwise_accuracy(d_teacher: torch.Tensor, d_student: torch.Tensor) -> torch.Tensor:

@@ -162,9 +162,25 @@ class DiscTrainConfig:
     # student's rendering artefacts are on both sides and only what survives the noise - the
     # motion - separates them. 0: D sees the clips as they are. AFD only (no gradient through D).
     rerender_t: float = 0.0
+    # Label smoothing eps of the D loss (bt or gan): the teacher wins with target probability
+    # 1 - eps, so margins stop at log((1 - eps) / eps) and D cannot saturate (afd/disc/losses.py).
+    label_smoothing: float = 0.0
+    # > 0: keep this many past prompt groups (teacher clip + its rollouts) and add up to a batch's
+    # worth of them to every D step (afd.train.disc_phase.ReplayBuffer; saved with checkpoints).
+    replay: int = 0
+    # > 0: rollouts are scored by an exponential moving average of D's weights with this decay
+    # (D itself still trains and, for GAN/DMD, gives the student's gradient). A single D's ranking
+    # of near-equal rollouts moves with each step's batch; the average keeps what steps agree on.
+    ema: float = 0.0
 
     def __post_init__(self):
         check_choices(self)
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"disc.ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"disc.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.replay < 0:
+            raise ValueError(f"disc.replay must be >= 0, got {self.replay}")
         if not 0 <= self.rerender_t < 1:
             raise ValueError(f"disc.rerender_t must be in [0, 1), got {self.rerender_t}")
         if self.lr < 0 or self.steps < 0 or self.warmup_iters < 0 or self.r1_gamma < 0:

@@ -28,6 +28,7 @@ import torch
 from afd import dist
 from afd.config import config_to_dict, save_config
 from afd.device import autocast, describe_precision, dist_backend, resolve_device
+from afd.io_utils import load_safetensors
 from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool
 from afd.rollout_groups import group_ids, per_rollout
@@ -38,8 +39,8 @@ from afd.train.build import build_run, load_base
 from afd.train.callbacks import make_callbacks
 from afd.train.checkpoint import load_checkpoint, save_checkpoint
 from afd.train.config import AdaptConfig, public_config
-from afd.train.disc_phase import rerender_pair, score_pairs, train_discriminator
-from afd.train.ema import ema_update
+from afd.train.disc_phase import ReplayBuffer, rerender_pair, score_pairs, train_discriminator
+from afd.train.ema import ema_update, make_ema
 from afd.train.judge import make_judge
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.parallel import full_optimizer_state, full_state_dict
@@ -48,6 +49,7 @@ from afd.train.resume import resumed_config
 from afd.train.teacher_clips import TeacherClips
 
 CHECKPOINT_DIR = "checkpoint"
+REPLAY = "disc_replay"  # the checkpoint's file of D's replay buffer (disc.replay > 0)
 class Trainer:
     """Holds a run's state; ``run()`` executes the loop. Built by ``train()``."""
 
@@ -93,8 +95,12 @@ class Trainer:
 
         self.step = 0
         self.warmup_done = cfg.disc.warmup_iters == 0
+        self.replay = ReplayBuffer(cfg.disc.replay) if cfg.disc.replay and self.method.uses_discriminator else None
+        self.disc_ema = make_ema(self.models.disc) if cfg.disc.ema and self.method.uses_discriminator else None
         if resume:
             state = load_checkpoint(self.ckpt, self._modules(), self._optimizers(), self._adapters_only())
+            if self.replay is not None:
+                self._load_replay()
             self.step = state["step"]
             self.warmup_done = state["warmup_done"]
             self.teacher.paid, self.teacher.cached = state["teacher_calls_paid"], state["teacher_calls_cached"]
@@ -109,7 +115,8 @@ class Trainer:
 
     def _modules(self) -> dict:
         m = self.models
-        return {"student": m.student, "old": m.old, "disc": m.disc, **self.method.modules()}
+        extra = {"disc_ema": self.disc_ema} if self.disc_ema is not None else {}
+        return {"student": m.student, "old": m.old, "disc": m.disc, **extra, **self.method.modules()}
 
     def _optimizers(self) -> dict:
         return {"student": self.opt_s, "disc": self.opt_d, **self.method.optimizers()}
@@ -118,9 +125,33 @@ class Trainer:
         """Modules whose checkpoint holds only their LoRA tensors (the base is the reference student)."""
         return frozenset({"student", "old"}) if self.cfg.student.lora_rank else frozenset()
 
+    def _load_replay(self) -> None:
+        """Each rank's share of the saved replay buffer (ranks saved theirs in rank order)."""
+        path = self.ckpt / f"{REPLAY}.safetensors"
+        if not path.exists():
+            raise ValueError(f"{self.ckpt}: no {path.name}, but disc.replay={self.cfg.disc.replay} "
+                             "(the run was started without a replay buffer)")
+        tensors = load_safetensors(path)
+        n, ws = (next(iter(tensors.values())).shape[0] if tensors else 0), dist.world_size()
+        if n % ws:
+            raise ValueError(f"{path}: {n} replayed groups do not split over {ws} ranks "
+                             "(resume with the world size the run was saved with)")
+        r, k = dist.rank(), n // ws
+        self.replay.load_state_dict({name: t[r * k:(r + 1) * k] for name, t in tensors.items()})
+
+    def _replay_state(self) -> dict[str, torch.Tensor]:
+        """The replay buffers of every rank, concatenated in rank order (every rank calls it)."""
+        sd = self.replay.state_dict()
+        if dist.world_size() == 1 or not sd:
+            return sd
+        return {k: dist.gather_cat(v.to(self.device, torch.uint8 if v.dtype == torch.bool else v.dtype)).cpu()
+                for k, v in sd.items()}
+
     def save(self) -> None:
         """Write the training checkpoint; every rank calls it (a sharded student is gathered first)."""
         modules = {k: full_state_dict(m) for k, m in self._modules().items()}
+        if self.replay is not None:
+            modules[REPLAY] = self._replay_state()
         optimizers = {k: full_optimizer_state(o) for k, o in self._optimizers().items()}
         if not self.main:
             return
@@ -217,8 +248,11 @@ class Trainer:
         teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text,
                                           cfg.disc.rerender_t, generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
         stats = train_discriminator(m.disc, self.opt_d, cfg.disc, teacher, rollouts, batch.prompts, batch.text,
-                                    generator(cfg.train.seed, it, DISC))
-        batch.d_teacher, batch.d_student, scored = score_pairs(m.disc, cfg.disc, teacher, rollouts, batch.text)
+                                    generator(cfg.train.seed, it, DISC), replay=self.replay)
+        if self.disc_ema is not None:
+            ema_update(self.disc_ema, m.disc, cfg.disc.ema)
+        scorer = m.disc if self.disc_ema is None else self.disc_ema
+        batch.d_teacher, batch.d_student, scored = score_pairs(scorer, cfg.disc, teacher, rollouts, batch.text)
         stats.update({k: dist.mean_scalar(v) for k, v in scored.items()})
         return stats
 
