@@ -15,6 +15,8 @@ import importlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 
 class PromptFileError(ValueError):
     """A prompts file that cannot be used; the message names the file and line."""
@@ -70,3 +72,14 @@ def load_prompt_pool(split: str, prompts_file: str | None) -> tuple[list[str], s
         return read_prompts_file(prompts_file), f"prompts file {prompts_file}"
     module, name = WORLD_SPLITS.split(":")
     return getattr(importlib.import_module(module), name)(split), f"split {split!r}"
+
+
+def subset_pool(pool: list[str], n: int | None, where: str) -> list[str]:
+    """A fixed subset of n prompts of ``pool`` in pool order (the same n for any seed, and each
+    smaller subset inside each larger one, so a budget curve only adds prompts); None: the pool."""
+    if n is None:
+        return pool
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"train.pool_size must be in [1, {len(pool)}] (the prompts of the {where}), got {n}")
+    keep = np.sort(np.random.default_rng(0).permutation(len(pool))[:n])
+    return [pool[i] for i in keep]

@@ -52,8 +52,8 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
     ("row_families={afd: [frame]}", "row_families: 'afd' is not a trained row of methods, or names no family or one "
                                     "not in families (chunk)"),
     ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
-    ("sweeps.budget_methods=[base]", "command line: sweeps.budget_methods[0]: expected one of 'sft', 'gan', "
-                                     "'dmd', 'afd', 'oracle', got 'base' (str)"),
+    ("sweeps.budget_methods=[base]", "sweeps.budget_methods: 'base' is neither a trained method (sft, gan, dmd, afd, "
+                                     "oracle) nor a name in variants"),
     ("method_overrides={base: [x=1]}", "command line: method_overrides.base: expected one of 'sft', 'gan', "
                                        "'dmd', 'afd', 'oracle', got 'base' (str)"),
     ("sweeps.disc_loss=[bt,hinge]", "command line: sweeps.disc_loss[1]: expected one of 'bt', 'gan', got 'hinge'"),
@@ -397,3 +397,24 @@ def test_fig1_is_two_directional_claims():
     noisy = [_sft_point(k, p, 90, se=2.0) for k, p in zip((0, 50, 100), (88, 93, 90))]
     assert [v for _, v, _ in sft_length_claims(noisy)] == ["does not hold", "does not hold"]
     assert [v for _, v, _ in sft_length_claims(pts[:2])] == ["not measured", "not measured"]
+
+
+def test_budget_curve_counts_prompts_and_paid_clips(tmp_path):
+    """sweeps.budget_prompts: one run per pool size, its budget that many clips, and what it paid
+    read from its log; a run that paid more than its budget is an error, not a point."""
+    cfg = smoke_cfg(tmp_path, "sweeps.budget_clips=[]", "sweeps.budget_prompts=[25,50]", "sweeps.budget_methods=[sft]")
+    jobs = plan_jobs(cfg)
+    budget_jobs = [j for j in jobs if "sweep:budget" in j.tags]
+    assert sorted(a for j in budget_jobs for a in j.argv if a.startswith("train.pool_size")) == \
+        ["train.pool_size=25", "train.pool_size=50"]
+    _fabricate(cfg, jobs)
+    for j in budget_jobs:
+        k = int(next(a for a in j.argv if a.startswith("train.pool_size")).split("=")[1])
+        (j.dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"step": 1, "teacher_calls_paid": k - 1}) + "\n")
+    res = collect(cfg, jobs)
+    assert [(e["prompts"], e["teacher_clips"], e["paid"]) for e in res["sweeps"]["budget"]] == [(25, 25, 24),
+                                                                                                (50, 50, 49)]
+    assert "| sft | 25 | 1 | 25 | 24 |" in write_report(cfg, jobs).read_text()
+    (budget_jobs[0].dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"teacher_calls_paid": 99}) + "\n")
+    with pytest.raises(ValueError, match="paid for 99 teacher clips, over its budget of 25"):
+        collect(cfg, jobs)

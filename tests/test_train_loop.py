@@ -216,3 +216,22 @@ def test_rerender_gives_d_the_references_drawing(tiny_student, tmp_path, capsys)
     assert "disc.rerender_t must be in [0, 1), got 1.0" in capsys.readouterr().err
     assert main(["train", "--config", "configs/train/sft.yaml", "--no-progress", *args, "disc.rerender_t=0.3"]) == 2
     assert "disc.rerender_t applies to afd only" in capsys.readouterr().err
+
+
+def test_pool_size_adapts_on_a_fixed_subset_within_its_budget(tiny_student, tmp_path):
+    from afd.prompts import subset_pool
+    from afd.world.splits import load_split
+
+    pool = load_split("physics-train")
+    small, large = subset_pool(pool, 3, "split"), subset_pool(pool, 10, "split")
+    assert len(small) == 3 and set(small) <= set(large) and small == subset_pool(pool, 3, "split")
+    with pytest.raises(ValueError, match=r"train.pool_size must be in \[1, 200\]"):
+        subset_pool(pool, 201, "split 'physics-train'")
+    run = tmp_path / "run"
+    train(load_config(AdaptConfig, None, tiny_args(tiny_student, run, tmp_path / "cache", "train.steps=3",
+                                                   "train.pool_size=3", "eval.before=false")), progress=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["teacher_calls_paid"] <= 3  # the budget follows the pool: 3 prompts x 1 clip
+    paid = [json.loads(line)["prompt"] for p in (tmp_path / "cache").rglob("index.jsonl")
+            for line in p.read_text().splitlines()]
+    assert 1 <= len(paid) <= 3 and set(paid) <= set(small)  # the teacher's ledger: only the pool was asked

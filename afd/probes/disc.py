@@ -306,9 +306,13 @@ def table(dirs: list[Path]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for d in dirs:
         path = Path(d) / "summary.json"
-        if not path.exists():
+        finished = sorted(Path(d).glob("seed*/summary.json"))
+        if path.exists():
+            s = json.loads(path.read_text())
+        elif finished:  # a probe stopped between seeds: the seeds it finished
+            s = aggregate([json.loads(p.read_text()) for p in finished])
+        else:
             raise ValueError(f"{path}: no summary.json (run afd probe-disc --out {d} first)")
-        s = json.loads(path.read_text())
         if "seeds" not in s:
             raise ValueError(f"{path}: a single-seed summary; the table reads multi-seed probes (--seeds)")
 

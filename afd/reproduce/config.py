@@ -31,7 +31,11 @@ class SweepsConfig:
     disc_loss: list[Literal["bt", "gan"]] = field(default_factory=lambda: ["bt", "gan"])
     # Beyond the paper: teacher clips per physics-train prompt, for these methods.
     budget_clips: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    budget_methods: list[TrainedMethod] = field(default_factory=lambda: ["sft", "afd"])
+    # The paper's regime, few paid clips: adapt on only this many physics-train prompts (one clip
+    # each, train.pool_size), e.g. [25, 50, 100, 200].
+    budget_prompts: list[int] = field(default_factory=list)
+    # The methods both budget sweeps run: registered methods or variant names.
+    budget_methods: list[str] = field(default_factory=lambda: ["sft", "afd"])
 
     def __post_init__(self):
         check_choices(self)
@@ -106,6 +110,11 @@ class ReproduceConfig:
         if unknown:
             raise ValueError(f"methods: {', '.join(map(repr, unknown))} is neither a method "
                              f"({', '.join(METHODS)}) nor a name in variants")
+        trained = [m for m in METHODS if m != "base"]
+        unknown = [m for m in self.sweeps.budget_methods if m not in trained and m not in self.variants]
+        if unknown:
+            raise ValueError(f"sweeps.budget_methods: {', '.join(map(repr, unknown))} is neither a trained method "
+                             f"({', '.join(trained)}) nor a name in variants")
         if not self.families:
             raise ValueError("families must name at least one family: checkpoint")
         if not self.seeds:
@@ -124,8 +133,8 @@ class ReproduceConfig:
         if self.sweeps.family not in self.families:
             raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families "
                              f"({', '.join(self.families)})")
-        if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps):
-            raise ValueError("sweeps.budget_clips and sweeps.sft_steps must be >= 1")
+        if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps + self.sweeps.budget_prompts):
+            raise ValueError("sweeps.budget_clips, sweeps.budget_prompts and sweeps.sft_steps must be >= 1")
 
     def base_method(self, row: str) -> str:
         """The registered method a row runs ("base" for the base row)."""

@@ -245,6 +245,8 @@ class JobPlanner:
         for m in s.budget_methods:
             for k in s.budget_clips:
                 self.train(m, s.family, s.seed, [f"teacher.clips_per_prompt={k}"], tag="sweep:budget")
+            for k in s.budget_prompts:
+                self.train(m, s.family, s.seed, [f"train.pool_size={k}"], tag="sweep:budget")
 
 
 def plan_jobs(cfg: ReproduceConfig) -> list[Job]:

@@ -71,7 +71,24 @@ def teacher_clips(job: Job, work_dir: str | Path) -> int:
     cfg = run_config(job, work_dir)
     if cfg.teacher.budget is not None:
         return int(cfg.teacher.budget)
-    return len(load_split(cfg.train.split)) * cfg.teacher.clips_per_prompt
+    return adaptation_prompts(cfg) * cfg.teacher.clips_per_prompt
+
+
+def adaptation_prompts(cfg) -> int:
+    """How many prompts a run adapts on (and may buy teacher clips for)."""
+    return cfg.train.pool_size or len(load_split(cfg.train.split))
+
+
+def paid_clips(run_dir: Path) -> int | None:
+    """Teacher clips a finished run actually paid for (its last metrics row), None if unlogged."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        if line.strip():
+            last = json.loads(line)
+    return None if last is None or "teacher_calls_paid" not in last else int(last["teacher_calls_paid"])
 
 
 def curves(run_dir: Path) -> dict[str, list]:
@@ -157,11 +174,14 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
     res["sweeps"]["eta_d"].sort(key=lambda r: float(r["eta_d"]))
     for j in by_tag.get("sweep:budget", []):
         if j.id in done:
-            res["sweeps"]["budget"].append({"method": j.method,
-                                            "clips_per_prompt": int(_resolved_value(j, work,
-                                                                                    "teacher.clips_per_prompt")),
-                                            "teacher_clips": teacher_clips(j, work), "eval": ev(j), "id": j.id})
-    res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["clips_per_prompt"]))
+            cfg = run_config(j, work)
+            budget, paid = teacher_clips(j, work), paid_clips(j.dir(work))
+            if paid is not None and paid > budget:
+                raise ValueError(f"{j.dir(work)}: paid for {paid} teacher clips, over its budget of {budget}")
+            res["sweeps"]["budget"].append({"method": j.method, "prompts": adaptation_prompts(cfg),
+                                            "clips_per_prompt": cfg.teacher.clips_per_prompt,
+                                            "teacher_clips": budget, "paid": paid, "eval": ev(j), "id": j.id})
+    res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["teacher_clips"]))
     return res
 
 
@@ -347,12 +367,12 @@ def figures(res: dict, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
         for m in sorted({e["method"] for e in sw["budget"]}):
             es = [e for e in sw["budget"] if e["method"] == m]
-            xs = [e["clips_per_prompt"] for e in es]
+            xs = [e["teacher_clips"] for e in es]
             axes[0].plot(xs, [metric(e["eval"], "physics", "physical_consistency") for e in es], "o-", label=m)
             axes[1].plot(xs, [metric(e["eval"], "physics", "total") for e in es], "o-", label=m)
         for ax, lab in zip(axes, ("physical consistency", "physics total")):
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("teacher clips per physics-train prompt")
+            ax.set_xlabel("teacher clips (budget)")
             ax.set_ylabel(lab)
             ax.legend(fontsize=8)
         fig.suptitle("Teacher budget: paid clips vs physics")
@@ -451,9 +471,11 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
                   _sweep_table(sw["disc_loss"], "loss", "D loss"), ""]
     if sw["budget"]:
         lines += ["## Teacher budget (beyond the paper)", "", "![](fig_budget.png)", "",
-                  "| method | clips / prompt | teacher clips | PC | physics total | general total |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {e['method']} | {e['clips_per_prompt']} | {e['teacher_clips']} | "
+                  "Paid: the clips the run bought (each at most its budget).", "",
+                  "| method | prompts | clips / prompt | budget | paid | PC | physics total | general total |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {e['method']} | {e.get('prompts', '-')} | {e['clips_per_prompt']} | {e['teacher_clips']} | "
+                  f"{e.get('paid') if e.get('paid') is not None else '-'} | "
                   f"{metric(e['eval'], 'physics', 'physical_consistency'):.1f} | "
                   f"{metric(e['eval'], 'physics', 'total'):.1f} | "
                   f"{metric(e['eval'], 'general', 'total'):.1f} |" for e in sw["budget"]]

@@ -39,6 +39,10 @@ class LoopConfig:
     # per line) file of free text (afd.prompts). With prompts outside the world's grammar, set
     # eval.judge=none: nothing can score them exactly.
     prompts_file: str | None = None
+    # Adapt on only this many prompts of the split (or file): a fixed subset, the same for every
+    # seed and method (afd.prompts.subset_pool). The teacher budget follows (pool_size x
+    # clips_per_prompt): the few-paid-clips regime of the teacher-budget curve. None: all of them.
+    pool_size: int | None = None
     prompts: int = 8  # P prompts per iteration (global, split over ranks)
     rollouts: int = 4  # G rollouts per prompt (the per-prompt baseline needs G >= 2)
     student_steps: int = 1  # n_S optimizer steps per iteration on the same collected batch

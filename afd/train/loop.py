@@ -30,7 +30,7 @@ from afd.config import config_to_dict, save_config
 from afd.device import autocast, describe_precision, dist_backend, resolve_device
 from afd.io_utils import load_safetensors
 from afd.methods.base import Batch
-from afd.prompts import load_prompt_pool
+from afd.prompts import load_prompt_pool, subset_pool
 from afd.rollout_groups import group_ids, per_rollout
 from afd.student.rollout import SamplerRecord, rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
@@ -66,6 +66,7 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         t = cfg.train
         self.pool, where = load_prompt_pool(t.split, t.prompts_file)
+        self.pool = subset_pool(self.pool, t.pool_size, where)
         if t.prompts > len(self.pool):
             raise ValueError(f"train.prompts={t.prompts} exceeds the {len(self.pool)} prompts of the {where}")
         if t.prompts % dist.world_size():
