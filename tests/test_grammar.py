@@ -52,8 +52,10 @@ def test_splits_are_committed_recipe_output():
 
 
 def test_split_sizes_domains_and_disjointness():
-    train, pe, ge, pre = (load_split(n) for n in SPLIT_NAMES)
-    assert len(train) == 200 and len(pe) == 48 and len(ge) == 48
+    train, pe, ge, pre, pv, gv = (load_split(n) for n in SPLIT_NAMES)
+    assert len(train) == 200 and len(pe) == 48 and len(ge) == 48 and len(pv) == 48 and len(gv) == 48
+    assert all(parse_prompt(p).domain == "physics" for p in pv) and all(parse_prompt(p).domain == "general" for p in gv)
+    assert set(pv) | set(gv) <= set(pre) and not (set(pv) | set(gv)) & (set(train) | set(pe) | set(ge))
     assert all(parse_prompt(p).domain == "physics" for p in train + pe)
     assert all(parse_prompt(p).domain == "general" for p in ge)
     assert not set(train) & set(pe)

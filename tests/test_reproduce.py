@@ -418,3 +418,22 @@ def test_budget_curve_counts_prompts_and_paid_clips(tmp_path):
     (budget_jobs[0].dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"teacher_calls_paid": 99}) + "\n")
     with pytest.raises(ValueError, match="paid for 99 teacher clips, over its budget of 25"):
         collect(cfg, jobs)
+
+
+def test_tuning_config_evaluates_on_the_validation_splits(tmp_path):
+    """configs/reproduce/baseline-lr.yaml: every eval (base, world rows, trained runs) reads the
+    validation splits, never the eval splits, and each learning rate is its own row."""
+    from afd.config import load_config as load
+    from afd.reproduce.config import ReproduceConfig
+
+    cfg = load(ReproduceConfig, "configs/reproduce/baseline-lr.yaml", [f"work_dir={tmp_path / 'w'}"])
+    jobs = plan_jobs(cfg)
+    evals = [j for j in jobs if j.kind != "train"]
+    assert evals and all(" ".join(j.argv).count("--split") == 2 and "physics-val" in j.argv and "general-val" in j.argv
+                         for j in evals)
+    trains = [j for j in jobs if j.kind == "train"]
+    assert all("eval.splits=[physics-val,general-val]" in j.argv for j in trains)
+    lrs = {j.id: a for j in trains for a in j.argv if a.startswith("train.lr=")}
+    assert lrs["gan-lr1e-6-state-chunk-s0"] == "train.lr=1.0e-6" and "gan-state-chunk-s0" not in lrs
+    resolved = load_config(AdaptConfig, "configs/train/gan.yaml", [a for a in trains[0].argv if "=" in a])
+    assert resolved.eval.splits == ["physics-val", "general-val"]

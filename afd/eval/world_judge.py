@@ -22,6 +22,8 @@ class WorldJudge:
     # default; a student decoding at another rate (a Wan student's ``fps``) needs its own here.
     # ``evaluate`` and ``summarize`` read the rate from the model they sample.
     clip_fps: float = STUDENT.fps
+    # Which splits ``evaluate`` samples (the trainer sets ``eval.splits``).
+    splits: tuple[str, ...] = EVAL_SPLITS
 
     def check_prompts(self, prompts: list[str], where: str) -> None:
         for p in prompts:
@@ -36,14 +38,15 @@ class WorldJudge:
 
     def evaluate(self, model, per_prompt: int, seed: int, prompts_per_split: int | None = None,
                  progress: bool = False) -> dict:
-        report, _, _, _ = sample_and_score(model, eval_prompts(prompts_per_split), per_prompt, seed, progress=progress)
+        report, _, _, _ = sample_and_score(model, eval_prompts(prompts_per_split, self.splits), per_prompt, seed,
+                                           progress=progress)
         return report
 
     def summarize(self, model, prompts_per_split: int, per_prompt: int, seed: int) -> dict[str, float]:
         return evaluate_student(model, prompts_per_split, per_prompt, seed)
 
     def describe(self) -> str:
-        return ", ".join(EVAL_SPLITS)
+        return ", ".join(self.splits)
 
     def tables(self, reports: dict[str, dict]) -> str:
         text = format_reports(reports)

@@ -79,6 +79,9 @@ class ReproduceConfig:
     eval_per_prompt: int = 2  # clips per eval prompt for every row
     eval_prompts_per_split: int | None = None  # None: every prompt of physics-eval and general-eval
     eval_seed: int = 1000
+    # Every eval's splits (base, world rows, trained runs). A tuning sweep (configs/reproduce/
+    # baseline-lr.yaml) sets [physics-val, general-val], so its choice never reads the eval splits.
+    eval_splits: list[str] = field(default_factory=lambda: ["physics-eval", "general-eval"])
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
     # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).

@@ -139,8 +139,13 @@ def _slug(overrides: tuple[str, ...]) -> str:
     return "-".join(o.replace("=", "").replace(".", "_").replace("/", "_") for o in overrides)
 
 
+DEFAULT_EVAL_SPLITS = ["physics-eval", "general-eval"]
+
+
 def _eval_args(cfg: ReproduceConfig) -> list[str]:
     args = ["--per-prompt", str(cfg.eval_per_prompt), "--seed", str(cfg.eval_seed)]
+    if cfg.eval_splits != DEFAULT_EVAL_SPLITS:
+        args += [a for split in cfg.eval_splits for a in ("--split", split)]
     if cfg.eval_prompts_per_split is not None:
         args += ["--prompts-per-split", str(cfg.eval_prompts_per_split)]
     return args
@@ -168,7 +173,9 @@ class JobPlanner:
                 "eval.before=false", "eval.every=0", f"eval.final_per_prompt={c.eval_per_prompt}",
                 "eval.final_prompts_per_split="
                 f"{'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
-                f"eval.seed={c.eval_seed}", *c.overrides, *c.row_overrides(method)]
+                f"eval.seed={c.eval_seed}",
+                *([f"eval.splits=[{','.join(c.eval_splits)}]"] if c.eval_splits != DEFAULT_EVAL_SPLITS else []),
+                *c.overrides, *c.row_overrides(method)]
 
     def _resolved(self, method: str, overrides: list[str]) -> dict:
         return config_to_dict(load_config(AdaptConfig, self.method_config(method), overrides))

@@ -200,6 +200,9 @@ class EvalConfig:
     final_per_prompt: int = 2  # eval.json: every prompt of both eval splits, this many clips each
     final_prompts_per_split: int | None = None  # None: all eval prompts (a smaller value for smoke tests)
     seed: int = 1000  # eval noise, fixed across runs and train seeds
+    # The judge's splits for eval_base.json / eval.json: the eval splits by default; tuning runs
+    # (a baseline's learning rate) use [physics-val, general-val] so no choice reads the eval splits.
+    splits: list[str] = field(default_factory=lambda: ["physics-eval", "general-eval"])
     # Score the base student on the final-eval set first (eval_base.json, the "before" column).
     # `afd reproduce` turns it off and evaluates each base once with `afd eval --checkpoint`.
     before: bool = True

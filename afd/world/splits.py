@@ -11,7 +11,10 @@ Recipe (v1):
   disjoint from physics-train;
 - general-eval (48): general-domain prompts (balls and squares);
 - pretrain (the rest): every prompt of the grammar that is in neither eval split (it includes
-  physics-train: the base student has seen those prompts, with loose physics).
+  physics-train: the base student has seen those prompts, with loose physics);
+- physics-val (48) and general-val (48): prompts of the same kinds, disjoint from physics-train and
+  both eval splits (drawn after them, so adding them moved no prompt of the splits above). Tuning
+  (a baseline's learning rate) reads these, so the eval splits stay untouched by any choice.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from afd.world.grammar import all_prompts, parse_prompt
 
 SPLITS_VERSION = 1
-SPLIT_NAMES = ("physics-train", "physics-eval", "general-eval", "pretrain")
+SPLIT_NAMES = ("physics-train", "physics-eval", "general-eval", "pretrain", "physics-val", "general-val")
 HELD_OUT_PAIRS = (
     ("cyan", "falls"),
     ("orange", "is thrown to the left"),
@@ -56,6 +59,8 @@ def build_splits() -> dict[str, list[str]]:
         "physics-eval": phys_eval,
         "general-eval": gen_eval,
         "pretrain": pretrain,
+        "physics-val": sorted(other[224:272]),
+        "general-val": sorted(gen[48:96]),
     }
 
 
