@@ -61,7 +61,7 @@ def effnet():
     ({"dropout": 1.0}, "dropout"), ({"text_conditioning": "cross"}, "text_conditioning"),
     ({"temporal_kernel": 2}, "temporal_kernel"), ({"lora_targets": ("depthwise",)}, "lora_targets"),
     ({"effnet_blocks": 17}, "effnet_blocks"), ({"depth": 6}, "depth"), ({"effnet_norm": "x"}, "effnet_norm"),
-    ({"keypoints": 0}, "keypoints"),
+    ({"keypoints": 0}, "keypoints"), ({"motion_order": 3}, "motion_order"),
 ])
 def test_config_validation_names_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
@@ -422,3 +422,16 @@ def test_the_text_head_reads_the_encoders_width(pooling):
     pooled = torch.nn.functional.normalize(torch.randn(2, 24), dim=-1)
     text = TextEncoding(torch.randn(2, 5, 24), torch.ones(2, 5, dtype=torch.bool), pooled)
     assert d(torch.rand(2, 16, 3, 32, 32) * 2 - 1, text).shape == (2,)
+
+
+def test_conv_second_differences_are_the_acceleration_trace():
+    from afd.disc.common import frame_differences
+
+    x = torch.randn(2, 3, 6, 4, 4)
+    acc = frame_differences(frame_differences(x, dim=2), dim=2)
+    assert torch.allclose(acc[:, :, 2:], x[:, :, 2:] - 2 * x[:, :, 1:-1] + x[:, :, :-2], atol=1e-6)
+    torch.manual_seed(0)
+    d = Discriminator(DiscConfig(width=4, hidden=16, motion_order=2))
+    assert d.net.stem.in_channels == 3 + 6 + 2
+    out = d(torch.rand(2, 16, 3, 32, 32) * 2 - 1, fake_text(2))
+    assert out.shape == (2,) and torch.isfinite(out).all()

@@ -32,6 +32,9 @@ class DiscConfig:
       motion_input: add frame differences x[t] - x[t-1] (conv: as extra input channels;
         efficientnet: differences of per-frame features). A trial discriminator keyed on
         rendering artefacts instead of motion; differences make motion the cheap feature.
+      motion_order: (conv, with motion_input) 2 also adds second differences x[t] - 2 x[t-1] +
+        x[t-2], the pixel trace of acceleration: gravity's constant pull and a bounce's reversal
+        are what separate physical motion from merely smooth motion.
       coord_input: (conv) add two constant channels with the pixel's x and y in [-1, 1], so
         absolute height above the floor and distance to the walls survive global pooling.
       instance_noise: std of Gaussian noise added to clips in training mode only (>= 0).
@@ -72,6 +75,7 @@ class DiscConfig:
     # antialiased) before D, so a real student's non-square video fits a square backbone.
     resize: bool = False
     motion_input: bool = True
+    motion_order: int = 1
     coord_input: bool = True
     instance_noise: float = 0.0
     dropout: float = 0.0
@@ -98,6 +102,8 @@ class DiscConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.motion_order not in (1, 2):
+            raise ValueError(f"motion_order must be 1 or 2, got {self.motion_order!r}")
         if self.frames < 2:
             raise ValueError(f"frames must be >= 2 (motion needs two frames), got {self.frames}")
         if self.size % (2 ** self.depth):

@@ -50,7 +50,7 @@ class ConvDiscriminatorBackbone(nn.Module):
         self.config = c = config
         use_text = c.text_conditioning != "none"
         self.use_film = c.text_conditioning in ("both", "film")
-        in_ch = 3 + (3 if c.motion_input else 0) + (2 if c.coord_input else 0)
+        in_ch = 3 + (3 * c.motion_order if c.motion_input else 0) + (2 if c.coord_input else 0)
         self.text = TextEmbed(c.hidden, c.text_pooling, c.text_dim) if use_text else None
         self.stem = nn.Conv3d(in_ch, c.width, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         self.blocks = nn.ModuleList()
@@ -74,6 +74,8 @@ class ConvDiscriminatorBackbone(nn.Module):
         parts = [x]
         if c.motion_input:
             parts.append(frame_differences(x, dim=2))
+            if c.motion_order == 2:
+                parts.append(frame_differences(parts[-1], dim=2))
         if c.coord_input:
             b, _, t, h, w = x.shape
             parts.append(coordinate_channels(h, w, x)[None, :, None].expand(b, 2, t, h, w))
