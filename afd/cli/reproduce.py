@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
     p.add_argument("--list", action="store_true", help="print the jobs (done, todo, or stale: finished under a "
                    "config that has since changed, rerun by the next `afd reproduce`) and exit")
+    p.add_argument("--verdicts-only", action="store_true",
+                   help="run nothing and read no job directory: re-decide report_dir's verdicts (results.json, "
+                        "report.md's verdict sections) from its results.json with the current rules")
     p.add_argument("--no-ship", action="store_true", help="leave checkpoints/ alone (by default the config's "
                    "`ship` entries whose runs have finished are copied there with their cards)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0] steps=10")
@@ -32,6 +35,11 @@ def cmd_reproduce(args) -> int:
     from afd.reproduce.report import write_report
 
     cfg = load_config(ReproduceConfig, args.config, args.overrides)
+    if args.verdicts_only:
+        from afd.reproduce.report import rewrite_verdicts
+
+        print(f"reproduce: verdicts re-decided -> {rewrite_verdicts(cfg)}")
+        return 0
     jobs = plan_jobs(cfg)
     if args.list:
         for j in jobs:

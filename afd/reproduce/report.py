@@ -432,7 +432,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               + "".join(f" ({r}: seeds {s})" for r, s in cfg.row_seeds.items())
               + f"; {cfg.steps} student updates per run; eval on "
               + ("every prompt" if cfg.eval_prompts_per_split is None else f"{cfg.eval_prompts_per_split} prompts")
-              + f" of physics-eval and general-eval x {cfg.eval_per_prompt} clips (seeds from {cfg.eval_seed})."
+              + f" of {' and '.join(cfg.eval_splits)} x {cfg.eval_per_prompt} clips (seeds from {cfg.eval_seed})."
               + (f" Extra overrides: `{' '.join(cfg.overrides)}`." if cfg.overrides else ""), "",
               "Mean ± sample std over seeds; the best model row per column in bold (world rows, and the "
               "oracle, whose weights come from the world's exact physics, are for scale and are not ranked). "
@@ -509,3 +509,29 @@ def _all_job_wall(cfg: ReproduceConfig, jobs: list[Job]) -> float:
         if p.exists():
             total += float(_read_json(p)["wall_s"])
     return total
+
+
+VERDICTS_START = "## Against the base"
+VERDICTS_END = "## Table 2 analog"
+
+
+def rewrite_verdicts(cfg: ReproduceConfig) -> Path:
+    """Re-decide a written report with the current rules (``afd.reproduce.claims``) from its own
+    results.json, without its job directories: results.json's ``verdicts`` and report.md's
+    verdict sections (against the base, AFD's goals, the paper's claims) are rewritten; every
+    number and every other section stays as it was. Returns report.md."""
+    out = Path(cfg.report_dir)
+    res_path, md_path = out / "results.json", out / "report.md"
+    for p in (res_path, md_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: missing; --verdicts-only re-reads a written report")
+    res = json.loads(res_path.read_text())
+    text = md_path.read_text()
+    a, b = text.find(VERDICTS_START), text.find(VERDICTS_END)
+    if a < 0 or b < a:
+        raise ValueError(f"{md_path}: no '{VERDICTS_START}' ... '{VERDICTS_END}' sections to rewrite")
+    res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods, cfg.gate)
+    res_path.write_text(json.dumps(res, indent=1) + "\n")
+    md_path.write_text(text[:a] + "\n".join(claims.markdown(res, list(cfg.families), cfg.methods)) + "\n"
+                       + text[b:])
+    return md_path
