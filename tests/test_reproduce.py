@@ -437,3 +437,27 @@ def test_tuning_config_evaluates_on_the_validation_splits(tmp_path):
     assert lrs["gan-lr1e-6-state-chunk-s0"] == "train.lr=1.0e-6" and "gan-state-chunk-s0" not in lrs
     resolved = load_config(AdaptConfig, "configs/train/gan.yaml", [a for a in trains[0].argv if "=" in a])
     assert resolved.eval.splits == ["physics-val", "general-val"]
+
+
+def test_verdicts_only_redecides_a_report_from_its_results(tmp_path):
+    """--verdicts-only needs no job directory: it rewrites the verdicts of results.json and the
+    verdict sections of report.md, and leaves every other line as it was."""
+    import shutil
+
+    from afd.reproduce.report import rewrite_verdicts
+
+    cfg = smoke_cfg(tmp_path, "seeds=[0,1]")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    md = write_report(cfg, jobs)
+    good_md, good_res = md.read_text(), json.loads((md.parent / "results.json").read_text())
+    shutil.rmtree(cfg.work_dir)  # the runs are gone
+    res = dict(good_res, verdicts={"claims": []})
+    (md.parent / "results.json").write_text(json.dumps(res))
+    md.write_text(good_md.replace("| Fig. 1 (physics)", "| an old rule's row"))
+    assert rewrite_verdicts(cfg) == md
+    assert md.read_text() == good_md
+    assert json.loads((md.parent / "results.json").read_text())["verdicts"] == good_res["verdicts"]
+    (md.parent / "report.md").write_text("# no verdict sections\n")
+    with pytest.raises(ValueError, match="no '## Against the base'"):
+        rewrite_verdicts(cfg)
