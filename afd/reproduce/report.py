@@ -32,7 +32,7 @@ TABLE2 = [("pc", "physical consistency", True), ("mq", "motion quality", True),
           ("grav", "gravity error", False), ("bounce", "bounce accuracy", True)]  # columns of table2()
 FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dynamic_degree", "dynamic"),
              ("motion_smoothness", "smooth"), ("temporal_flickering", "flicker"), ("gravity_score", "100(1-grav err)")]
-CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity")
+CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity", "r_phi_p10", "r_phi_p90", "r_phi_sat")
 # What the weights rank by (afd.train.fidelity): the true physics, then the rendering cues.
 FIDELITY_KEYS = ("reward_fidelity", "oracle_fidelity", "cue_visible", "cue_single_object", "cue_steady_size",
                  "cue_steady_motion")
