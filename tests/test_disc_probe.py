@@ -44,7 +44,7 @@ def test_probe_runs_and_repeats_from_its_cache(tiny_student, tmp_path, capsys):
     assert summary["disc"]["lr"] == 1e-3 and (tmp_path / "b" / "seed1" / "config.yaml").exists()
     assert main(["probe-disc", "--table", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     tab = capsys.readouterr().out
-    assert "| a | 2 |" in tab and "| b | 2 |" in tab
+    assert f"| {tmp_path.name}/a | 2 |" in tab and f"| {tmp_path.name}/b | 2 |" in tab
 
 
 def test_probe_holds_out_other_prompts_and_seeds():

@@ -299,9 +299,10 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 def table(dirs: list[Path]) -> str:
     """A markdown table of finished multi-seed probes (their ``summary.json``), one row per
-    directory: held-out Spearman with the oracle's weights and with PC, within-prompt, accuracy,
-    r_phi, saturated share, the training prompts' oracle Spearman and D's seconds per iteration;
-    ± is 2 standard errors over seeds."""
+    directory, labelled by its last two path parts (e.g. state-chunk/lr1e-3): held-out Spearman
+    with the oracle's weights and with PC, within-prompt, accuracy, r_phi, saturated share, the
+    training prompts' oracle Spearman and D's seconds per iteration; ± is 2 standard errors over
+    seeds."""
     lines = ["| D | seeds | oracle | PC | within | acc | r_phi | sat | train oracle | s / iter |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for d in dirs:
@@ -322,7 +323,8 @@ def table(dirs: list[Path]) -> str:
                 return "-"
             return f"{v:{fmt}}" + (f" ± {2 * se:.2f}" if se is not None else "")
 
-        lines.append(f"| {Path(d).name} | {len(s['seeds'])} | {cell('oracle')} | {cell('pc')} | {cell('within')} | "
+        label = f"{Path(d).parent.name}/{Path(d).name}"
+        lines.append(f"| {label} | {len(s['seeds'])} | {cell('oracle')} | {cell('pc')} | {cell('within')} | "
                      f"{cell('acc', '.2f')} | {cell('r_phi', '.3f')} | {cell('sat', '.2f')} | "
                      f"{cell('train_oracle')} | {s['s_per_iter']:.2f} |")
     return "\n".join(lines)
