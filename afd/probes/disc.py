@@ -12,19 +12,19 @@ Each probe seed splits the prompts in two (``held_prompts`` of them held out) an
 two: D trains on the training prompts' teacher clips and their rollouts ``0 .. R/2 - 1``, and is
 judged on the held-out prompts' rollouts ``R/2 .. R - 1``: other prompts and other noise seeds.
 Training runs the loop's discriminator phase (``train_discriminator``: the same loss, steps,
-augmentation, instance noise, R1, label smoothing, replay, re-rendering and the scoring EMA), each iteration on
-``train.prompts`` x ``train.rollouts``. The student never changes, so this measures D on the base's
+augmentation, instance noise, R1, label smoothing, replay, re-rendering and the scoring EMA),
+each iteration on ``train.prompts`` x ``train.rollouts``. The student never changes, so this measures D on the base's
 distribution: what AFD's first updates see.
 
 Every ``every`` iterations D is judged in eval mode (``judge_set``): ``oracle`` is the Spearman of
-its AFD weights with the weights the oracle gives the same rollouts (``oracle_weights``: the same
-advantage settings on physical consistency), ``pc`` with physical consistency itself (the loop's
-``reward_fidelity``), ``within`` the mean over prompts of the Spearman of D's scores with physical
-consistency among that prompt's rollouts, ``cue_<name>`` the weights' Spearman with each rendering
-cue, ``acc`` the pairwise accuracy (teacher above rollout), ``r_phi`` and its spread (``r_phi_p10``,
-``r_phi_p90``, ``sat``: the share of pairs with sigmoid(d_S - d_T) < 0.01, a saturated D);
-``train_oracle`` is ``oracle`` on the training prompts' own rollouts (overfitting). The world's
-evaluator makes these measures only; D never sees them.
+its AFD weights with the weights the oracle gives the same rollouts (the same advantage settings
+applied to physical consistency, as ``afd.methods.oracle.oracle_weights`` does), ``pc`` with
+physical consistency itself (the loop's ``reward_fidelity``), ``within`` the mean over prompts of
+the Spearman of D's scores with physical consistency among that prompt's rollouts, ``cue_<name>``
+the weights' Spearman with each rendering cue, ``acc`` the pairwise accuracy (teacher above
+rollout), ``r_phi`` and its spread (``r_phi_p10``, ``r_phi_p90``, ``sat``: the share of pairs with
+sigmoid(d_S - d_T) < 0.01, a saturated D); ``train_oracle`` is ``oracle`` on the training prompts'
+own rollouts (overfitting). The world's evaluator makes these measures only; D never sees them.
 """
 
 from __future__ import annotations

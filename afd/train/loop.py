@@ -50,6 +50,8 @@ from afd.train.teacher_clips import TeacherClips
 
 CHECKPOINT_DIR = "checkpoint"
 REPLAY = "disc_replay"  # the checkpoint's file of D's replay buffer (disc.replay > 0)
+
+
 class Trainer:
     """Holds a run's state; ``run()`` executes the loop. Built by ``train()``."""
 
