@@ -235,3 +235,10 @@ def test_pool_size_adapts_on_a_fixed_subset_within_its_budget(tiny_student, tmp_
     paid = [json.loads(line)["prompt"] for p in (tmp_path / "cache").rglob("index.jsonl")
             for line in p.read_text().splitlines()]
     assert 1 <= len(paid) <= 3 and set(paid) <= set(small)  # the teacher's ledger: only the pool was asked
+
+
+def test_unknown_eval_split_fails_before_training(tiny_student, tmp_path, capsys):
+    args = tiny_args(tiny_student, tmp_path / "r", tmp_path / "cache", "train.steps=1", "eval.splits=[physics-test]")
+    assert main(["train", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert "eval.splits: unknown split 'physics-test'" in err and not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -11,6 +11,7 @@ from afd.eval.student import EVAL_SPLITS, eval_prompts, evaluate_student, sample
 from afd.eval.table import format_reports
 from afd.video.core import STUDENT
 from afd.world.grammar import PromptError, parse_prompt
+from afd.world.splits import load_split
 
 
 class WorldJudge:
@@ -22,7 +23,7 @@ class WorldJudge:
     # default; a student decoding at another rate (a Wan student's ``fps``) needs its own here.
     # ``evaluate`` and ``summarize`` read the rate from the model they sample.
     clip_fps: float = STUDENT.fps
-    # Which splits ``evaluate`` samples (the trainer sets ``eval.splits``).
+    # Which splits ``evaluate`` samples (``use_splits``: the trainer passes ``eval.splits``).
     splits: tuple[str, ...] = EVAL_SPLITS
 
     def check_prompts(self, prompts: list[str], where: str) -> None:
@@ -32,6 +33,16 @@ class WorldJudge:
             except PromptError as e:
                 raise ValueError(f"{where}: the world judge (eval.judge=world) scores world-grammar prompts only, "
                                  f"and {e}; for your own prompts set eval.judge=none") from None
+
+    def use_splits(self, splits: tuple[str, ...]) -> None:
+        for name in splits:
+            try:
+                load_split(name)
+            except ValueError as e:
+                raise ValueError(f"eval.splits: {e}") from None
+        if not splits:
+            raise ValueError("eval.splits must name at least one split")
+        self.splits = tuple(splits)
 
     def measure(self, clips: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
         return rollout_measures(clips.detach().cpu(), prompts, self.clip_fps)  # the tracker works on CPU arrays

@@ -26,6 +26,9 @@ class Judge(Protocol):
     cues: tuple[str, ...]  # further per-clip measures whose rank agreement is logged
     clip_fps: float  # the frame rate of the clips ``measure`` gets (the trainer sets the student's)
 
+    def use_splits(self, splits: tuple[str, ...]) -> None:
+        """Make ``evaluate`` sample these splits (``eval.splits``); ValueError naming a bad one."""
+
     def check_prompts(self, prompts: list[str], where: str) -> None:
         """Raise ValueError (naming ``where``) if the judge cannot score these prompts."""
 

@@ -76,7 +76,7 @@ class Trainer:
         self.judge = make_judge(cfg.eval.judge)
         if self.judge is not None:
             self.judge.check_prompts(self.pool, where)
-            self.judge.splits = tuple(cfg.eval.splits)
+            self.judge.use_splits(tuple(cfg.eval.splits))
         self.callbacks = make_callbacks(self.judge) if callbacks is None else callbacks
         torch.manual_seed(t.seed)
         torch.set_flush_denormal(True)  # D's tiny activations otherwise hit slow denormal paths
