@@ -14,6 +14,8 @@ METHODS = ("base", *method_names())
 # Reference rows (the oracle: AFD's update with exact-physics weights) are the ceiling AFD's gain
 # is read against, not baselines.
 REFERENCE_METHODS = reference_methods()
+# The eval splits every row is scored on unless a config names others (``eval_splits``).
+DEFAULT_EVAL_SPLITS = ("physics-eval", "general-eval")
 
 
 @dataclass
@@ -81,7 +83,7 @@ class ReproduceConfig:
     eval_seed: int = 1000
     # Every eval's splits (base, world rows, trained runs). A tuning sweep (configs/reproduce/
     # baseline-lr.yaml) sets [physics-val, general-val], so its choice never reads the eval splits.
-    eval_splits: list[str] = field(default_factory=lambda: ["physics-eval", "general-eval"])
+    eval_splits: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SPLITS))
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
     # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from afd.config import config_to_dict, load_config
 from afd.io_utils import file_sha256
-from afd.reproduce.config import ReproduceConfig
+from afd.reproduce.config import DEFAULT_EVAL_SPLITS, ReproduceConfig
 from afd.student.shipped import resolve_checkpoint
 from afd.train.config import AdaptConfig
 
@@ -139,13 +139,15 @@ def _slug(overrides: tuple[str, ...]) -> str:
     return "-".join(o.replace("=", "").replace(".", "_").replace("/", "_") for o in overrides)
 
 
-DEFAULT_EVAL_SPLITS = ["physics-eval", "general-eval"]
+def _own_splits(cfg: ReproduceConfig) -> list[str]:
+    """The config's eval splits when they are not the default ones (else []: commands, and so job
+    ids and finished runs, stay as they were before ``eval_splits`` existed)."""
+    return [] if list(cfg.eval_splits) == list(DEFAULT_EVAL_SPLITS) else list(cfg.eval_splits)
 
 
 def _eval_args(cfg: ReproduceConfig) -> list[str]:
     args = ["--per-prompt", str(cfg.eval_per_prompt), "--seed", str(cfg.eval_seed)]
-    if cfg.eval_splits != DEFAULT_EVAL_SPLITS:
-        args += [a for split in cfg.eval_splits for a in ("--split", split)]
+    args += [a for split in _own_splits(cfg) for a in ("--split", split)]
     if cfg.eval_prompts_per_split is not None:
         args += ["--prompts-per-split", str(cfg.eval_prompts_per_split)]
     return args
@@ -174,7 +176,7 @@ class JobPlanner:
                 "eval.final_prompts_per_split="
                 f"{'null' if c.eval_prompts_per_split is None else c.eval_prompts_per_split}",
                 f"eval.seed={c.eval_seed}",
-                *([f"eval.splits=[{','.join(c.eval_splits)}]"] if c.eval_splits != DEFAULT_EVAL_SPLITS else []),
+                *([f"eval.splits=[{','.join(_own_splits(c))}]"] if _own_splits(c) else []),
                 *c.overrides, *c.row_overrides(method)]
 
     def _resolved(self, method: str, overrides: list[str]) -> dict:
