@@ -85,6 +85,23 @@ def test_cached_rollout_equals_masked_recomputation(wan, block_frames):
     assert (other[:, block_frames:2 * block_frames] - cached[:, block_frames:2 * block_frames]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("sink", [False, True], ids=["window", "sink"])
+def test_streamed_rollout_past_the_training_length(wan, sink):
+    """20 frames from an 8-frame student: each block's frame-index RoPE is offset by its
+    window's start (docs/long-videos.md), and the re-encoded rolling cache gives the clip that
+    recomputing every window gives."""
+    model = tiny_model(wan, sink=sink)
+    cfg = model.config
+    text = tiny_text(2, cfg)
+    noise = torch.randn(2, 10, cfg.steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width,
+                        generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        cached = rollout(model, text, noise, amp=False, n_blocks=10)
+        recomputed = rollout(model, text, noise, amp=False, n_blocks=10, use_cache=False)
+    assert cached.shape[1] == 20 and cached[:, 8:].abs().mean() > 0.1
+    torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
+
+
 def test_forward_train_sees_what_the_rollout_shows(wan):
     """Noised block k of the teacher-forced ``[clean | noised]`` pass equals the cache-free pass
     over the clean blocks < k followed by that noised block (its copies share frame positions)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from afd.cli import examples
+from afd.cli.common import add_stream_args
 
 DEFAULT_PER_PROMPT = 2
 DEFAULT_SEED = 1000  # the adaptation loop's final eval uses the same prompts, clips and seeds
@@ -18,6 +19,7 @@ def register(sub) -> None:
                        epilog=examples("afd eval --checkpoint base-state --json base.json",
                                        "afd eval --videos clips/            # a folder with manifest.jsonl",
                                        "afd eval --world real --per-prompt 1",
+                                       "afd eval --checkpoint base-state --frames 64   # 8 s, streamed; drift per 2 s",
                                        "afd eval --compare base=base.json runs/afd-state/eval.json"))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", help="folder with manifest.jsonl ({prompt, seed, path} per line)")
@@ -33,6 +35,8 @@ def register(sub) -> None:
                    help="only this many prompts of each split, spread evenly (default: all)")
     p.add_argument("--per-prompt", type=int, default=DEFAULT_PER_PROMPT, help="clips per prompt (seeds seed..seed+N-1)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first sampling seed")
+    add_stream_args(p, "with --checkpoint or --world: clip length in frames (default 16); longer clips are "
+                       "streamed by the student and scored per 2-second window and whole (docs/long-videos.md)")
     p.add_argument("--json", help="write the report here (schema: n_videos, groups.physics, groups.general)")
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
     p.add_argument("--fd-terms", action="store_true",
@@ -112,6 +116,21 @@ def check_args(args) -> None:
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
                            "--fd-terms, --coherence, --defects and --block-drift do not apply")
         return
+    if args.frames is not None or args.window is not None or args.sink:
+        if args.videos:
+            raise CLIError("--frames, --window and --sink apply to --checkpoint and --world; --videos scores its "
+                           "clips as they are")
+        if args.world and (args.window is not None or args.sink):
+            raise CLIError("--window and --sink set a student's rolling window; the world simulates any length")
+        if args.frames is not None and args.frames > 16:
+            if args.frames % 16:
+                raise CLIError(f"--frames {args.frames}: past 16 frames the clip is scored in 2-second windows "
+                               f"of 16 frames; give a multiple of 16 (e.g. {args.frames // 16 * 16 or 16})")
+            if args.fd_terms or args.coherence or args.defects or args.block_drift or args.per_clip:
+                raise CLIError("--fd-terms, --coherence, --defects, --block-drift and --per-clip score 2-second "
+                               "clips; drop them with --frames past 16")
+        if args.frames is not None and args.frames < 1:
+            raise CLIError(f"--frames must be >= 1, got {args.frames}")
     if args.block_drift and not args.checkpoint:
         raise CLIError("--block-drift measures a student: use it with --checkpoint")
     if args.videos:
@@ -146,17 +165,24 @@ def cmd_eval(args) -> int:
 
         prompts = eval_prompts(args.prompts_per_split, args.split or EVAL_SPLITS)
         if args.checkpoint:
+            from afd.cli.common import apply_stream_args
             from afd.student.base import load_student_model
 
             model = load_student_model(args.checkpoint)
+            apply_stream_args(model, args)
             report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed,
-                                                              progress=not args.no_progress)
+                                                              progress=not args.no_progress, frames=args.frames)
             label = str(args.checkpoint)
         else:
             report, scores, clips, prompts = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed,
-                                                                    progress=not args.no_progress)
+                                                                    progress=not args.no_progress, frames=args.frames)
             label = f"world:{args.world}"
     print(format_reports({label: report}))
+    if "horizon" in report:
+        from afd.eval.horizon import format_drift
+
+        print("the table above is the first 2 seconds; drift per 2-second window:")
+        print(format_drift(report))
     pcs = [s.physical_consistency for s in scores if s.physical_consistency is not None]
     if pcs:
         print(format_spread(pcs))

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from afd.cli import examples
+from afd.cli.common import add_stream_args
 
 # What `afd sample` writes into --out (and the temporary files of a run killed mid-write); an
 # earlier run's files of these names are replaced.
@@ -47,6 +48,7 @@ def register(sub) -> None:
                         "default: the checkpoint's)")
     p.add_argument("--first-guidance", type=float, default=None,
                    help="guidance scale of block 0 alone (default: the checkpoint's, or --guidance when given)")
+    add_stream_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="clips rolled out together")
     p.add_argument("--no-mp4", action="store_true", help="write only the lossless npz files")
     p.set_defaults(func=cmd_sample)
@@ -100,21 +102,22 @@ def cmd_sample(args) -> int:
 
     from tqdm import tqdm
 
-    from afd.cli.common import write_manifest
+    from afd.cli.common import apply_stream_args, write_manifest
     from afd.student.base import load_student_model
     from afd.student.sample import generate
     from afd.video.core import Video
     from afd.video.io import write_video
 
     model = load_student_model(args.checkpoint)
-    fps = model.config.frames / 2.0  # the built-in student's clips span 2 s (16 frames at 8 fps)
+    apply_stream_args(model, args)
+    fps = model.config.video_format().fps
     jobs = [(p, args.seed + k) for p in prompts for k in range(args.per_prompt)]
     t0 = time.time()
     with tqdm(total=len(jobs), desc="sample", dynamic_ncols=True) as bar:
         videos = generate(model, [p for p, _ in jobs], [s for _, s in jobs], steps=args.steps, shift=args.shift,
                           renoise=args.renoise,
                           first_steps=args.first_steps, guidance=args.guidance,
-                          first_guidance=args.first_guidance,
+                          first_guidance=args.first_guidance, frames=args.frames,
                           batch_size=args.batch_size, progress=bar.update)
     entries, written = [], set()
     for i, ((prompt, seed), v) in enumerate(zip(jobs, videos)):

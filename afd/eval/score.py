@@ -114,18 +114,29 @@ def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = 
     if len(videos) != len(prompts):
         raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts")
     names = names or [f"clip {i}" for i in range(len(videos))]
+    attrs = parse_prompts(prompts, names)
+    tracks = []
+    for v, n in zip(videos, names):
+        tracks.append(track(to_eval_format(v, n)))
+        if progress is not None:
+            progress(1)
+    return score_tracks(tracks, prompts, attrs)
+
+
+def parse_prompts(prompts: list[str], names: list[str]) -> list[PromptAttrs]:
+    """The prompts' attributes; an error naming the clip whose prompt is not a world prompt."""
     attrs = []
     for p, n in zip(prompts, names):
         try:
             attrs.append(parse_prompt(p))
         except PromptError as e:
             raise PromptError(f"{n}: {e} (only world prompts can be scored)") from None
+    return attrs
+
+
+def score_tracks(tracks: list[Track], prompts: list[str], attrs: list[PromptAttrs]) -> tuple[dict, list[ClipScore]]:
+    """``evaluate`` on clips already tracked at the evaluation format."""
     size, fps = EVAL_FORMAT.height, EVAL_FORMAT.fps
-    tracks = []
-    for v, n in zip(videos, names):
-        tracks.append(track(to_eval_format(v, n)))
-        if progress is not None:
-            progress(1)
     scores = [ClipScore(p, a.domain) for p, a in zip(prompts, attrs)]
     phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
     genr = [i for i, a in enumerate(attrs) if a.domain == "general"]
@@ -150,7 +161,7 @@ def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = 
 
     P, G = [scores[i] for i in phys], [scores[i] for i in genr]
     desc = _descriptors([tracks[i] for i in genr], [prompts[i] for i in genr]) if genr else None
-    report = {"n_videos": len(videos), "groups": {"physics": _physics_group(P) if P else None,
+    report = {"n_videos": len(tracks), "groups": {"physics": _physics_group(P) if P else None,
                                                   "general": _general_group(G, *desc) if G else None}}
     report["stderr"] = bootstrap_stderr(P, G, desc)
     return report, scores

@@ -36,9 +36,11 @@ def eval_prompts(prompts_per_split: int | None, splits: tuple[str, ...] | list[s
 
 
 def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, seed: int,
-                     progress: bool = False, name: str = "eval"
+                     progress: bool = False, name: str = "eval", frames: int | None = None
                      ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """Sample ``per_prompt`` clips per prompt (seeds seed .. seed + per_prompt - 1) and score them.
+    ``frames``: the clips' length (default the model's); longer than the judge's 2 seconds, the
+    student streams and the clips are scored per window (``afd.eval.horizon``).
 
     ``progress``: print a line with the estimated time and show a bar (stderr) while sampling and
     scoring, each phase named ``name``; off by default, so library callers stay quiet.
@@ -51,26 +53,37 @@ def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, s
     fps = model.config.video_format().fps
     with PhaseProgress(len(all_prompts), f"{name}: sample", progress,
                        detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
-        clips = [Video(v, fps) for v in generate(model, all_prompts, seeds, progress=bar.update)]
+        clips = [Video(v, fps) for v in generate(model, all_prompts, seeds, frames=frames, progress=bar.update)]
     report, scores = score_clips(clips, all_prompts, progress, name)
     return report, scores, clips, all_prompts
 
 
 def score_clips(clips: list[Video], prompts: list[str], progress: bool = False, name: str = "eval"
           ) -> tuple[dict, list[ClipScore]]:
-    """``evaluate`` with the optional bar and estimate line of ``sample_and_score``."""
-    with PhaseProgress(len(clips), f"{name}: score", progress) as bar:
+    """``evaluate`` with the optional bar and estimate line of ``sample_and_score``; clips longer
+    than the judge's 2 seconds go to ``horizon_evaluate`` (a report with a ``horizon`` entry)."""
+    from afd.eval.horizon import horizon_evaluate, windows_of
+
+    n_windows = windows_of(clips[0]) if clips and len(clips[0].frames) > STUDENT.frames else 1
+    with PhaseProgress(len(clips) * n_windows, f"{name}: score", progress) as bar:
+        if n_windows > 1:
+            return horizon_evaluate(clips, prompts, progress=bar.update)
         return evaluate(clips, prompts, progress=bar.update)
 
 
-def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int, progress: bool = False
-                           ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
+def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int, progress: bool = False,
+                           frames: int | None = None) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """The reference rows: the world itself (``real`` = the teacher, ``loose`` = what the base was
     shown) sampled at the student's format for the same prompts and seeds as ``sample_and_score``
-    uses, so its report sits in the same table. Returns the same tuple; ``progress`` as there."""
+    uses, so its report sits in the same table. ``frames``: the clips' length (default the
+    student format's 16; the world simulates any length). Returns the same tuple; ``progress``
+    as there."""
+    from dataclasses import replace
+
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
-    clips = [c.video for c in sample_world(all_prompts, seeds, mode, STUDENT)]
+    fmt = replace(STUDENT, frames=frames) if frames else STUDENT
+    clips = [c.video for c in sample_world(all_prompts, seeds, mode, fmt)]
     report, scores = score_clips(clips, all_prompts, progress, f"world:{mode}")
     return report, scores, clips, all_prompts
 

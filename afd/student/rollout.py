@@ -29,19 +29,56 @@ def clip_seed(prompt: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def rollout_noise(prompts: list[str], seeds: list[int], model: StudentModel, steps: int) -> torch.Tensor:
+def rollout_noise(prompts: list[str], seeds: list[int], model: StudentModel, steps: int,
+                  n_blocks: int | None = None) -> torch.Tensor | "StreamNoise":
     """All the noise a rollout draws: (B, K blocks, steps, F, C, H, W), float32 N(0, 1).
 
-    Index [:, k, 0] starts block k; [:, k, i] re-noises it before step i.
+    Index [:, k, 0] starts block k; [:, k, i] re-noises it before step i. ``n_blocks`` past the
+    config's (a streamed rollout) gives a ``StreamNoise`` instead, which draws blocks as they are
+    asked for; its first blocks are this tensor's, so a long clip opens like the short one.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-    cfg = model.config
+    if n_blocks is not None and n_blocks > model.config.n_blocks:
+        return StreamNoise(prompts, seeds, model.config, steps, n_blocks)
+    return _noise_chunk(prompts, seeds, model.config, steps, 0)
+
+
+def _noise_chunk(prompts: list[str], seeds: list[int], cfg, steps: int, chunk: int) -> torch.Tensor:
+    """The noise of blocks chunk * n_blocks .. (chunk + 1) * n_blocks - 1 of each clip."""
     shape = (cfg.n_blocks, steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width)
     out = torch.empty((len(prompts), *shape))
     for i, (p, s) in enumerate(zip(prompts, seeds)):
-        out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(clip_seed(p, s)))
+        seed = clip_seed(p, s) if chunk == 0 else clip_seed(f"{p}\x00chunk{chunk}", s)
+        out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     return out
+
+
+class StreamNoise:
+    """The noise of a rollout longer than the model's ``frames``, drawn one config-length chunk
+    of blocks at a time (only the newest chunk is held), so its memory does not grow with the
+    clip. ``noise[:, k]`` is block k's (B, steps, F, C, H, W); chunk 0 is ``rollout_noise``'s
+    tensor, each later chunk has its own per-clip seed."""
+
+    def __init__(self, prompts: list[str], seeds: list[int], cfg, steps: int, n_blocks: int):
+        self.prompts, self.seeds, self.cfg, self.steps = list(prompts), list(seeds), cfg, steps
+        self.shape = (len(prompts), n_blocks, steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width)
+        self._chunk: tuple[int, torch.Tensor] | None = None
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if not (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None) and isinstance(index[1], int)):
+            raise TypeError("StreamNoise is read one block at a time: noise[:, k]")
+        k = index[1]
+        if not 0 <= k < self.shape[1]:
+            raise IndexError(f"block {k} of a {self.shape[1]}-block rollout")
+        chunk, j = divmod(k, self.cfg.n_blocks)
+        if self._chunk is None or self._chunk[0] != chunk:
+            self._chunk = (chunk, _noise_chunk(self.prompts, self.seeds, self.cfg, self.steps, chunk))
+        return self._chunk[1][:, j]
+
+    def to(self, device) -> "StreamNoise":
+        """Blocks are drawn on the CPU and moved by the rollout."""
+        return self
 
 
 @dataclass
@@ -57,6 +94,23 @@ class SamplerRecord:
 
     states: torch.Tensor
     levels: torch.Tensor
+
+
+def context_blocks(k: int, cfg) -> list[int]:
+    """The blocks block k attends to, oldest first; a block's place in the list is its position
+    in the model. All earlier blocks while they fit in the config's ``context_window()`` (W
+    frames; by default every earlier block of a clip of the config's ``frames``), then the newest
+    W / block_frames blocks, or with ``sink`` block 0 and the newest others, re-indexed so no
+    position leaves the trained range (docs/long-videos.md)."""
+    w = cfg.context_window() // cfg.block_frames
+    if k <= w:
+        return list(range(k))
+    if w < 1:
+        raise ValueError(f"a {cfg.frames}-frame model in blocks of {cfg.block_frames} frames has no room for "
+                         f"context past its length; it cannot stream")
+    if cfg.sink:
+        return [0, *range(k - w + 1, k)]
+    return list(range(k - w, k))
 
 
 def rollout(
@@ -76,6 +130,7 @@ def rollout(
     null_text: TextEncoding | None = None,
     first_guidance: float | None = None,
     record: bool = False,
+    stats: dict | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SamplerRecord]:
     """Generate clips in the model's space.
 
@@ -84,9 +139,11 @@ def rollout(
     grad_steps: one step index per block whose forward pass keeps its graph; that step's x0
     estimate becomes the block (Self-Forcing's early exit), earlier steps and every cache
     write run without gradient. None: no gradient anywhere.
-    n_blocks: generate only the first n_blocks blocks (1 <= n_blocks <= the config's n_blocks;
-    noise then needs at least n_blocks blocks, later ones are ignored), e.g. to time rollouts of
-    growing length with one model. None: all of the config's blocks (noise must have exactly that many).
+    n_blocks: generate this many blocks (>= 1; noise then needs at least n_blocks blocks, later
+    ones are ignored). Fewer than the config's: a shorter clip. More: a streamed clip past the
+    training length, each block attending to the window ``context_blocks`` gives, whose cache is
+    re-encoded at re-indexed positions when the window moves (noise: a ``StreamNoise``). None:
+    the config's blocks (noise must have exactly that many).
     renoise: "fresh" | "ddim" between steps (default: the model config's ``renoise``); with
     "ddim" only noise[:, k, 0] is used.
     prefix: (B, P * F, C, H, W) clean frames of the first P < K blocks to continue from (e.g. a
@@ -101,14 +158,15 @@ def rollout(
     null prediction from ``null_text`` (B encodings, required unless both scales are 1) in the
     same doubled batch. ``guidance_kwargs`` gives a model's defaults.
     record: also return the ``SamplerRecord`` of every state the model was queried at.
+    stats: a dict that receives ``cache_frames_max`` and ``cache_bytes_max``, the largest KV
+    cache the rollout held (bounded by the window however long the clip).
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped unless the config's
     ``project_blocks``; decode with the codec); with a prefix its frames come first, unchanged.
     With ``record``, returns ``(x0, SamplerRecord)``.
     """
     cfg = model.config
     dev = device_of(model)
-    # Noise is drawn on CPU generators (the same clip on every device) and moved here.
-    noise, text = noise.to(dev), text.to(dev)
+    text = text.to(dev)
     null_text = null_text.to(dev) if null_text is not None else None
     if levels is None:
         default_first, levels = cfg.sampler_levels()
@@ -125,10 +183,12 @@ def rollout(
             raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, {K}, >= {n_levels}, ...)")
     else:
         K = n_blocks
-        if not 1 <= K <= cfg.n_blocks:
-            raise ValueError(f"n_blocks must be in [1, {cfg.n_blocks}] (the model's blocks), got {n_blocks}")
+        if K < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         if K_noise < K or S < n_levels:
             raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, >= {K}, >= {n_levels}, ...)")
+        if K > cfg.n_blocks:
+            context_blocks(K - 1, cfg)  # the model can stream (an error naming why not)
     if grad_steps is not None and (len(grad_steps) != K or any(
             not 0 <= g < len(first_levels if k == 0 else levels) for k, g in enumerate(grad_steps))):
         raise ValueError(f"grad_steps must give one step index per block in [0, number of that block's levels), "
@@ -150,9 +210,9 @@ def rollout(
         cond, null = raw.chunk(2)
         return null + scale * (cond - null)
 
+    F_ = cfg.block_frames
     n_pre = 0
     if prefix is not None:
-        F_ = cfg.block_frames
         if prefix.dim() != 5 or prefix.shape[0] != B or prefix.shape[2:] != noise.shape[4:] or prefix.shape[1] % F_:
             raise ValueError(f"prefix must be (B={B}, a multiple of {F_} frames, "
                              f"{', '.join(map(str, noise.shape[4:]))}), "
@@ -164,44 +224,51 @@ def rollout(
     if record:
         rec_states = torch.zeros((B, K, n_levels, *noise.shape[3:]), device=dev)
         rec_levels = torch.full((K, n_levels), float("nan"))
-    cache = KVCache.empty()
-    blocks: list[torch.Tensor] = []
-    if n_pre:
-        blocks = list(prefix.float().to(dev).split(cfg.block_frames, dim=1))
-        if use_cache:
-            with torch.no_grad(), autocast(dev, amp):
-                _, cache = model(both(prefix.to(dev)), torch.zeros(len(text), prefix.shape[1], device=dev), text, None,
-                                 clean=True)
+    blocks: list[torch.Tensor] = list(prefix.float().to(dev).split(F_, dim=1)) if n_pre else []
+    # The cache holds the blocks ``cached`` (block indices, in position order).
+    cache, cached = KVCache.empty(), []
+
+    def clean_pass(ids: list[int], past: KVCache | None) -> KVCache:
+        x = torch.cat([blocks[j] for j in ids], dim=1).detach()
+        with torch.no_grad(), autocast(dev, amp):
+            return model(both(x), torch.zeros(len(text), x.shape[1], device=dev), text, past, clean=True)[1]
+
     for k in range(n_pre, K):
+        ctx = context_blocks(k, cfg)
+        if use_cache and ctx != cached:
+            # Extend while the window only grows; once it moves, every position shifts: re-encode.
+            grows = ctx[:len(cached)] == cached
+            cache = clean_pass(ctx[len(cached):] if grows else ctx, cache if grows and cached else None)
+            cached = ctx
+            if stats is not None:
+                stats["cache_frames_max"] = max(stats.get("cache_frames_max", 0), cache.n_frames)
+                stats["cache_bytes_max"] = max(stats.get("cache_bytes_max", 0), cache.nbytes())
         lv = first_levels if k == 0 else levels
-        x = noise[:, k, 0]
+        blk = noise[:, k].to(dev)
+        x = blk[:, 0]
         last = grad_steps[k] if grad_steps is not None else len(lv) - 1
         for i in range(last + 1):
             if record:
                 rec_states[:, k, i] = x.detach().float()
                 rec_levels[k, i] = lv[i]
-            t = torch.full((B, cfg.block_frames), lv[i], device=dev)
+            t = torch.full((B, F_), lv[i], device=dev)
             with torch.set_grad_enabled(grad_steps is not None and i == last), autocast(dev, amp):
                 if use_cache:
-                    raw, _ = model(both(x), both(t), text, cache if k else None)
+                    raw, _ = model(both(x), both(t), text, cache if ctx else None)
                 else:
-                    prefix = both(torch.cat(blocks, dim=1).detach()) if k else None
-                    raw = model.forward_with_prefix(prefix, both(x), both(t), text)
+                    past = both(torch.cat([blocks[j] for j in ctx], dim=1).detach()) if ctx else None
+                    raw = model.forward_with_prefix(past, both(x), both(t), text)
             x0 = model.to_x0(guide(raw, first_guidance if k == 0 else guidance), x, t)
             if i < last:
                 nxt = lv[i + 1]
                 if renoise == "fresh":
-                    eps = noise[:, k, i + 1]
+                    eps = blk[:, i + 1]
                 else:
                     eps = (x - (1 - lv[i]) * x0) / lv[i]
                 x = (1 - nxt) * x0 + nxt * eps
         if project is not None:
             x0 = project(x0)
         blocks.append(x0)
-        if use_cache and k < K - 1:
-            with torch.no_grad(), autocast(dev, amp):
-                _, cache = model(both(x0.detach()), torch.zeros(len(text), cfg.block_frames, device=dev), text,
-                                 cache if k else None, clean=True)
     if record:
         return torch.cat(blocks, dim=1), SamplerRecord(rec_states, rec_levels)
     return torch.cat(blocks, dim=1)

@@ -121,6 +121,10 @@ class StudentInitConfig:
     steps: int | None = None
     shift: float | None = None
     renoise: Literal["fresh", "ddim"] | None = None
+    # Streaming past the checkpoint's frames: the rolling window (frames) and the attention sink
+    # (docs/long-videos.md). None: the checkpoint's own.
+    window: int | None = None
+    sink: bool | None = None
 
     def __post_init__(self):
         check_choices(self)
@@ -147,6 +151,15 @@ class StudentInitConfig:
             c.shift = self.shift
         if self.renoise is not None:
             c.renoise = self.renoise
+        if self.window is not None:
+            c.window = self.window
+        if self.sink is not None:
+            c.sink = self.sink
+        if self.window is not None or self.sink is not None:
+            try:
+                c.check_sampler()
+            except ValueError as e:
+                raise ValueError(f"student.window / student.sink: {e}") from None
 
 
 @dataclass

@@ -29,6 +29,18 @@ class BlockSampler:
             raise ValueError(f"first_guidance must be >= 0 (0: the same as guidance), got {self.first_guidance}")
         if not self.null_prompt.strip():
             raise ValueError("null_prompt must be a non-empty string (the text encoder refuses empty prompts)")
+        F, most = self.block_frames, self.frames - self.block_frames
+        if self.window and (self.window % F or not F <= self.window <= most):
+            raise ValueError(f"window must be 0 (the longest context trained: {most} frames) or a multiple of "
+                             f"block_frames {F} in [{F}, {most}], got {self.window}")
+        if self.sink and self.context_window() < 2 * F:
+            raise ValueError(f"sink keeps the first block in a window of {self.context_window()} frames; it needs "
+                             f"room for at least one more block ({2 * F} frames)")
+
+    def context_window(self) -> int:
+        """W: how many clean frames a block past the training length attends to (``window``, or
+        by default the most any block saw in training, ``frames - block_frames``)."""
+        return self.window or self.frames - self.block_frames
 
     def sampler_levels(self, steps: int | None = None, shift: float | None = None,
                        first_steps: int | None = None) -> tuple[list[float], list[float]]:
@@ -120,6 +132,12 @@ class StudentConfig(BlockSampler):
     # context the student is trained under is not the one it generated under. Off by default:
     # the pixel bases were measured without it.
     project_blocks: bool = False
+    # Streaming past ``frames`` (docs/long-videos.md): each later block attends to a window of the
+    # last ``window`` clean frames (0: frames - block_frames, the most context training showed),
+    # re-indexed to positions 0 .. window - 1 so no position leaves the trained range; ``sink``
+    # keeps the clip's first block at the window's start.
+    window: int = 0
+    sink: bool = False
 
     def __post_init__(self):
         check_choices(self)
@@ -153,8 +171,10 @@ class StudentConfig(BlockSampler):
     #     needs it, refuses 0 in __post_init__, so a state checkpoint must state it);
     #   first_guidance: 0 gives block 0 the same guidance as the others;
     #   project_blocks: False caches the raw block, as every rollout did before.
-    #   codec_path: "" is no learned codec, which none of them uses.
-    CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path"})
+    #   codec_path: "" is no learned codec, which none of them uses;
+    #   window, sink: only rollouts past ``frames`` read them, which none could make before.
+    CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path", "window",
+                                     "sink"})
     # Knobs that were removed, with the value every shipped checkpoint saved (afd.config: a file
     # naming one loads only with that value). frame_cond: a per-frame adaLN embedding, never on.
     REMOVED_FIELDS = {"frame_cond": False}

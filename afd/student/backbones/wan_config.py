@@ -58,10 +58,13 @@ class WanStudentConfig(BlockSampler):
     first_guidance: float = 0.0
     null_prompt: str = "a video"
     project_blocks: bool = False
+    window: int = 0  # streaming past ``frames``: as ``StudentConfig.window``
+    sink: bool = False
 
     # Every other field must be in a saved config.json: a default would silently build another
     # model. These came later, and their defaults are what a config saved before them meant.
-    CHECKPOINT_MAY_OMIT = frozenset({"vae_path", "fps", "text_encoder", "text_encoder_path", "text_tokens"})
+    CHECKPOINT_MAY_OMIT = frozenset({"vae_path", "fps", "text_encoder", "text_encoder_path", "text_tokens",
+                                     "window", "sink"})
 
     def __post_init__(self):
         check_choices(self)

@@ -1,0 +1,143 @@
+"""Streaming past the training length (docs/long-videos.md): the rolling window, its re-encoded
+cache against recomputation, bounded cache memory, the noise of long clips, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from afd.student.backbones.transformer import CausalVideoTransformer
+from afd.student.backbones.transformer_config import StudentConfig
+from afd.student.rollout import StreamNoise, context_blocks, rollout, rollout_noise
+from afd.student.sample import blocks_for_frames, generate
+from afd.student.schedule import step_levels
+from afd.text import get_text_encoder
+
+PROMPTS = ["a small red ball falls on a black background",
+           "a large blue square slides to the left on a gray background"]
+
+
+def tiny_model(block_frames: int = 4, **kw) -> CausalVideoTransformer:
+    """A 12-frame student whose zero-initialised branches are perturbed, so every path matters."""
+    torch.manual_seed(0)
+    cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
+                        heads=2, refine=4, **kw)
+    model = CausalVideoTransformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def text():
+    return get_text_encoder().encode(PROMPTS)
+
+
+def test_context_window_rule():
+    cfg = StudentConfig(frames=16, block_frames=4)  # W = 12 frames: 3 blocks
+    assert [context_blocks(k, cfg) for k in range(4)] == [[], [0], [0, 1], [0, 1, 2]]
+    assert context_blocks(4, cfg) == [1, 2, 3] and context_blocks(9, cfg) == [6, 7, 8]
+    sink = StudentConfig(frames=16, block_frames=4, sink=True)
+    assert context_blocks(3, sink) == [0, 1, 2] and context_blocks(9, sink) == [0, 7, 8]
+    short = StudentConfig(frames=16, block_frames=4, window=8)  # a smaller window applies from the start
+    assert context_blocks(2, short) == [0, 1] and context_blocks(3, short) == [1, 2]
+    frame = StudentConfig(frames=16, block_frames=1)
+    assert context_blocks(15, frame) == list(range(15)) and context_blocks(40, frame) == list(range(25, 40))
+
+
+@pytest.mark.parametrize("block_frames,kw", [(4, {}), (4, {"sink": True}), (1, {}), (1, {"window": 6, "sink": True})])
+def test_streamed_rollout_cache_equals_recomputation(text, block_frames, kw):
+    """Past the training length (12 frames) the re-encoded rolling cache gives the clip that
+    recomputing each block's window from its frames gives, at every denoising step."""
+    model = tiny_model(block_frames, **kw)
+    n_blocks = 36 // block_frames
+    noise = rollout_noise(PROMPTS, [0, 1], model, 3, n_blocks)
+    assert isinstance(noise, StreamNoise)
+    levels = step_levels(3, 2.0)
+    with torch.no_grad():
+        a = rollout(model, text, noise, levels, n_blocks=n_blocks, amp=False)
+        b = rollout(model, text, noise, levels, n_blocks=n_blocks, use_cache=False, amp=False)
+    assert a.shape == (2, 36, 3, 16, 16)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert a[:, 12:].abs().mean() > 0.1  # the streamed blocks are real output, not zeros
+
+
+def test_a_long_clip_opens_like_the_short_one(text):
+    """With the default window, a block inside the training length sees exactly what it saw in a
+    training-length rollout, and the long clip's first chunk of noise is the short clip's."""
+    model = tiny_model()
+    levels = step_levels(3, 2.0)
+    with torch.no_grad():
+        short = rollout(model, text, rollout_noise(PROMPTS, [0, 1], model, 3), levels, amp=False)
+        long = rollout(model, text, rollout_noise(PROMPTS, [0, 1], model, 3, 9), levels, n_blocks=9, amp=False)
+    assert torch.equal(long[:, :12], short)
+    assert not torch.allclose(long[:, 12:24], long[:, :12])  # later chunks draw new noise
+
+
+def test_blocks_outside_the_window_are_not_seen(text):
+    """A prefix of 3 blocks that differ only in block 0: with a 2-block window block 3 onward
+    cannot tell them apart; with an attention sink (block 0 kept) it can."""
+    levels = step_levels(2, 2.0)
+    for sink, same in ((False, True), (True, False)):
+        model = tiny_model(window=8, sink=sink)
+        noise = rollout_noise(PROMPTS, [0, 1], model, 2, 6)
+        g = torch.Generator().manual_seed(3)
+        prefix = torch.randn((2, 12, 3, 16, 16), generator=g)
+        other = prefix.clone()
+        other[:, :4] = torch.randn((2, 4, 3, 16, 16), generator=g)
+        with torch.no_grad():
+            a = rollout(model, text, noise, levels, n_blocks=6, prefix=prefix, amp=False)
+            b = rollout(model, text, noise, levels, n_blocks=6, prefix=other, amp=False)
+        assert torch.equal(a[:, 12:], b[:, 12:]) is same, sink
+
+
+def test_cache_memory_is_bounded(text):
+    """The largest cache a rollout holds is the window, whatever the clip's length."""
+    model = tiny_model(1)  # frame-wise: W = 11 frames
+    levels = step_levels(2, 2.0)
+    sizes = []
+    for frames in (24, 96):
+        stats: dict = {}
+        with torch.no_grad():
+            rollout(model, text, rollout_noise(PROMPTS, [0, 1], model, 2, frames), levels, n_blocks=frames,
+                    amp=False, stats=stats)
+        sizes.append((stats["cache_frames_max"], stats["cache_bytes_max"]))
+    assert sizes[0] == sizes[1] and sizes[0][0] == 11
+
+
+def test_stream_noise_is_drawn_per_chunk_and_deterministic():
+    model = tiny_model()
+    full = rollout_noise(PROMPTS, [0, 1], model, 3)
+    stream = rollout_noise(PROMPTS, [0, 1], model, 3, 7)
+    assert stream.shape == (2, 7, 3, 4, 3, 16, 16)
+    assert all(torch.equal(stream[:, k], full[:, k]) for k in range(3))
+    again = rollout_noise(PROMPTS, [0, 1], model, 3, 7)
+    assert torch.equal(stream[:, 6], again[:, 6]) and not torch.equal(stream[:, 3], stream[:, 0])
+    with pytest.raises(IndexError):
+        stream[:, 7]
+
+
+def test_frames_errors_are_clear():
+    cfg = StudentConfig(frames=16, block_frames=4)
+    assert blocks_for_frames(cfg, 64) == 16 and blocks_for_frames(cfg, 8) == 2
+    with pytest.raises(ValueError, match="not a multiple of the student's 4-frame blocks"):
+        blocks_for_frames(cfg, 18)
+    with pytest.raises(ValueError, match="below one block"):
+        blocks_for_frames(cfg, 2)
+    with pytest.raises(ValueError, match="window must be 0"):
+        StudentConfig(frames=16, block_frames=4, window=6)
+    with pytest.raises(ValueError, match="window must be 0"):
+        StudentConfig(frames=16, block_frames=4, window=16)
+    with pytest.raises(ValueError, match="sink keeps the first block"):
+        StudentConfig(frames=16, block_frames=4, window=4, sink=True)
+    with pytest.raises(ValueError, match="cannot stream"):
+        blocks_for_frames(StudentConfig(frames=4, block_frames=4), 8)
+    with pytest.raises(ValueError, match="frames or n_blocks"):
+        generate(tiny_model(), PROMPTS, [0, 1], frames=24, n_blocks=2)
+
+
+def test_generate_streams_decoded_clips():
+    model = tiny_model()
+    clips = generate(model, PROMPTS, [0, 1], frames=20, amp=False, steps=2)
+    assert clips.shape == (2, 20, 3, 16, 16) and clips.abs().max() <= 1.0
