@@ -141,3 +141,83 @@ def test_generate_streams_decoded_clips():
     model = tiny_model()
     clips = generate(model, PROMPTS, [0, 1], frames=20, amp=False, steps=2)
     assert clips.shape == (2, 20, 3, 16, 16) and clips.abs().max() <= 1.0
+
+
+# ----- long-horizon evaluation -----
+
+def test_horizon_eval_scores_each_window_and_the_whole_clip():
+    """World clips of 4 s: two 2-second windows scored as clips of their own, and the real world
+    fitted to the whole track (the real world fits itself; the loose world does not)."""
+    from afd.eval.horizon import DRIFT_KEYS, horizon_evaluate
+    from afd.eval.score import evaluate
+    from afd.video.core import STUDENT, VideoFormat
+    from afd.world.sample import sample_world
+    from afd.world.splits import load_split
+
+    prompts = load_split("physics-eval")[:4] + load_split("general-eval")[:2]
+    fmt = VideoFormat(frames=32, height=32, width=32, fps=STUDENT.fps)
+    real = [c.video for c in sample_world(prompts, [0] * 6, "real", fmt)]
+    report, scores = horizon_evaluate(real, prompts)
+    h = report["horizon"]
+    assert h["seconds"] == 4 and len(h["windows"]) == 2 and set(h["drift"]) == set(DRIFT_KEYS)
+    assert all(len(v) == 2 for v in h["drift"].values())
+    # window 0 is exactly the 2-second eval of the clips' first 16 frames
+    short, _ = evaluate([type(v)(v.frames[:16], v.fps) for v in real], prompts)
+    assert report["groups"] == short["groups"] and len(scores) == 6
+    assert h["whole"]["physical_consistency"] > 95 and h["whole"]["ball_persistence"] == 100
+    loose = [c.video for c in sample_world(prompts, [0] * 6, "loose", fmt)]
+    assert horizon_evaluate(loose, prompts)[0]["horizon"]["whole"]["physical_consistency"] < 90
+
+
+def test_horizon_eval_errors_name_the_clip():
+    from afd.eval.horizon import horizon_evaluate
+    from afd.video.core import Video
+
+    clip = Video(torch.zeros(20, 3, 32, 32), 8.0)
+    with pytest.raises(ValueError, match="clip 0: 20 frames at 8 fps last 2.5 s, not a whole number"):
+        horizon_evaluate([clip], ["a small red ball falls on a black background"])
+
+
+def test_afd_eval_frames_cli(tmp_path, capsys):
+    import json
+
+    from afd.cli import main as cli_main
+
+    out = tmp_path / "world.json"
+    assert cli_main(["eval", "--world", "real", "--frames", "32", "--prompts-per-split", "2", "--per-prompt", "1",
+                     "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "drift per 2-second window" in printed and "| physical_consistency |" in printed
+    assert len(json.loads(out.read_text())["horizon"]["windows"]) == 2
+    for argv, msg in ((["--frames", "20"], "give a multiple of 16"),
+                      (["--frames", "32", "--defects"], "score 2-second clips"),
+                      (["--window", "8"], "the world simulates any length")):
+        assert cli_main(["eval", "--world", "real", *argv]) != 0
+        assert msg in capsys.readouterr().err
+
+
+def test_afd_sample_frames_errors(tmp_path, tiny_student, capsys):
+    from afd.cli import main as cli_main
+
+    for argv, msg in ((["--frames", "18"], "not a multiple of the student's 4-frame blocks"),
+                      (["--frames", "2"], "below one block"),
+                      (["--window", "6"], "window must be 0")):
+        assert cli_main(["sample", "--checkpoint", str(tiny_student), "--prompt", PROMPTS[0], "--out",
+                         str(tmp_path / "o"), *argv]) != 0
+        assert msg in capsys.readouterr().err
+    assert cli_main(["sample", "--checkpoint", str(tiny_student), "--prompt", PROMPTS[0], "--out",
+                     str(tmp_path / "o"), "--frames", "24", "--no-mp4"]) == 0
+    from afd.video.io import read_video
+
+    assert read_video(tmp_path / "o" / "clip00000.npz").frames.shape[0] == 24
+
+
+def test_stream_bench_reports_each_length(tiny_student):
+    from afd.bench.stream import report, run
+
+    r = run([32, 64], str(tiny_student), batch=2, repeats=1, threads=1)
+    assert set(r["by_frames"]) == {"32", "64"}
+    rows = r["by_frames"].values()
+    assert all(row["s_per_frame"] > 0 and row["peak_mb"] > 0 for row in rows)
+    assert len({row["cache_mb"] for row in rows}) == 1  # bounded by the window
+    assert "frames" in report(r)

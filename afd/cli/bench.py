@@ -13,7 +13,8 @@ def register(sub) -> None:
                    help="real: the teacher's physics; loose: the pretraining world")
     q.set_defaults(func=_world)
 
-    q = bs.add_parser("rollout", help="student rollout frames/s: KV cache vs recomputing the prefix, 1..N blocks")
+    q = bs.add_parser("rollout", help="student rollout frames/s: KV cache vs recomputing the prefix, 1..N blocks; "
+                                      "with --frames, streamed clips' s/frame and peak memory by length")
     q.add_argument("--checkpoint", default=None,
                    help="student directory (default: a randomly initialised default-size student; "
                         "timing does not depend on the weights)")
@@ -22,6 +23,10 @@ def register(sub) -> None:
     q.add_argument("--steps", type=int, default=4, help="denoising steps per block")
     q.add_argument("--repeats", type=int, default=3, help="timed runs per point (the median is reported)")
     q.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    q.add_argument("--frames", default=None, metavar="N,N,...",
+                   help="instead: stream clips of these lengths (e.g. 16,64,256; whole blocks) and report s/frame "
+                        "and peak memory of each, one fresh process per length (docs/long-videos.md)")
+    q.add_argument("--device", default="cpu", help="with --frames: cpu or cuda")
     q.set_defaults(func=_rollout)
 
     q = bs.add_parser("train-step", help="pretraining ms/step and MFU against a measured bf16 matmul peak")
@@ -49,6 +54,18 @@ def _world(args) -> int:
 
 
 def _rollout(args) -> int:
+    if args.frames:
+        from afd.bench.stream import main as stream_main
+        from afd.cli import CLIError
+
+        try:
+            lengths = [int(x) for x in args.frames.split(",")]
+        except ValueError:
+            raise CLIError(f"--frames: expected comma-separated frame counts like 16,64,256, "
+                           f"got {args.frames!r}") from None
+        if min(lengths) < 1:
+            raise CLIError(f"--frames: lengths must be >= 1, got {args.frames}")
+        return stream_main(args)
     from afd.bench.rollout import main
 
     return main(args)
