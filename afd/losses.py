@@ -15,9 +15,11 @@ from afd.text.encoder import TextEncoding
 
 
 def block_timesteps(B: int, cfg, generator: torch.Generator, shift: float = 1.0,
-                    t_min: float = 0.02) -> torch.Tensor:
-    """An independent noise level per block, repeated over its frames: (B, T) in [t_min, 1]."""
-    u = dist.rank_rows(lambda n: torch.rand(n, cfg.n_blocks, generator=generator), B)
+                    t_min: float = 0.02, n_blocks: int | None = None) -> torch.Tensor:
+    """An independent noise level per block, repeated over its frames: (B, T) in [t_min, 1],
+    T = ``n_blocks`` (default: the config's) blocks of ``cfg.block_frames`` frames."""
+    K = n_blocks or cfg.n_blocks
+    u = dist.rank_rows(lambda n: torch.rand(n, K, generator=generator), B)
     t = t_min + (1 - t_min) * shift_t(u, shift)
     return t.repeat_interleave(cfg.block_frames, dim=1)
 
@@ -32,7 +34,7 @@ def forward_noise(x0: torch.Tensor, cfg, generator: torch.Generator, shift: floa
     n = x0.shape[0] if noise_index is None else int(noise_index.max()) + 1
     pick = (lambda z: z) if noise_index is None else (lambda z: z[noise_index.cpu()])  # noqa: E731
     if t is None:
-        t = pick(block_timesteps(n, cfg, generator, shift))
+        t = pick(block_timesteps(n, cfg, generator, shift, n_blocks=x0.shape[1] // cfg.block_frames))
     t = t.to(x0.device)
     eps = pick(dist.rank_rows(lambda m: torch.randn((m, *x0.shape[1:]), generator=generator), n)).to(x0.device)
     return t, eps, add_noise(x0, eps, t)

@@ -3,6 +3,7 @@ cache against recomputation, bounded cache memory, the noise of long clips, and 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,3 +222,109 @@ def test_stream_bench_reports_each_length(tiny_student):
     assert all(row["s_per_frame"] > 0 and row["peak_mb"] > 0 for row in rows)
     assert len({row["cache_mb"] for row in rows}) == 1  # bounded by the window
     assert "frames" in report(r)
+
+
+# ----- training on streamed rollouts -----
+
+@pytest.mark.parametrize("block_frames,kw", [(4, {}), (4, {"sink": True}), (1, {"window": 6})])
+def test_forward_train_of_a_long_clip_sees_what_the_rollout_showed(text, block_frames, kw):
+    """Noised block k of a 36-frame clip is predicted from the clean window the rollout gave it
+    (``context_blocks``), re-indexed, exactly as a cache-free pass over that window."""
+    model = tiny_model(block_frames, **kw)
+    F, T = block_frames, 36
+    g = torch.Generator().manual_seed(5)
+    x_clean = torch.randn((2, T, 3, 16, 16), generator=g)
+    x_noised = torch.randn((2, T, 3, 16, 16), generator=g)
+    t = torch.rand((2, T // F), generator=g).repeat_interleave(F, dim=1)
+    with torch.no_grad():
+        train = model.forward_train(x_clean, x_noised, t, text)
+        for k in range(T // F):
+            ctx = context_blocks(k, model.config)
+            prefix = torch.cat([x_clean[:, j * F:(j + 1) * F] for j in ctx], dim=1) if ctx else None
+            s = slice(k * F, (k + 1) * F)
+            alone = model.forward_with_prefix(prefix, x_noised[:, s], t[:, s], text)
+            torch.testing.assert_close(train[:, s], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_the_nft_update_trains_on_a_streamed_rollout(text):
+    """AFD's objective on 36-frame rollouts of a 12-frame student: levels, guidance and noise
+    sized by the clip, a finite loss with gradient."""
+    from afd.methods.afd_config import AFDMethodConfig
+    from afd.methods.nft import nft_student_loss
+
+    model = tiny_model()
+    model.train()
+    noise = rollout_noise(PROMPTS, [0, 1], model, 3, 9)
+    with torch.no_grad():
+        x0 = rollout(model, text, noise, step_levels(3, 2.0), n_blocks=9, amp=False)
+    out = nft_student_loss(model, model, model, x0, text, torch.tensor([0.9, 0.1]), torch.Generator().manual_seed(0),
+                           AFDMethodConfig())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.patch_out.weight.grad.abs().sum() > 0
+
+
+# ----- a teacher shorter than the student -----
+
+def test_windowed_d_sampling_draws_only_valid_windows():
+    from afd.train.disc_phase import crop_windows, window_starts
+
+    clips = torch.arange(64, dtype=torch.float32).view(1, 64, 1, 1, 1).repeat(200, 1, 1, 1, 1)
+    windows = crop_windows(clips, 16, torch.Generator().manual_seed(0))
+    starts = windows[:, 0, 0, 0, 0].long()
+    assert windows.shape == (200, 16, 1, 1, 1)
+    # consecutive frames, never past the clip, and every valid start reachable
+    assert torch.equal(windows[..., 0, 0, 0] - starts[:, None], torch.arange(16).expand(200, 16).float())
+    assert int(starts.min()) >= 0 and int(starts.max()) <= 48 and len(set(starts.tolist())) > 30
+    assert window_starts(64, 16) == [0, 16, 32, 48] and window_starts(40, 16) == [0, 12, 24]
+    assert window_starts(16, 16) == [0]
+    with pytest.raises(ValueError, match="does not fit"):
+        crop_windows(clips[:, :8], 16, torch.Generator())
+
+
+def test_windowed_scores_average_the_windows():
+    from afd.train.disc_phase import windowed_logits
+
+    class FirstFrameMean(torch.nn.Module):
+        def forward(self, clips, text):
+            return clips[:, 0].flatten(1).mean(1)
+
+    clips = torch.arange(32, dtype=torch.float32).view(1, 32, 1, 1, 1)
+    assert float(windowed_logits(FirstFrameMean(), clips, None, 16)) == 8.0  # windows at 0 and 16
+
+
+@pytest.mark.parametrize("method", ["afd", "oracle"])
+def test_training_on_rollouts_longer_than_the_teacher(tiny_state_student, tmp_path, method, monkeypatch):
+    """A 16-frame teacher and 32-frame on-policy rollouts: D sees windows, the update and the
+    oracle's exact weights take the whole streamed rollout, the teacher is paid as before."""
+    import json
+
+    import afd.train.loop as loop
+    from afd.config import load_config
+    from afd.train.config import AdaptConfig
+    from afd.train.loop import train
+    from train_util import tiny_args
+
+    lengths = []
+
+    def spy(*args, **kw):
+        out = rollout(*args, **kw)
+        lengths.append((out[0] if isinstance(out, tuple) else out).shape[1])
+        return out
+
+    monkeypatch.setattr(loop, "rollout", spy)
+    paid = {}
+    for frames in (32, None):
+        run = tmp_path / f"run{frames}"
+        extra = [f"train.frames={frames}"] if frames else []
+        args = tiny_args(tiny_state_student, run, tmp_path / f"cache{frames}", "train.steps=2", *extra,
+                         f"train.method={method}", "eval.before=false", "eval.every=0")
+        train(load_config(AdaptConfig, None, args), progress=False)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) >= 2 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+        paid[frames] = rows[-1]["teacher_calls_paid"]
+        assert set(lengths) == {frames or 16}
+        lengths.clear()
+    assert paid[32] == paid[None]  # the teacher's budget does not see the rollouts' length
+    with pytest.raises(ValueError, match="train.frames: frames 18 is not a multiple"):
+        train(load_config(AdaptConfig, None, tiny_args(tiny_state_student, tmp_path / "r2", tmp_path / "cache",
+                                                       "train.steps=1", "train.frames=18")), progress=False)

@@ -8,12 +8,14 @@ each (``afd.train.fidelity``), and the oracle method trains on the first.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from afd.eval.score import physical_consistency, to_eval_format
+from afd.eval.score import EVAL_FORMAT, physical_consistency
 from afd.eval.tracker import track
-from afd.video.core import STUDENT, Video
+from afd.video.core import STUDENT, Video, resample
 from afd.world.grammar import parse_prompt
 
 CUES = ("visible", "single_object", "steady_size", "steady_motion")
@@ -30,10 +32,14 @@ def rollout_measures(clips: torch.Tensor, prompts: list[str], fps: float = STUDE
     of the centroid's third difference in px/frame^3, <= 0: ballistic flight and rolling have
     none, a bounce adds one or two large values the median ignores, and a track that jumps
     between frames - e.g. at a student's block boundaries - has many). ``fps``: the clips' rate
-    (the built-in students' 8 by default); they are resampled by timestamp to the eval format."""
+    (the built-in students' 8 by default); they are resampled by timestamp to the eval format's
+    size and rate, keeping their duration: a streamed clip longer than 2 s is measured whole
+    (one physics fit over all its frames)."""
     if clips.shape[0] != len(prompts):
         raise ValueError(f"{clips.shape[0]} clips but {len(prompts)} prompts")
-    tracks = [track(to_eval_format(Video(c.float().clamp(-1, 1), fps))) for c in clips]
+    n = int(round(clips.shape[1] / fps * EVAL_FORMAT.fps)) if len(clips) else EVAL_FORMAT.frames
+    fmt = EVAL_FORMAT if n <= EVAL_FORMAT.frames else replace(EVAL_FORMAT, frames=n)
+    tracks = [track(resample(Video(c.float().clamp(-1, 1), fps), fmt)) for c in clips]
     pc, _ = physical_consistency(tracks, [parse_prompt(p) for p in prompts])
     steady = []
     for t in tracks:

@@ -19,30 +19,32 @@ from afd.student.sample import guidance_kwargs
 from afd.text.encoder import TextEncoding
 
 
-def sampler_level_picks(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
+def sampler_level_picks(B: int, cfg, generator: torch.Generator, n_blocks: int | None = None) -> torch.Tensor:
     """Which of its sampler levels each block of each clip takes in each of n copies: (n, B, K)
     long, n = the number of levels of a block after the first. Copy j puts block k of clip b at
     index ``perm_bk[j]`` of that block's level list (block 0: ``first_levels``), ``perm_bk`` a
     random permutation, so the n copies visit every level of every block once (block 0's longer
-    list, if any, is subsampled)."""
+    list, if any, is subsampled). K = ``n_blocks`` (default: the config's; more for a streamed
+    clip)."""
     first, levels = cfg.sampler_levels()
     n = len(levels)
-    picks = torch.empty(n, B, cfg.n_blocks, dtype=torch.long)
-    for k in range(cfg.n_blocks):
+    K = n_blocks or cfg.n_blocks
+    picks = torch.empty(n, B, K, dtype=torch.long)
+    for k in range(K):
         m = len(first if k == 0 else levels)
         perm = dist.rank_rows(lambda r: torch.rand(r, m, generator=generator), B).argsort(dim=1)[:, :n]  # (B, n)
         picks[:, :, k] = perm.T
     return picks
 
 
-def sampler_timesteps(B: int, cfg, generator: torch.Generator) -> torch.Tensor:
+def sampler_timesteps(B: int, cfg, generator: torch.Generator, n_blocks: int | None = None) -> torch.Tensor:
     """Training levels taken from the student's own sampler (the DiffusionNFT reference trains on
     the sampler's levels, not on U[0, 1]): (n, B, T), block k of clip b in copy j at its level
     ``sampler_level_picks`` chose."""
     first, levels = cfg.sampler_levels()
-    picks = sampler_level_picks(B, cfg, generator)
+    picks = sampler_level_picks(B, cfg, generator, n_blocks)
     t = torch.empty(picks.shape, dtype=torch.float32)
-    for k in range(cfg.n_blocks):
+    for k in range(picks.shape[2]):
         t[:, :, k] = torch.tensor(first if k == 0 else levels, dtype=torch.float32)[picks[:, :, k]]
     return t.repeat_interleave(cfg.block_frames, dim=2)
 
@@ -146,13 +148,14 @@ def prior_loss(v_theta: torch.Tensor, v_ref: torch.Tensor, w: torch.Tensor) -> t
     return (w.detach().to(per.dtype) * per).mean()
 
 
-def sampler_guidance(model, n: int) -> Guidance | None:
-    """The guidance the model's sampler applies to n clips, as per-frame scales (None: unguided)."""
+def sampler_guidance(model, n: int, frames: int | None = None) -> Guidance | None:
+    """The guidance the model's sampler applies to n clips of ``frames`` frames (default: the
+    config's), as per-frame scales (None: unguided)."""
     kw = guidance_kwargs(model, n)
     if kw["null_text"] is None:
         return None
     cfg = model.config
-    scale = torch.full((n, cfg.frames), kw["guidance"], device=device_of(model))
+    scale = torch.full((n, frames or cfg.frames), kw["guidance"], device=device_of(model))
     scale[:, :cfg.block_frames] = kw["first_guidance"]
     return Guidance(kw["null_text"], scale)
 
@@ -225,12 +228,13 @@ def nft_student_loss(model: StudentModel, old_model: StudentModel, ref_model: St
     if t is None and cfg.timesteps == "sampler":
         # Every rollout once at each of the sampler's levels, all copies in one batch.
         n_draws = int(draw.max()) + 1
-        levels = sampler_timesteps(n_draws, model.config, generator)[:, draw.cpu()]  # (n, B, T)
+        n_blocks = x0.shape[1] // model.config.block_frames
+        levels = sampler_timesteps(n_draws, model.config, generator, n_blocks)[:, draw.cpu()]  # (n, B, T)
         n = levels.shape[0]
         x0, w, t = x0.repeat(n, 1, 1, 1, 1), w.repeat(n), levels.flatten(0, 1)
         text = text.index(torch.arange(len(text)).repeat(n))
         draw = torch.cat([draw + j * n_draws for j in range(n)])
-    guidance = sampler_guidance(model, x0.shape[0]) if cfg.guidance == "sampler" else None
+    guidance = sampler_guidance(model, x0.shape[0], x0.shape[1]) if cfg.guidance == "sampler" else None
     nft_scale = cfg.advantage.a_max / cfg.beta if cfg.loss_scale == "reference" else 1.0
     # The frames L_NFT covers.
     span = slice(first_frame, model.config.block_frames if cfg.nft_blocks == "first" else x0.shape[1])

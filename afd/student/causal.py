@@ -79,6 +79,11 @@ class BlockCausalModel:
         """
         B, T = x_clean.shape[:2]
         self._check_input(x_noised, text)
+        if T > self.config.frames:
+            if return_features:
+                raise ValueError(f"features of a {T}-frame clip: the feature view covers at most the model's "
+                                 f"{self.config.frames} frames")
+            return self._forward_train_streamed(x_clean, x_noised, t, text)
         x = torch.cat([x_clean, x_noised], dim=1)
         tt = torch.cat([torch.zeros_like(t), t], dim=1)
         frames = torch.arange(T, device=x.device).repeat(2)
@@ -91,6 +96,34 @@ class BlockCausalModel:
             return out[:, T:].clone(), feats[:, feats.shape[1] // 2:].clone()
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, T:].clone()
+
+    def _forward_train_streamed(self, x_clean: torch.Tensor, x_noised: torch.Tensor, t: torch.Tensor,
+                                text: TextEncoding) -> torch.Tensor:
+        """``forward_train`` of a clip longer than the model (a streamed rollout): what each block
+        saw when the rollout made it (``afd.student.rollout.context_blocks``). The blocks whose
+        context is every earlier block take the one-pass view; each later block is a cache-free
+        pass over its window's clean frames, re-indexed, then its noised frames, all such blocks
+        stacked in one batch."""
+        from afd.student.rollout import context_blocks
+
+        cfg = self.config
+        F_, T = cfg.block_frames, x_clean.shape[1]
+        if T % F_:
+            raise ValueError(f"a {T}-frame clip is not a whole number of {F_}-frame blocks")
+        K = T // F_
+        head = next(k for k in range(K + 1) if k == K or context_blocks(k, cfg) != list(range(k)))
+        out = [self.forward_train(x_clean[:, :head * F_], x_noised[:, :head * F_], t[:, :head * F_], text)]
+        tail = list(range(head, K))
+        if tail:
+            B = x_clean.shape[0]
+            blocks = x_clean.unflatten(1, (K, F_))
+            prefix = torch.cat([blocks[:, context_blocks(k, cfg)].flatten(1, 2) for k in tail])
+            noised = torch.cat([x_noised[:, k * F_:(k + 1) * F_] for k in tail])
+            tt = torch.cat([t[:, k * F_:(k + 1) * F_] for k in tail])
+            rows = text.index(torch.arange(B).repeat(len(tail)))
+            pred = self.forward_with_prefix(prefix, noised, tt, rows)  # (len(tail) * B, F, ...)
+            out.append(pred.unflatten(0, (len(tail), B)).transpose(0, 1).flatten(1, 2))
+        return torch.cat(out, dim=1)
 
     def forward_noised_context(self, x_noised: torch.Tensor, t: torch.Tensor, text: TextEncoding) -> torch.Tensor:
         """Astrolabe's training view of a whole noised clip: block k attends to the *noised*

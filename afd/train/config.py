@@ -45,6 +45,11 @@ class LoopConfig:
     pool_size: int | None = None
     prompts: int = 8  # P prompts per iteration (global, split over ranks)
     rollouts: int = 4  # G rollouts per prompt (the per-prompt baseline needs G >= 2)
+    # Frames of each on-policy rollout (None: the student's own length). Longer rollouts stream
+    # with the student's rolling window, the discriminator compares random teacher-length windows
+    # of them with the teacher's clips, and the update trains on the whole rollout
+    # (docs/long-videos.md). Teacher clips and the budget are unchanged.
+    frames: int | None = None
     student_steps: int = 1  # n_S optimizer steps per iteration on the same collected batch
     lr: float = 2e-5
     betas: tuple[float, float] = (0.9, 0.999)
@@ -75,6 +80,8 @@ class LoopConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.student_steps < 0:
             raise ValueError(f"student_steps must be >= 0, got {self.student_steps}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"frames must be >= 1 or null (the student's length), got {self.frames}")
         if not 0 <= self.old_decay < 1:
             raise ValueError(f"old_decay must be in [0, 1), got {self.old_decay}")
         if self.old_decay_ramp < 0:

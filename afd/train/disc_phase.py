@@ -176,18 +176,50 @@ def train_discriminator(disc, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, 
     return {"d_loss": sum(losses) / len(losses), "d_acc_train": acc, "d_grad_norm": gn, "d_r1": r1}
 
 
+def crop_windows(clips: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """One random window of ``length`` consecutive frames from each clip (N, T, ...), T >= length:
+    (N, length, ...). Each start is uniform over the T - length + 1 valid ones, so a window never
+    runs past the clip (a teacher-length view of a longer rollout for D)."""
+    N, T = clips.shape[:2]
+    if not 1 <= length <= T:
+        raise ValueError(f"a window of {length} frames does not fit clips of {T}")
+    starts = dist.rank_rows(lambda n: torch.randint(0, T - length + 1, (n,), generator=generator), N)
+    idx = starts[:, None] + torch.arange(length)
+    return clips[torch.arange(N)[:, None], idx.to(clips.device)]
+
+
+def window_starts(T: int, length: int) -> list[int]:
+    """Starts of the fewest teacher-length windows that cover a T-frame clip, evenly spread from
+    the first frame to the last (non-overlapping when ``length`` divides T)."""
+    if not 1 <= length <= T:
+        raise ValueError(f"a window of {length} frames does not fit clips of {T}")
+    n = -(-T // length)
+    return [round(i * (T - length) / (n - 1)) for i in range(n)] if n > 1 else [0]
+
+
+def windowed_logits(disc, clips: torch.Tensor, text: TextEncoding, length: int) -> torch.Tensor:
+    """D's logit of clips (N, T, ...) longer than what it compares: the mean of its logits over
+    ``window_starts`` windows, (N,)."""
+    starts = window_starts(clips.shape[1], length)
+    return torch.stack([disc(clips[:, s:s + length], text).float() for s in starts]).mean(0)
+
+
 @torch.no_grad()
 def score_pairs(disc, cfg: DiscTrainConfig, teacher: torch.Tensor, student: torch.Tensor, text: TextEncoding,
                 amp: AmpSetting = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """D's logits in eval mode (no instance noise, no augmentation): (P,) teacher, (P * G,) rollouts,
     plus the loss, pairwise accuracy, r_phi = mean sigmoid(D(rollout) - D(teacher)) on them and
     its spread: ``r_phi_p10`` / ``r_phi_p90`` (quantiles over pairs) and ``r_phi_sat`` (the share
-    of pairs below ``SATURATED``, where BT's gradient has all but vanished)."""
+    of pairs below ``SATURATED``, where BT's gradient has all but vanished). Rollouts longer
+    than the teacher's clips are scored by ``windowed_logits``."""
     G = rollouts_per_prompt(teacher.shape[0], student.shape[0])
     disc.eval()
     with autocast(disc, amp):
         d_t = disc(teacher, text).float()
-        d_s = disc(student, per_rollout(text, G)).float()
+        if student.shape[1] > teacher.shape[1]:
+            d_s = windowed_logits(disc, student, per_rollout(text, G), teacher.shape[1])
+        else:
+            d_s = disc(student, per_rollout(text, G)).float()
     pair = torch.sigmoid(d_s - d_t.repeat_interleave(G))
     q10, q90 = torch.quantile(pair.double(), torch.tensor([0.1, 0.9], dtype=torch.float64, device=pair.device))
     stats = {"d_loss_eval": float(_loss_fn(cfg)(d_t, d_s)), "d_acc": float(pairwise_accuracy(d_t, d_s)),

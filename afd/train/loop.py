@@ -33,18 +33,18 @@ from afd.methods.base import Batch
 from afd.prompts import load_prompt_pool, subset_pool
 from afd.rollout_groups import group_ids, per_rollout
 from afd.student.rollout import SamplerRecord, rollout, rollout_noise
-from afd.student.sample import guidance_kwargs
+from afd.student.sample import blocks_for_frames, guidance_kwargs
 from afd.teacher import TeacherBudgetExceeded
 from afd.train.build import build_run, load_base
 from afd.train.callbacks import make_callbacks
 from afd.train.checkpoint import load_checkpoint, save_checkpoint
 from afd.train.config import AdaptConfig, public_config
-from afd.train.disc_phase import ReplayBuffer, rerender_pair, score_pairs, train_discriminator
+from afd.train.disc_phase import ReplayBuffer, crop_windows, rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
 from afd.train.judge import make_judge
 from afd.train.logger import RunLogger, truncate_jsonl
 from afd.train.parallel import full_optimizer_state, full_state_dict
-from afd.train.plan import CRITIC, DISC, GLOBAL, RERENDER, STUDENT_STEP, Plan, generator, seed_of
+from afd.train.plan import CRITIC, DISC, DISC_WINDOW, GLOBAL, RERENDER, STUDENT_STEP, Plan, generator, seed_of
 from afd.train.resume import resumed_config
 from afd.train.teacher_clips import TeacherClips
 
@@ -96,6 +96,13 @@ class Trainer:
         self.teacher = TeacherClips(cfg.teacher, self.pool, self.fmt)
         self.encoder = parts.student.text
         self.first_levels, self.levels = self.models.student.config.sampler_levels()
+        # Blocks of each on-policy rollout: the student's own, or train.frames streamed.
+        frames = cfg.train.frames
+        try:
+            self.rollout_blocks = (blocks_for_frames(self.models.student.config, frames) if frames is not None
+                                   else self.models.student.config.n_blocks)
+        except ValueError as e:
+            raise ValueError(f"train.frames: {e}") from None
 
         self.step = 0
         self.warmup_done = cfg.disc.warmup_iters == 0
@@ -241,9 +248,10 @@ class Trainer:
             trunk = rollout(old, self.encoder.encode(prompts), trunk_noise, self.levels, n_blocks=branch_block,
                             **sampler, **guidance_kwargs(old, len(prompts)))
             prefix = per_rollout(trunk, G)
-        noise = rollout_noise(flat_p, flat_s, old, n_levels)
-        out = rollout(old, self.encoder.encode(flat_p), noise, self.levels, prefix=prefix, record=record, **sampler,
-                      **guidance_kwargs(old, len(flat_p)))
+        K = self.rollout_blocks
+        noise = rollout_noise(flat_p, flat_s, old, n_levels, K)
+        out = rollout(old, self.encoder.encode(flat_p), noise, self.levels, prefix=prefix, record=record, n_blocks=K,
+                      **sampler, **guidance_kwargs(old, len(flat_p)))
         x0, rec = out if record else (out, None)
         return x0.detach(), self.models.codec.decode(x0).detach(), rec
 
@@ -251,7 +259,10 @@ class Trainer:
         cfg, m = self.cfg, self.models
         teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text,
                                           cfg.disc.rerender_t, generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
-        stats = train_discriminator(m.disc, self.opt_d, cfg.disc, teacher, rollouts, batch.prompts, batch.text,
+        # Rollouts longer than the teacher's clips: D compares a random teacher-length window of each.
+        windows = (crop_windows(rollouts, teacher.shape[1], generator(cfg.train.seed, it, DISC_WINDOW))
+                   if rollouts.shape[1] > teacher.shape[1] else rollouts)
+        stats = train_discriminator(m.disc, self.opt_d, cfg.disc, teacher, windows, batch.prompts, batch.text,
                                     generator(cfg.train.seed, it, DISC), replay=self.replay)
         if self.disc_ema is not None:
             ema_update(self.disc_ema, m.disc, cfg.disc.ema)

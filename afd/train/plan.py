@@ -14,7 +14,7 @@ import torch
 from afd import dist
 
 # Streams of per-iteration randomness.
-PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC, RERENDER, BRANCH = 0, 1, 2, 3, 4, 5, 6
+PLAN, DISC, STUDENT_STEP, GLOBAL, CRITIC, RERENDER, BRANCH, DISC_WINDOW = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 def seed_of(*parts: int) -> int:
