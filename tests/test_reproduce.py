@@ -461,3 +461,47 @@ def test_verdicts_only_redecides_a_report_from_its_results(tmp_path):
     (md.parent / "report.md").write_text("# no verdict sections\n")
     with pytest.raises(ValueError, match="no '## Against the base'"):
         rewrite_verdicts(cfg)
+
+
+def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
+    """eval_frames: a streamed eval of every world row, base and main-grid run (right after it),
+    collected under ``long``, printed as a table, and the exposure-bias claim decided
+    on whole-clip PC against the noise."""
+    cfg = smoke_cfg(tmp_path, "methods=[base,sft,afd,oracle]", "eval_frames=[32]", "sweeps.sft_steps=[]",
+                    "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+    jobs = plan_jobs(cfg)
+    long = [j for j in jobs if j.kind == "long"]
+    assert {j.id for j in long} == {"teacher-f32", "loose-f32", "base-chunk-f32", "sft-chunk-s0-f32",
+                                    "sft-chunk-s1-f32", "afd-chunk-s0-f32", "afd-chunk-s1-f32",
+                                    "oracle-chunk-s0-f32", "oracle-chunk-s1-f32"}
+    order = [j.id for j in jobs]
+    assert all(order.index(j.id) == order.index(j.id.removesuffix("-f32")) + 1 for j in long)  # right after it
+    afd0 = next(j for j in long if j.id == "afd-chunk-s0-f32")
+    assert afd0.argv[:5] == ("eval", "--checkpoint", str(Path(cfg.work_dir) / "afd-chunk-s0" / "student"),
+                             "--frames", "32")
+    _fabricate(cfg, jobs)
+    whole = {"afd": 60.0, "oracle": 31.0, "sft": 30.0, "base": 20.0}
+    for j in long:
+        pc = {"teacher-f32": 98.0, "loose-f32": 40.0}.get(j.id, whole.get(j.method, 0.0) + (j.seed or 0))
+        ev = _fake_eval(pc, 60.0)
+        ev["horizon"] = {"seconds": 4, "window_s": 2, "windows": [{}, {}],
+                         "drift": {"physical_consistency": [pc, pc - 5], "gravity_error": [0.1, None],
+                                   "free_flight": [100.0, 50.0], "ball_persistence": [100.0, 100.0],
+                                   "general_total": [90.0, 80.0]},
+                         "whole": {"physical_consistency": pc, "physical_consistency_se": 1.0}}
+        (j.dir(cfg.work_dir) / EVAL_FILE).write_text(json.dumps(ev))
+    res = collect(cfg, jobs)
+    runs = res["long"]["32"]["runs"]
+    assert {(r["method"], r["seed"]) for r in runs} >= {("base", 0), ("base", 1), ("afd", 0), ("afd", 1)}
+    assert res["long"]["32"]["teacher"]["horizon"]["whole"]["physical_consistency"] == 98.0
+    text = write_report(cfg, jobs).read_text()
+    assert "## Long horizon: 32 frames (4 s)" in text and "| chunk / afd (n=2) | " in text
+    verdicts = {c["claim"]: c["verdict"] for c in json.loads((tmp_path / "report" / "results.json").read_text())
+                ["verdicts"]["claims"] if c["claim"].startswith("Exposure bias")}
+    assert verdicts == {
+        "Exposure bias (chunk, 32 frames): afd holds physics over the long horizon better than sft (whole-clip PC)":
+            "holds",
+        "Exposure bias (chunk, 32 frames): oracle holds physics over the long horizon better than sft "
+        "(whole-clip PC)": "does not hold"}
+    with pytest.raises(ValueError, match="eval_frames"):
+        smoke_cfg(tmp_path, "eval_frames=[20]")

@@ -104,7 +104,8 @@ def horizon_evaluate(videos: list[Video], prompts: list[str],
 
 def whole_clip(videos: list[Video], attrs) -> dict:
     """Measures over each whole clip at the evaluation format's size and rate: the real world
-    fitted to the whole track of each physics clip (physical consistency, 0-100) and the share
+    fitted to the whole track of each physics clip (physical consistency, 0-100, with its standard
+    error over clips, ``physical_consistency_se``) and the share
     of frames showing the one object (physics clips: ``ball_persistence``; general clips:
     ``persistence``), each a mean over clips (None without clips of that group)."""
     size = EVAL_FORMAT.height
@@ -112,13 +113,16 @@ def whole_clip(videos: list[Video], attrs) -> dict:
     tracks = [track(resample(v, fmt)) for v in videos]
     phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
     genr = [i for i, a in enumerate(attrs) if a.domain == "general"]
-    out = {"physical_consistency": None, "ball_persistence": None, "persistence": None}
+    out = {"physical_consistency": None, "physical_consistency_se": None, "ball_persistence": None,
+           "persistence": None}
     if phys:
         obs = np.stack([np.stack([tracks[i].cx, tracks[i].cy], -1) for i in phys]) / size
         valid = np.stack([tracks[i].found for i in phys])
         radius = np.array([object_radius(attrs[i]) for i in phys])
         rmse, _ = fit_rmse(obs, valid, radius, EVAL_FORMAT.fps, size)
-        out["physical_consistency"] = float(np.mean(100.0 * np.exp(-rmse / PC_SCALE_PX)))
+        pc = 100.0 * np.exp(-rmse / PC_SCALE_PX)
+        out["physical_consistency"] = float(np.mean(pc))
+        out["physical_consistency_se"] = float(pc.std(ddof=1) / np.sqrt(len(pc))) if len(pc) > 1 else None
         out["ball_persistence"] = float(np.mean([100 * gen.persistence(tracks[i], attrs[i], size) for i in phys]))
     if genr:
         out["persistence"] = float(np.mean([100 * gen.persistence(tracks[i], attrs[i], size) for i in genr]))
@@ -135,5 +139,5 @@ def format_drift(report: dict) -> str:
     for key, values in h["drift"].items():
         lines.append(f"| {key} | " + " | ".join("-" if v is None else f"{v:.3f}" if key == "gravity_error"
                                                  else f"{v:.1f}" for v in values) + " |")
-    whole = ", ".join(f"{k} {v:.1f}" for k, v in h["whole"].items() if v is not None)
+    whole = ", ".join(f"{k} {v:.1f}" for k, v in h["whole"].items() if v is not None and not k.endswith("_se"))
     return "\n".join(lines) + f"\nwhole clip ({h['seconds']:g} s): {whole}"

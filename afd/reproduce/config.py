@@ -84,6 +84,11 @@ class ReproduceConfig:
     # Every eval's splits (base, world rows, trained runs). A tuning sweep (configs/reproduce/
     # baseline-lr.yaml) sets [physics-val, general-val], so its choice never reads the eval splits.
     eval_splits: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SPLITS))
+    # Longer evals (frames, multiples of 16 past 16): the world rows, every base and every main-grid
+    # run are also sampled at each length, streamed, and scored per 2-second window and whole
+    # (docs/long-videos.md). The report gets a long-horizon table, drift curves and the claim
+    # that on-policy training holds physics over the long horizon better than SFT.
+    eval_frames: list[int] = field(default_factory=list)
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
     # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).
@@ -138,6 +143,10 @@ class ReproduceConfig:
         if self.sweeps.family not in self.families:
             raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families "
                              f"({', '.join(self.families)})")
+        bad = [n for n in self.eval_frames if n <= 16 or n % 16]
+        if bad:
+            raise ValueError(f"eval_frames: {bad} - each length must be a multiple of 16 frames past 16 "
+                             f"(2-second windows of the judge)")
         if any(k < 1 for k in self.sweeps.budget_clips + self.sweeps.sft_steps + self.sweeps.budget_prompts):
             raise ValueError("sweeps.budget_clips, sweeps.budget_prompts and sweeps.sft_steps must be >= 1")
 

@@ -36,7 +36,7 @@ class JobFailed(RuntimeError):
 @dataclass(frozen=True)
 class Job:
     id: str  # directory name under work_dir
-    kind: str  # "world" | "base" | "train"
+    kind: str  # "world" | "base" | "train" | "long" (a longer eval of another job's student or world)
     argv: tuple[str, ...]  # the ``afd`` command line (without "afd")
     method: str | None = None
     family: str | None = None
@@ -226,6 +226,21 @@ class JobPlanner:
         return self._add(Job(jid, "train", argv, method=method, family=family, seed=seed, overrides=extra_c,
                              config=resolved, student=weights_digest(self.cfg.families[family])), tag)
 
+    def long_eval(self, of: Job, frames: int) -> Job:
+        """``of`` (a world row, a base or a trained run) sampled at ``frames`` frames and scored
+        per window (``afd eval --frames``); job id ``<of>-f<frames>``, run right after ``of``."""
+        jid = f"{of.id}-f{frames}"
+        if of.kind == "world":
+            source: tuple[str, ...] = ("--world", of.argv[2])
+        elif of.kind == "base":
+            source = ("--checkpoint", self.cfg.families[of.family])
+        else:
+            source = ("--checkpoint", str(of.dir(self.cfg.work_dir) / "student"))
+        argv = ("eval", *source, "--frames", str(frames), *_eval_args(self.cfg), "--no-progress", "--json",
+                str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
+        return self._add(Job(jid, "long", argv, method=of.method, family=of.family, seed=of.seed,
+                             overrides=(f"frames={frames}",)), f"long:{of.id}")
+
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps
         self.world("real")
@@ -241,7 +256,15 @@ class JobPlanner:
                     if seed in c.seeds_of(m) and c.runs_on(m, fam):
                         self.train(m, fam, seed)
         self._sweeps(s)
-        return list(self.jobs.values())
+        planned = list(self.jobs.values())
+        # Each source's longer evals right after it: a partial reproduction has them for every
+        # finished run.
+        ordered = []
+        for job in planned:
+            ordered.append(job)
+            if job.kind in ("world", "base") or (job.kind == "train" and "main" in job.tags):
+                ordered += [self.long_eval(job, frames) for frames in c.eval_frames]
+        return ordered
 
     def _sweeps(self, s) -> None:
         # The main runs' step count is a point of the SFT curve too (same job, run once).

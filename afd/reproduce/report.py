@@ -14,6 +14,7 @@ from afd.config import config_to_dict
 from afd.reproduce import claims
 from afd.reproduce.config import REFERENCE_METHODS, ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
+from afd.reproduce.long import collect_long, long_markdown
 from afd.world.splits import load_split
 
 # Table 1 analog: (group, key, header, higher is better)
@@ -174,14 +175,16 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
     res["sweeps"]["eta_d"].sort(key=lambda r: float(r["eta_d"]))
     for j in by_tag.get("sweep:budget", []):
         if j.id in done:
-            cfg = run_config(j, work)
+            run_cfg = run_config(j, work)
             budget, paid = teacher_clips(j, work), paid_clips(j.dir(work))
             if paid is not None and paid > budget:
                 raise ValueError(f"{j.dir(work)}: paid for {paid} teacher clips, over its budget of {budget}")
-            res["sweeps"]["budget"].append({"method": j.method, "prompts": adaptation_prompts(cfg),
-                                            "clips_per_prompt": cfg.teacher.clips_per_prompt,
+            res["sweeps"]["budget"].append({"method": j.method, "prompts": adaptation_prompts(run_cfg),
+                                            "clips_per_prompt": run_cfg.teacher.clips_per_prompt,
                                             "teacher_clips": budget, "paid": paid, "eval": ev(j), "id": j.id})
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["teacher_clips"]))
+    if cfg.eval_frames:
+        res["long"] = collect_long(cfg, jobs, done, ev)
     return res
 
 
@@ -480,6 +483,7 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
                   f"{metric(e['eval'], 'physics', 'total'):.1f} | "
                   f"{metric(e['eval'], 'general', 'total'):.1f} |" for e in sw["budget"]]
         lines.append("")
+    lines += long_markdown(res, cfg, out)
     if strips:
         lines += ["## Samples (teacher | base | adapted, first seed)", ""]
         lines += [f"### {Path(s).stem}\n\n![]({s})\n" for s in strips]
