@@ -226,12 +226,14 @@ def test_stream_bench_reports_each_length(tiny_student):
 
 # ----- training on streamed rollouts -----
 
-@pytest.mark.parametrize("block_frames,kw", [(4, {}), (4, {"sink": True}), (1, {"window": 6})])
-def test_forward_train_of_a_long_clip_sees_what_the_rollout_showed(text, block_frames, kw):
-    """Noised block k of a 36-frame clip is predicted from the clean window the rollout gave it
-    (``context_blocks``), re-indexed, exactly as a cache-free pass over that window."""
+@pytest.mark.parametrize("block_frames,kw,T", [(4, {}, 36), (4, {"sink": True}, 36), (1, {"window": 6}, 36),
+                                               (4, {"window": 4}, 12)])
+def test_forward_train_of_a_long_clip_sees_what_the_rollout_showed(text, block_frames, kw, T):
+    """Noised block k of a 36-frame clip (or of a 12-frame one under a short window) is predicted
+    from the clean window the rollout gave it (``context_blocks``), re-indexed, exactly as a
+    cache-free pass over that window."""
     model = tiny_model(block_frames, **kw)
-    F, T = block_frames, 36
+    F = block_frames
     g = torch.Generator().manual_seed(5)
     x_clean = torch.randn((2, T, 3, 16, 16), generator=g)
     x_noised = torch.randn((2, T, 3, 16, 16), generator=g)

@@ -79,7 +79,10 @@ class BlockCausalModel:
         """
         B, T = x_clean.shape[:2]
         self._check_input(x_noised, text)
-        if T > self.config.frames:
+        F_ = self.config.block_frames
+        # Past the model's length, or with a window shorter than the clip's context: each block
+        # sees what the rollout's rolling window showed it.
+        if T > self.config.frames or (T // F_ - 1) * F_ > self.config.context_window():
             if return_features:
                 raise ValueError(f"features of a {T}-frame clip: the feature view covers at most the model's "
                                  f"{self.config.frames} frames")
