@@ -410,13 +410,17 @@ def test_budget_curve_counts_prompts_and_paid_clips(tmp_path):
     _fabricate(cfg, jobs)
     for j in budget_jobs:
         k = int(next(a for a in j.argv if a.startswith("train.pool_size")).split("=")[1])
-        (j.dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"step": 1, "teacher_calls_paid": k - 1}) + "\n")
+        (j.dir(cfg.work_dir) / "metrics.jsonl").write_text(
+            json.dumps({"step": 1, "teacher_calls_paid": k - 1, "teacher_clips_used": k}) + "\n")
     res = collect(cfg, jobs)
-    assert [(e["prompts"], e["teacher_clips"], e["paid"]) for e in res["sweeps"]["budget"]] == [(25, 25, 24),
-                                                                                                (50, 50, 49)]
-    assert "| sft | 25 | 1 | 25 | 24 |" in write_report(cfg, jobs).read_text()
+    assert [(e["prompts"], e["teacher_clips"], e["used"], e["paid"]) for e in res["sweeps"]["budget"]] == [
+        (25, 25, 25, 24), (50, 50, 50, 49)]
+    assert "| sft | 25 | 1 | 25 | 25 | 24 |" in write_report(cfg, jobs).read_text()
     (budget_jobs[0].dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"teacher_calls_paid": 99}) + "\n")
     with pytest.raises(ValueError, match="paid for 99 teacher clips, over its budget of 25"):
+        collect(cfg, jobs)
+    (budget_jobs[0].dir(cfg.work_dir) / "metrics.jsonl").write_text(json.dumps({"teacher_clips_used": 26}) + "\n")
+    with pytest.raises(ValueError, match="drew on 26 teacher clips, over its budget of 25"):
         collect(cfg, jobs)
 
 

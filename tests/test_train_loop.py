@@ -232,6 +232,7 @@ def test_pool_size_adapts_on_a_fixed_subset_within_its_budget(tiny_student, tmp_
                                                    "train.pool_size=3", "eval.before=false")), progress=False)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["teacher_calls_paid"] <= 3  # the budget follows the pool: 3 prompts x 1 clip
+    assert rows[-1]["teacher_clips_used"] == 3  # distinct clips drawn: the whole pool, never more
     paid = [json.loads(line)["prompt"] for p in (tmp_path / "cache").rglob("index.jsonl")
             for line in p.read_text().splitlines()]
     assert 1 <= len(paid) <= 3 and set(paid) <= set(small)  # the teacher's ledger: only the pool was asked

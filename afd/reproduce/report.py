@@ -80,8 +80,10 @@ def adaptation_prompts(cfg) -> int:
     return cfg.train.pool_size or len(load_split(cfg.train.split))
 
 
-def paid_clips(run_dir: Path) -> int | None:
-    """Teacher clips a finished run actually paid for (its last metrics row), None if unlogged."""
+def paid_clips(run_dir: Path, key: str = "teacher_calls_paid") -> int | None:
+    """Teacher clips a finished run actually paid for (its last metrics row), None if unlogged;
+    ``key="teacher_clips_used"``: the distinct clips it drew on, paid or read from the shared
+    cache (a clip another run paid for is used here without being paid again)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return None
@@ -89,7 +91,7 @@ def paid_clips(run_dir: Path) -> int | None:
     for line in path.read_text().splitlines():
         if line.strip():
             last = json.loads(line)
-    return None if last is None or "teacher_calls_paid" not in last else int(last["teacher_calls_paid"])
+    return None if last is None or key not in last else int(last[key])
 
 
 def curves(run_dir: Path) -> dict[str, list]:
@@ -177,11 +179,15 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
         if j.id in done:
             run_cfg = run_config(j, work)
             budget, paid = teacher_clips(j, work), paid_clips(j.dir(work))
+            used = paid_clips(j.dir(work), "teacher_clips_used")
             if paid is not None and paid > budget:
                 raise ValueError(f"{j.dir(work)}: paid for {paid} teacher clips, over its budget of {budget}")
+            if used is not None and used > budget:
+                raise ValueError(f"{j.dir(work)}: drew on {used} teacher clips, over its budget of {budget}")
             res["sweeps"]["budget"].append({"method": j.method, "prompts": adaptation_prompts(run_cfg),
                                             "clips_per_prompt": run_cfg.teacher.clips_per_prompt,
-                                            "teacher_clips": budget, "paid": paid, "eval": ev(j), "id": j.id})
+                                            "teacher_clips": budget, "paid": paid, "used": used, "eval": ev(j),
+                                            "id": j.id})
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["teacher_clips"]))
     if cfg.eval_frames:
         res["long"] = collect_long(cfg, jobs, done, ev)
@@ -474,10 +480,12 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
                   _sweep_table(sw["disc_loss"], "loss", "D loss"), ""]
     if sw["budget"]:
         lines += ["## Teacher budget (beyond the paper)", "", "![](fig_budget.png)", "",
-                  "Paid: the clips the run bought (each at most its budget).", "",
-                  "| method | prompts | clips / prompt | budget | paid | PC | physics total | general total |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "Used: the distinct teacher clips the run drew on; paid: those it bought itself (the "
+                  "others were in the teacher cache that all runs share). Each is at most the budget.", "",
+                  "| method | prompts | clips / prompt | budget | used | paid | PC | physics total | general total |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {e['method']} | {e.get('prompts', '-')} | {e['clips_per_prompt']} | {e['teacher_clips']} | "
+                  f"{e.get('used') if e.get('used') is not None else '-'} | "
                   f"{e.get('paid') if e.get('paid') is not None else '-'} | "
                   f"{metric(e['eval'], 'physics', 'physical_consistency'):.1f} | "
                   f"{metric(e['eval'], 'physics', 'total'):.1f} | "

@@ -321,6 +321,7 @@ class Trainer:
         self._call("on_iteration", batch, prepared, row)
         row.update(times)
         row.update({"teacher_calls_paid": self.teacher.paid, "teacher_calls_cached": self.teacher.cached,
+                    "teacher_clips_used": self.teacher.used,
                     "teacher_clips_total": self.teacher.paid_total, "seconds": time.time() - t_start})
         row.pop("loss", None)
         return row

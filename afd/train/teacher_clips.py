@@ -78,6 +78,12 @@ class TeacherClips:
         return torch.stack([self._memo[j] for j in jobs])
 
     @property
+    def used(self) -> int:
+        """Distinct teacher clips this run has drawn on (paid now or read from the shared cache):
+        the teacher-budget curve's x, at most ``budget``."""
+        return len(self._memo)
+
+    @property
     def paid_total(self) -> int:
         """Clips ever paid for this teacher in the shared cache (all runs)."""
         return self.teacher.stats.paid_total
