@@ -294,8 +294,9 @@ def test_windowed_scores_average_the_windows():
     assert float(windowed_logits(FirstFrameMean(), clips, None, 16)) == 8.0  # windows at 0 and 16
 
 
-@pytest.mark.parametrize("method", ["afd", "oracle"])
-def test_training_on_rollouts_longer_than_the_teacher(tiny_state_student, tmp_path, method, monkeypatch):
+@pytest.mark.parametrize("method,extra", [("afd", []), ("oracle", []), ("afd", ["disc.window=first"])],
+                         ids=["afd", "oracle", "afd-first-window"])
+def test_training_on_rollouts_longer_than_the_teacher(tiny_state_student, tmp_path, method, extra, monkeypatch):
     """A 16-frame teacher and 32-frame on-policy rollouts: D sees windows, the update and the
     oracle's exact weights take the whole streamed rollout, the teacher is paid as before."""
     import json
@@ -317,9 +318,9 @@ def test_training_on_rollouts_longer_than_the_teacher(tiny_state_student, tmp_pa
     paid = {}
     for frames in (32, None):
         run = tmp_path / f"run{frames}"
-        extra = [f"train.frames={frames}"] if frames else []
-        args = tiny_args(tiny_state_student, run, tmp_path / f"cache{frames}", "train.steps=2", *extra,
-                         f"train.method={method}", "eval.before=false", "eval.every=0")
+        length = [f"train.frames={frames}"] if frames else []
+        args = tiny_args(tiny_state_student, run, tmp_path / f"cache{frames}", "train.steps=2", *length,
+                         f"train.method={method}", "eval.before=false", "eval.every=0", *extra)
         train(load_config(AdaptConfig, None, args), progress=False)
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert len(rows) >= 2 and all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
@@ -330,3 +331,24 @@ def test_training_on_rollouts_longer_than_the_teacher(tiny_state_student, tmp_pa
     with pytest.raises(ValueError, match="train.frames: frames 18 is not a multiple"):
         train(load_config(AdaptConfig, None, tiny_args(tiny_state_student, tmp_path / "r2", tmp_path / "cache",
                                                        "train.steps=1", "train.frames=18")), progress=False)
+
+
+def test_first_window_control_scores_only_the_opening(text):
+    """disc.window=first: a long rollout is judged by its first teacher-length window alone, so
+    frames after it cannot move its score; with random windows they do."""
+    from afd.train.config import DiscTrainConfig
+    from afd.train.disc_phase import score_pairs
+
+    class MeanPixel(torch.nn.Module):
+        def forward(self, clips, text):
+            return clips.flatten(1).mean(1)
+
+    teacher = torch.zeros(1, 16, 1, 2, 2)
+    rollouts = torch.zeros(2, 32, 1, 2, 2)
+    rollouts[1, 16:] = 1.0  # differs from rollout 0 only after the first window
+    one = text.index(torch.tensor([0]))
+    first = score_pairs(MeanPixel(), DiscTrainConfig(window="first"), teacher, rollouts, one)[1]
+    windowed = score_pairs(MeanPixel(), DiscTrainConfig(), teacher, rollouts, one)[1]
+    assert torch.equal(first[0], first[1]) and windowed[1] > windowed[0]
+    with pytest.raises(ValueError, match="window"):
+        DiscTrainConfig(window="middle")

@@ -196,6 +196,11 @@ class DiscTrainConfig:
     # (D itself still trains and, for GAN/DMD, gives the student's gradient). A single D's ranking
     # of near-equal rollouts moves with each step's batch; the average keeps what steps agree on.
     ema: float = 0.0
+    # Rollouts longer than the teacher's clips (train.frames): D compares a "random" teacher-length
+    # window of each and scores a rollout by its mean logit over covering windows, or only the
+    # "first" window, where a rollout starts as a teacher clip does (the control for a D that
+    # rejects late windows for not looking like a clip's opening; docs/long-videos.md).
+    window: Literal["random", "first"] = "random"
 
     def __post_init__(self):
         check_choices(self)

@@ -211,12 +211,15 @@ def score_pairs(disc, cfg: DiscTrainConfig, teacher: torch.Tensor, student: torc
     plus the loss, pairwise accuracy, r_phi = mean sigmoid(D(rollout) - D(teacher)) on them and
     its spread: ``r_phi_p10`` / ``r_phi_p90`` (quantiles over pairs) and ``r_phi_sat`` (the share
     of pairs below ``SATURATED``, where BT's gradient has all but vanished). Rollouts longer
-    than the teacher's clips are scored by ``windowed_logits``."""
+    than the teacher's clips are scored by ``windowed_logits`` (``cfg.window="first"``: by
+    their first teacher-length window alone)."""
     G = rollouts_per_prompt(teacher.shape[0], student.shape[0])
     disc.eval()
     with autocast(disc, amp):
         d_t = disc(teacher, text).float()
-        if student.shape[1] > teacher.shape[1]:
+        if student.shape[1] > teacher.shape[1] and cfg.window == "first":
+            d_s = disc(student[:, :teacher.shape[1]], per_rollout(text, G)).float()
+        elif student.shape[1] > teacher.shape[1]:
             d_s = windowed_logits(disc, student, per_rollout(text, G), teacher.shape[1])
         else:
             d_s = disc(student, per_rollout(text, G)).float()

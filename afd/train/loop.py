@@ -260,8 +260,13 @@ class Trainer:
         teacher, rollouts = rerender_pair(m.ref, m.codec, batch.teacher, batch.rollouts, batch.text,
                                           cfg.disc.rerender_t, generator(cfg.train.seed, it, RERENDER), cfg.train.amp)
         # Rollouts longer than the teacher's clips: D compares a random teacher-length window of each.
-        windows = (crop_windows(rollouts, teacher.shape[1], generator(cfg.train.seed, it, DISC_WINDOW))
-                   if rollouts.shape[1] > teacher.shape[1] else rollouts)
+        L = teacher.shape[1]
+        if rollouts.shape[1] <= L:
+            windows = rollouts
+        elif cfg.disc.window == "first":
+            windows = rollouts[:, :L]
+        else:
+            windows = crop_windows(rollouts, L, generator(cfg.train.seed, it, DISC_WINDOW))
         stats = train_discriminator(m.disc, self.opt_d, cfg.disc, teacher, windows, batch.prompts, batch.text,
                                     generator(cfg.train.seed, it, DISC), replay=self.replay)
         if self.disc_ema is not None:
