@@ -13,21 +13,15 @@ from afd.student.rollout import StreamNoise, context_blocks, rollout, rollout_no
 from afd.student.sample import blocks_for_frames, generate
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
+from train_util import perturbed_model
 
 PROMPTS = ["a small red ball falls on a black background",
            "a large blue square slides to the left on a gray background"]
 
 
 def tiny_model(block_frames: int = 4, **kw) -> CausalVideoTransformer:
-    """A 12-frame student whose zero-initialised branches are perturbed, so every path matters."""
-    torch.manual_seed(0)
-    cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
-                        heads=2, refine=4, **kw)
-    model = CausalVideoTransformer(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    """A 12-frame student whose zero-initialised branches are perturbed (``perturbed_model``)."""
+    return perturbed_model(block_frames=block_frames, **kw)
 
 
 @pytest.fixture(scope="module")

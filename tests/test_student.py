@@ -16,6 +16,7 @@ from afd.student.rollout import rollout, rollout_noise
 from afd.student.sample import guidance_kwargs
 from afd.student.schedule import step_levels
 from afd.text import get_text_encoder
+from train_util import perturbed_model
 
 PROMPTS = ["a small red ball falls on a black background",
            "a large blue square slides to the left on a gray background"]
@@ -24,14 +25,7 @@ PROMPTS = ["a small red ball falls on a black background",
 def tiny_model(block_frames: int = 4, prediction: str = "x0", seed: int = 0,
                refine: int = 4) -> CausalVideoTransformer:
     """A small student whose zero-initialised branches are perturbed, so every path matters."""
-    torch.manual_seed(seed)
-    cfg = StudentConfig(frames=12, block_frames=block_frames, height=16, width=16, patch=4, dim=32, depth=2,
-                        heads=2, prediction=prediction, refine=refine)
-    model = CausalVideoTransformer(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return perturbed_model(seed, block_frames=block_frames, prediction=prediction, refine=refine)
 
 
 @pytest.fixture(scope="module")
