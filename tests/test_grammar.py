@@ -1,8 +1,10 @@
+import re
+
 import pytest
 
 from afd.cli import main
-from afd.world.grammar import PromptError, all_prompts, grammar, parse_prompt
-from afd.world.splits import HELD_OUT_PAIRS, SPLIT_NAMES, build_splits, load_split
+from afd.world.grammar import PLAIN, PromptError, all_prompts, grammar, grammar_words, parse_prompt, with_style
+from afd.world.splits import HELD_OUT_PAIRS, SPLIT_NAMES, STYLE, build_splits, load_split
 
 
 def test_parse_round_trip_every_prompt():
@@ -52,7 +54,7 @@ def test_splits_are_committed_recipe_output():
 
 
 def test_split_sizes_domains_and_disjointness():
-    train, pe, ge, pre, pv, gv = (load_split(n) for n in SPLIT_NAMES)
+    train, pe, ge, pre, pv, gv = (load_split(n) for n in SPLIT_NAMES[:6])
     assert len(train) == 200 and len(pe) == 48 and len(ge) == 48 and len(pv) == 48 and len(gv) == 48
     assert all(parse_prompt(p).domain == "physics" for p in pv) and all(parse_prompt(p).domain == "general" for p in gv)
     assert set(pv) | set(gv) <= set(pre) and not (set(pv) | set(gv)) & (set(train) | set(pe) | set(ge))
@@ -79,3 +81,34 @@ def test_unknown_split_error():
 def test_cli_prints_prompts(capsys):
     assert main(["world", "prompts", "--split", "physics-eval"]) == 0
     assert capsys.readouterr().out.splitlines() == load_split("physics-eval")
+
+
+def test_style_word_parses_and_round_trips():
+    a = parse_prompt("A small red ball falls on a black background in cartoon style.")
+    assert a.style == "cartoon" and a.domain == "physics"
+    assert a.text == "a small red ball falls on a black background in cartoon style"
+    assert a.plain_text == "a small red ball falls on a black background"
+    assert parse_prompt("a small red ball falls on a black background").style == PLAIN
+    assert with_style(a.text, PLAIN) == a.plain_text and with_style(a.plain_text, "cartoon") == a.text
+
+
+@pytest.mark.parametrize("prompt, match", [
+    ("a small red ball falls on a black background in anime style", "unknown style 'anime'; valid styles: 'cartoon'"),
+    ("a small red ball falls on a black background in cartoon", "expected 'style'"),
+    ("a small red ball falls on a black background in cartoon style now", "trailing"),
+    ("a small red ball falls on a black background cartoon style", "may end with 'in {style} style'"),
+])
+def test_style_word_errors_name_the_problem(prompt, match):
+    with pytest.raises(PromptError, match=re.escape(match)):
+        parse_prompt(prompt)
+
+
+def test_style_splits():
+    st, se = load_split("style-train"), load_split("style-eval")
+    assert len(st) == 200 and len(se) == 96 and all(parse_prompt(p).style == STYLE for p in st + se)
+    plain_se = {parse_prompt(p).plain_text for p in se}
+    assert plain_se == set(load_split("physics-eval")) | set(load_split("general-eval"))
+    plain_st = {parse_prompt(p).plain_text for p in st}
+    assert not plain_st & (plain_se | set(load_split("physics-val")) | set(load_split("general-val")))
+    assert sum(parse_prompt(p).domain == "physics" for p in st) == 140
+    assert "cartoon" in grammar_words() and not any(parse_prompt(p).style != PLAIN for p in all_prompts())

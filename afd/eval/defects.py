@@ -14,6 +14,7 @@ import numpy as np
 from afd.eval.score import ClipScore, to_eval_format
 from afd.eval.tracker import Track, track
 from afd.video.core import Video
+from afd.world.grammar import parse_prompt
 
 DEFECTS = ("clean", "duplicated", "missing")
 
@@ -38,7 +39,7 @@ def physics_defects(videos: list[Video], scores: list[ClipScore]) -> dict[str, d
     for i, (v, s) in enumerate(zip(videos, scores)):
         if s.physical_consistency is None:
             continue
-        classes.append(defect_class(track(to_eval_format(v, f"clip {i}"))))
+        classes.append(defect_class(track(to_eval_format(v, f"clip {i}"), parse_prompt(s.prompt).style)))
         pcs.append(s.physical_consistency)
     classes, pcs = np.array(classes), np.array(pcs)
     out = {}

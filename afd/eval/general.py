@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from scipy import linalg
 
 from afd.eval.tracker import Track
-from afd.world.grammar import PromptAttrs, grammar
+from afd.world.grammar import PLAIN, PromptAttrs, grammar
 from afd.world.physics import object_radius
+from afd.world.render import background_rows
 
 AREA_RANGE = (0.5, 2.0)  # persistence: found area within this ratio of the expected area
 SIZE_TOL = 1.5  # size accuracy: median area within this factor of the expected one
@@ -52,8 +54,19 @@ def size_correct(tr: Track, attrs: PromptAttrs, size: int) -> bool:
     return best == attrs.size and ratios[best] <= math.log(SIZE_TOL)
 
 
+def background_palette(style: str) -> dict[str, np.ndarray]:
+    """Each background word's mean colour (RGB 0-255) as ``style`` draws it (the cartoon gradient
+    lightens it; its mean over the frame's rows is what ``Track.background`` measures)."""
+    palette = {k: np.array(v, float) for k, v in grammar().backgrounds.items()}
+    if style == PLAIN:
+        return palette
+    size = 32
+    return {k: background_rows(torch.tensor(v / 255.0), torch.tensor(1.0), size).mean(0).numpy() * 255.0
+            for k, v in palette.items()}
+
+
 def background_correct(tr: Track, attrs: PromptAttrs) -> bool:
-    return _nearest(tr.background, grammar().backgrounds) == attrs.background
+    return _nearest(tr.background, background_palette(attrs.style)) == attrs.background
 
 
 def direction_correct(tr: Track, attrs: PromptAttrs) -> bool:

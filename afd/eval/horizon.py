@@ -77,8 +77,8 @@ def horizon_evaluate(videos: list[Video], prompts: list[str],
     windows, drift, first_scores = [], {k: [] for k in DRIFT_KEYS}, []
     for w in range(n_windows):
         tracks = []
-        for v, n in zip(videos, names):
-            tracks.append(track(to_eval_format(window(v, w), f"{n}, window {w}")))
+        for v, n, a in zip(videos, names, attrs):
+            tracks.append(track(to_eval_format(window(v, w), f"{n}, window {w}"), a.style))
             if progress is not None:
                 progress(1)
         report, scores = score_tracks(tracks, prompts, attrs)
@@ -110,7 +110,7 @@ def whole_clip(videos: list[Video], attrs) -> dict:
     ``persistence``), each a mean over clips (None without clips of that group)."""
     size = EVAL_FORMAT.height
     fmt = VideoFormat(frames=windows_of(videos[0]) * EVAL_FORMAT.frames, height=size, width=size, fps=EVAL_FORMAT.fps)
-    tracks = [track(resample(v, fmt)) for v in videos]
+    tracks = [track(resample(v, fmt), a.style) for v, a in zip(videos, attrs)]
     phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
     genr = [i for i, a in enumerate(attrs) if a.domain == "general"]
     out = {"physical_consistency": None, "physical_consistency_se": None, "ball_persistence": None,

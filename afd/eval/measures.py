@@ -39,8 +39,9 @@ def rollout_measures(clips: torch.Tensor, prompts: list[str], fps: float = STUDE
         raise ValueError(f"{clips.shape[0]} clips but {len(prompts)} prompts")
     n = int(round(clips.shape[1] / fps * EVAL_FORMAT.fps)) if len(clips) else EVAL_FORMAT.frames
     fmt = EVAL_FORMAT if n <= EVAL_FORMAT.frames else replace(EVAL_FORMAT, frames=n)
-    tracks = [track(resample(Video(c.float().clamp(-1, 1), fps), fmt)) for c in clips]
-    pc, _ = physical_consistency(tracks, [parse_prompt(p) for p in prompts])
+    attrs = [parse_prompt(p) for p in prompts]
+    tracks = [track(resample(Video(c.float().clamp(-1, 1), fps), fmt), a.style) for c, a in zip(clips, attrs)]
+    pc, _ = physical_consistency(tracks, attrs)
     steady = []
     for t in tracks:
         area = t.area[t.found]

@@ -18,9 +18,10 @@ from afd.eval import general as gen
 from afd.eval import motion
 from afd.eval import physics as phy
 from afd.eval.fit import LOOSE_GRID, best_constants_rmse, fit_rmse
+from afd.eval.style import STYLE_KEYS, style_scores
 from afd.eval.tracker import Track, track
 from afd.video.core import STUDENT, Video, resample
-from afd.world.grammar import PromptAttrs, PromptError, parse_prompt
+from afd.world.grammar import PLAIN, PromptAttrs, PromptError, parse_prompt
 from afd.world.physics import object_radius
 
 EVAL_FORMAT = STUDENT
@@ -58,6 +59,10 @@ class ClipScore:
     size_correct: bool | None = None
     background_correct: bool | None = None
     direction_correct: bool | None = None
+    style_adherence: float | None = None  # 0-100, clips of stylised prompts only (afd.eval.style)
+    outline: float | None = None
+    shading: float | None = None
+    gradient: float | None = None
 
 
 def to_eval_format(video: Video, name: str = "clip") -> Video:
@@ -95,7 +100,7 @@ def motion_coherence(videos: list[Video], prompts: list[str]) -> np.ndarray:
     phys = [i for i, a in enumerate(attrs) if a.domain == "physics"]
     if not phys:
         return np.zeros(0)
-    tracks = [track(to_eval_format(videos[i], f"clip {i}")) for i in phys]
+    tracks = [track(to_eval_format(videos[i], f"clip {i}"), attrs[i].style) for i in phys]
     rmse, _ = best_constants_rmse(*_fit_inputs(tracks, [attrs[i] for i in phys]), EVAL_FORMAT.fps,
                                   EVAL_FORMAT.height, LOOSE_GRID)
     return 100.0 * np.exp(-rmse / PC_SCALE_PX)
@@ -116,8 +121,8 @@ def evaluate(videos: list[Video], prompts: list[str], names: list[str] | None = 
     names = names or [f"clip {i}" for i in range(len(videos))]
     attrs = parse_prompts(prompts, names)
     tracks = []
-    for v, n in zip(videos, names):
-        tracks.append(track(to_eval_format(v, n)))
+    for v, n, a in zip(videos, names, attrs):
+        tracks.append(track(to_eval_format(v, n), a.style))
         if progress is not None:
             progress(1)
     return score_tracks(tracks, prompts, attrs)
@@ -159,11 +164,18 @@ def score_tracks(tracks: list[Track], prompts: list[str], attrs: list[PromptAttr
         s.background_correct = bool(gen.background_correct(tr, a))
         s.direction_correct = bool(gen.direction_correct(tr, a))
 
-    P, G = [scores[i] for i in phys], [scores[i] for i in genr]
+    styled = [i for i, a in enumerate(attrs) if a.style != PLAIN]
+    for i in styled:
+        for k, v in style_scores(tracks[i], attrs[i]).items():
+            setattr(scores[i], k, v)
+
+    P, G, S = [scores[i] for i in phys], [scores[i] for i in genr], [scores[i] for i in styled]
     desc = _descriptors([tracks[i] for i in genr], [prompts[i] for i in genr]) if genr else None
     report = {"n_videos": len(tracks), "groups": {"physics": _physics_group(P) if P else None,
                                                   "general": _general_group(G, *desc) if G else None}}
-    report["stderr"] = bootstrap_stderr(P, G, desc)
+    if S:
+        report["groups"]["style"] = _style_group(S)
+    report["stderr"] = bootstrap_stderr(P, G, desc, S)
     return report, scores
 
 
@@ -184,6 +196,10 @@ def _physics_group(P: list[ClipScore]) -> dict:
     return {"total": _mean(parts), **g}
 
 
+def _style_group(S: list[ClipScore]) -> dict:
+    return {k: _mean([getattr(s, k) for s in S]) for k in STYLE_KEYS}
+
+
 def _general_group(G: list[ClipScore], desc: np.ndarray, ref_desc: np.ndarray) -> dict:
     fd = gen.frechet_distance(desc, ref_desc)
     g = {
@@ -200,10 +216,11 @@ def _general_group(G: list[ClipScore], desc: np.ndarray, ref_desc: np.ndarray) -
 
 
 def bootstrap_stderr(P: list[ClipScore], G: list[ClipScore], desc: tuple[np.ndarray, np.ndarray] | None,
-                     reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict:
+                     S: list[ClipScore] = (), reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict:
     """Standard error of every group metric: the std of the metric over ``reps`` resamples (with
     replacement) of the group's clips; the Fréchet reference stays fixed. Seeded, so a report
-    is reproducible. Shape: {"physics": {key: se} | None, "general": {key: se} | None}; a key
+    is reproducible. Shape: {"physics": {key: se} | None, "general": {key: se} | None}, plus
+    "style" when ``S`` (the clips of stylised prompts) is not empty; a key
     whose metric is undefined in some resample (no free-flight clip drawn) uses the others.
 
     Why: a few hundred clips leave the totals noisy (two seeds of the same base, 192 clips
@@ -215,7 +232,12 @@ def bootstrap_stderr(P: list[ClipScore], G: list[ClipScore], desc: tuple[np.ndar
         "general": (len(G), GENERAL_KEYS, lambda idx: _general_group([G[i] for i in idx], desc[0][idx], desc[1])),
     }
     out = {"physics": None, "general": None}
+    if S:
+        # Its own generator: the physics and general errors stay what they were without a style group.
+        groups["style"] = (len(S), STYLE_KEYS, lambda idx: _style_group([S[i] for i in idx]))
     for name, (n, keys, aggregate) in groups.items():
+        if name == "style":
+            rng = np.random.default_rng(seed + 1)
         if n == 0:
             continue
         draws: dict[str, list[float]] = {k: [] for k in keys}
@@ -240,7 +262,7 @@ def _descriptors(tracks: list[Track], prompts: list[str]) -> tuple[np.ndarray, n
     ref_prompts = [p for p in uniq for _ in range(REF_PER_PROMPT)]
     ref_seeds = [REF_SEED_BASE + k for _ in uniq for k in range(REF_PER_PROMPT)]
     ref = sample_world(ref_prompts, ref_seeds, "real", EVAL_FORMAT)
-    ref_desc = np.stack([gen.descriptor(track(c.video)) for c in ref])
+    ref_desc = np.stack([gen.descriptor(track(c.video, c.record.style)) for c in ref])
     return np.stack([gen.descriptor(t) for t in tracks]), ref_desc
 
 
@@ -251,7 +273,7 @@ def frechet_terms(videos: list[Video], prompts: list[str]) -> dict[str, tuple[fl
     pairs = [(v, p) for v, p in zip(videos, prompts, strict=True) if parse_prompt(p).domain == "general"]
     if not pairs:
         raise ValueError("no general-domain prompt among the clips: the Fréchet distance covers general prompts only")
-    tracks = [track(to_eval_format(v)) for v, _ in pairs]
+    tracks = [track(to_eval_format(v), parse_prompt(p).style) for v, p in pairs]
     return gen.frechet_terms(*_descriptors(tracks, [p for _, p in pairs]))
 
 

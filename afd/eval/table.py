@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from afd.eval.score import GENERAL_KEYS, PHYSICS_KEYS
+from afd.eval.style import STYLE_KEYS
 
 # Metrics that are not 0-100 scores, with the note shown next to them.
 RAW = {"gravity_error": "relative, lower is better", "frechet_distance": "lower is better"}
@@ -20,15 +21,15 @@ def format_reports(reports: dict[str, dict]) -> str:
     report with a ``stderr`` entry (``afd.eval.score.bootstrap_stderr``) shows value ±se."""
     names = list(reports)
     rows = []  # (label, one cell per report); a group header row holds the column names
-    for group, keys in (("physics", PHYSICS_KEYS), ("general", GENERAL_KEYS)):
-        if all(r["groups"][group] is None for r in reports.values()):
+    for group, keys in (("physics", PHYSICS_KEYS), ("general", GENERAL_KEYS), ("style", STYLE_KEYS)):
+        if all(r["groups"].get(group) is None for r in reports.values()):
             continue
         rows.append((f"{group} group", names))
         for k in keys:
             label = f"  {k}" + (f" ({RAW[k]})" if k in RAW else "")
             cells = []
             for r in reports.values():
-                g = r["groups"][group]
+                g = r["groups"].get(group)
                 se = ((r.get("stderr") or {}).get(group) or {}).get(k)
                 cells.append(_fmt(g[k] if g else None, k, se))
             rows.append((label, cells))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
 GRAMMAR_VERSION = 1
+PLAIN = "plain"  # the rendering of a prompt that names no style: the original domain
 
 
 class PromptError(ValueError):
@@ -29,6 +30,8 @@ class Grammar:
     backgrounds: dict[str, tuple[int, int, int]]
     objects: dict[str, tuple[str, ...]]  # object -> domains it may appear in
     motions: dict[str, str]  # motion phrase -> "physics" | "general"
+    styles: tuple[str, ...] = ()  # rendering styles a prompt may name; none named = PLAIN
+    style_suffix: str = "in {style} style"
 
     def physics_motions(self) -> list[str]:
         return [m for m, d in self.motions.items() if d == "physics"]
@@ -39,13 +42,15 @@ class Grammar:
 
 @dataclass(frozen=True)
 class PromptAttrs:
-    """A parsed prompt. ``domain`` is the motion's domain: "physics" or "general"."""
+    """A parsed prompt. ``domain`` is the motion's domain: "physics" or "general"; ``style`` is the
+    rendering (``PLAIN`` unless the prompt ends with the style suffix, e.g. "in cartoon style")."""
 
     size: str
     color: str
     object: str
     motion: str
     background: str
+    style: str = PLAIN
 
     @property
     def domain(self) -> str:
@@ -53,10 +58,17 @@ class PromptAttrs:
 
     @property
     def text(self) -> str:
-        return grammar().template.format(
+        g = grammar()
+        text = g.template.format(
             size=self.size, color=self.color, object=self.object,
             motion=self.motion, background=self.background,
         )
+        return text if self.style == PLAIN else f"{text} {g.style_suffix.format(style=self.style)}"
+
+    @property
+    def plain_text(self) -> str:
+        """The same prompt without its style: what the clip's physics is drawn from."""
+        return replace(self, style=PLAIN).text
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +83,8 @@ def grammar() -> Grammar:
         backgrounds={k: tuple(v) for k, v in raw["backgrounds"].items()},
         objects={k: tuple(v) for k, v in raw["objects"].items()},
         motions=dict(raw["motions"]),
+        styles=tuple(raw.get("styles", ())),
+        style_suffix=raw.get("style_suffix", "in {style} style"),
     )
 
 
@@ -78,7 +92,8 @@ def grammar_words() -> list[str]:
     """Every word of the grammar (template, sizes, colours, objects, motions, backgrounds),
     lower-cased, each once, in that fixed order: a vocabulary that covers every world prompt."""
     g = grammar()
-    phrases = [re.sub(r"\{\w+\}", " ", g.template), *g.sizes, *g.colors, *g.objects, *g.motions, *g.backgrounds]
+    phrases = [re.sub(r"\{\w+\}", " ", g.template), *g.sizes, *g.colors, *g.objects, *g.motions, *g.backgrounds,
+               re.sub(r"\{\w+\}", " ", g.style_suffix), *g.styles]
     return list(dict.fromkeys(w for phrase in phrases for w in phrase.lower().split()))
 
 
@@ -118,8 +133,17 @@ def parse_prompt(prompt: str) -> PromptAttrs:
     rest = _expect(rest, "a", prompt)
     background, rest = _take(rest, g.backgrounds, "background", prompt)
     rest = _expect(rest, "background", prompt)
+    style = PLAIN
     if rest:
-        raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}")
+        head, _, tail = g.style_suffix.partition("{style}")
+        head, tail = head.strip(), tail.strip()
+        if not (rest == head or rest.startswith(head + " ")):
+            raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}; a prompt may end with "
+                              f"{g.style_suffix!r} ({g.style_suffix.format(style=g.styles[0])!r})")
+        style, rest = _take(rest[len(head):].lstrip(), g.styles, "style", prompt)
+        rest = _expect(rest, tail, prompt)
+        if rest:
+            raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}")
     domain = g.motions[motion]
     if domain not in g.objects[obj]:
         allowed = [o for o, d in g.objects.items() if domain in d]
@@ -127,11 +151,19 @@ def parse_prompt(prompt: str) -> PromptAttrs:
             f"prompt {prompt!r}: object {obj!r} cannot take the {domain} motion {motion!r}; "
             f"{domain} motions take: {', '.join(allowed)}"
         )
-    return PromptAttrs(size, color, obj, motion, background)
+    return PromptAttrs(size, color, obj, motion, background, style)
+
+
+def with_style(prompt: str, style: str) -> str:
+    """``prompt`` (a world prompt) rendered in ``style`` (``PLAIN`` drops its style), normalised."""
+    if style != PLAIN and style not in grammar().styles:
+        raise PromptError(f"unknown style {style!r}; valid styles: {', '.join((PLAIN, *grammar().styles))}")
+    return replace(parse_prompt(prompt), style=style).text
 
 
 def all_prompts(domain: str | None = None) -> list[str]:
-    """Every prompt the grammar allows, in a fixed order; optionally one domain only."""
+    """Every plain-style prompt the grammar allows, in a fixed order; optionally one domain only
+    (a styled prompt is any of these with ``with_style``)."""
     g = grammar()
     out = []
     for obj, size, color, motion, bg in itertools.product(

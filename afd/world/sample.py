@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from afd.video.core import TEACHER_NATIVE, Video, VideoFormat
-from afd.world.grammar import PromptAttrs, grammar, parse_prompt
+from afd.world.grammar import PLAIN, PromptAttrs, grammar, parse_prompt
 from afd.world.physics import (
     LOOSE,
     MODES,
@@ -22,7 +22,7 @@ from afd.world.physics import (
     object_radius,
     simulate,
 )
-from afd.world.render import render
+from afd.world.render import Style, render
 
 WORLD_VERSION = 1
 
@@ -42,6 +42,7 @@ class SimRecord:
     floor_bounces: list[float]
     wall_bounces: list[float]
     fps: float
+    style: str = PLAIN  # the rendering (afd.world.render); physics never depends on it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -56,14 +57,24 @@ class WorldClip:
 def clip_rng(prompt: str, seed: int, stream: str) -> np.random.Generator:
     """A per-clip random stream: a function of (normalised prompt, seed, stream name) only.
     Initial conditions use the stream "initial" in every mode, so a real and a loose clip of the
-    same (prompt, seed) start identically and differ only in their physical constants."""
-    key = json.dumps([WORLD_VERSION, parse_prompt(prompt).text, int(seed), stream])
+    same (prompt, seed) start identically and differ only in their physical constants. The style is
+    not part of the key: a stylised prompt's clip moves exactly as the plain prompt's."""
+    key = json.dumps([WORLD_VERSION, parse_prompt(prompt).plain_text, int(seed), stream])
     digest = hashlib.sha256(key.encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
 def _rgb01(rgb) -> list[float]:
     return [c / 255.0 for c in rgb]
+
+
+def style_strengths(styles: list[str]) -> Style | None:
+    """The renderer's strengths for each clip's style name: None when every clip is plain (the plain
+    renderer, bit for bit), else each strength (B,) float, 1 for "cartoon", 0 for plain."""
+    if all(s == PLAIN for s in styles):
+        return None
+    on = torch.tensor([float(s != PLAIN) for s in styles])
+    return Style(on, on, on)
 
 
 def sample_world(
@@ -115,6 +126,7 @@ def sample_world(
         torch.tensor([_rgb01(g.colors[a.color]) for a in attrs]),
         torch.tensor([_rgb01(g.backgrounds[a.background]) for a in attrs]),
         fmt.height,
+        style=style_strengths([a.style for a in attrs]),
     )
     out = []
     for i, (a, p, s) in enumerate(zip(attrs, prompts, seeds)):
@@ -125,7 +137,7 @@ def sample_world(
             color=list(g.colors[a.color]), background=list(g.backgrounds[a.background]),
             constants=asdict(consts[i]) if a.domain == "physics" else {},
             floor_bounces=traj.floor_bounces[i], wall_bounces=traj.wall_bounces[i],
-            fps=fmt.fps,
+            fps=fmt.fps, style=a.style,
         )
         out.append(WorldClip(Video(frames[i], fmt.fps), rec))
     return out

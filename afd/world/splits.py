@@ -15,6 +15,11 @@ Recipe (v1):
 - physics-val (48) and general-val (48): prompts of the same kinds, disjoint from physics-train and
   both eval splits (drawn after them, so adding them moved no prompt of the splits above). Tuning
   (a baseline's learning rate) reads these, so the eval splits stay untouched by any choice.
+- style-train (200) and style-eval (96): the second domain (docs/world-and-eval.md, "The cartoon
+  style"), prompts ending "in cartoon style". style-eval is physics-eval and general-eval in that
+  style, so each stylised eval prompt has its plain twin; style-train is 140 physics-train and 60
+  general prompts in that style, the general ones outside every eval and val split. Drawn with
+  their own seed, so adding them moved no prompt of the splits above.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from importlib import resources
 
 import numpy as np
 
-from afd.world.grammar import all_prompts, parse_prompt
+from afd.world.grammar import all_prompts, parse_prompt, with_style
 
 SPLITS_VERSION = 1
-SPLIT_NAMES = ("physics-train", "physics-eval", "general-eval", "pretrain", "physics-val", "general-val")
+SPLIT_NAMES = ("physics-train", "physics-eval", "general-eval", "pretrain", "physics-val", "general-val",
+               "style-train", "style-eval")
+STYLE = "cartoon"  # the style of the second domain's splits
 HELD_OUT_PAIRS = (
     ("cyan", "falls"),
     ("orange", "is thrown to the left"),
@@ -37,6 +44,7 @@ HELD_OUT_PAIRS = (
     ("green", "rolls to the right"),
 )
 _RECIPE_SEED = 20261121
+_STYLE_RECIPE_SEED = 20261206
 
 
 def build_splits() -> dict[str, list[str]]:
@@ -54,7 +62,7 @@ def build_splits() -> dict[str, list[str]]:
     gen_eval = sorted(gen[:48])
     eval_set = set(phys_eval) | set(gen_eval)
     pretrain = [p for p in all_prompts() if p not in eval_set]
-    return {
+    splits = {
         "physics-train": train,
         "physics-eval": phys_eval,
         "general-eval": gen_eval,
@@ -62,6 +70,13 @@ def build_splits() -> dict[str, list[str]]:
         "physics-val": sorted(other[224:272]),
         "general-val": sorted(gen[48:96]),
     }
+    style_rng = np.random.default_rng(_STYLE_RECIPE_SEED)
+    gen_free = gen[96:]  # general prompts in no eval or val split
+    style_train = ([train[i] for i in style_rng.permutation(len(train))[:140]]
+                   + [gen_free[i] for i in style_rng.permutation(len(gen_free))[:60]])
+    splits["style-train"] = sorted(with_style(p, STYLE) for p in style_train)
+    splits["style-eval"] = sorted(with_style(p, STYLE) for p in phys_eval + gen_eval)
+    return splits
 
 
 @lru_cache(maxsize=None)
