@@ -10,11 +10,13 @@ from afd.cli import main
 from afd.eval.score import evaluate, to_eval_format
 from afd.eval.style import style_scores
 from afd.eval.tracker import track
+from afd.video.core import STUDENT, resample
 from afd.world.appearance import fit_gradient, fit_look
 from afd.world.grammar import parse_prompt, with_style
 from afd.world.render import OUTLINE_RGB, Style, background_rows, layers, render
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
+from afd.world.state_codec import STYLED_CHANNELS, StateCodec, params_to_state
 
 
 def _random_scene(n: int, seed: int = 0):
@@ -117,3 +119,48 @@ def test_eval_cli_reports_style_adherence(tmp_path, capsys):
     assert "style_adherence" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert 0 <= report["groups"]["style"]["style_adherence"] <= 100 and report["n_videos"] == 6
+
+
+def _styled_states(B: int = 12, T: int = 8):
+    g = torch.Generator().manual_seed(0)
+    u = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    cx = (0.25 + 0.5 * u(B, 1) + 0.02 * torch.arange(T)).clamp(max=0.85)
+    cy = (0.3 + 0.4 * u(B, 1)).expand(B, T)
+    r = (0.07 + 0.05 * (u(B, 1) > 0.5).float()).expand(B, T)
+    mix = (u(B, 1) > 0.5).float().expand(B, T)
+    col, bg = (0.3 + 0.7 * u(B, 1, 3)).expand(B, T, 3), (0.4 * u(B, 1, 3)).expand(B, T, 3)
+    return params_to_state(cx, cy, r, mix, col, bg, Style(*(u(B, 1).expand(B, T) for _ in range(3))))
+
+
+def test_styled_state_codec_round_trip():
+    codec = StateCodec(32, channels=STYLED_CHANNELS)
+    z = _styled_states()
+    video = codec.decode(z)
+    z2 = codec.encode(video)
+    err = (z2 - z).abs()[..., 0, 0].amax((0, 1))
+    assert err[:2].max() < 0.01 and err[2] < 0.05  # centre (1/4 of a frame height per unit), radius
+    assert err[3] == 0 and err[7:10].max() < 1e-4 and err[12] < 1e-4  # shape, background, gradient exact
+    assert err[10] < 0.05 and err[11] < 0.4  # outline; shading trades off against a small fill's colour
+    assert (codec.decode(z2) - video).abs().max() < 0.05  # a 255-level pixel within ~6 levels
+
+
+def test_styled_codec_reads_the_world_looks():
+    prompts = load_split("style-train")[::25]
+    codec = StateCodec(32, channels=STYLED_CHANNELS)
+    for style, want in (("cartoon", 1.0), ("plain", 0.0)):
+        clips = sample_world([with_style(p, style) for p in prompts], [0] * len(prompts))
+        video = torch.stack([resample(c.video, STUDENT).frames for c in clips])
+        strengths = (codec.encode(video)[:, :, 10:, 0, 0] + 1) / 2
+        assert (strengths - want).abs().amax() < 0.15, (style, strengths.amin(), strengths.amax())
+
+
+def test_styled_student_config():
+    from afd.student.backbones.transformer_config import StudentConfig
+    from afd.student.codec import make_codec
+
+    cfg = StudentConfig(codec="state", channels=STYLED_CHANNELS, height=1, width=1, patch=1, video_size=32,
+                        frames=8, block_frames=2, dim=32, depth=2, heads=2, steps=2, shift=1.0)
+    codec = make_codec(cfg)
+    assert codec.channels == STYLED_CHANNELS and codec.decode(_styled_states(2, 8)).shape == (2, 8, 3, 32, 32)
+    with pytest.raises(ValueError, match="10 or 13 with the cartoon strengths"):
+        make_codec(StudentConfig(codec="state", channels=12, height=1, width=1, patch=1, video_size=32))

@@ -30,7 +30,8 @@ def fit_gradient(top: torch.Tensor, bottom: torch.Tensor, size: int) -> tuple[to
     return background, strength
 
 
-def fit_look(frames: torch.Tensor, lay: Layers, bg_rows: torch.Tensor, iters: int = 8):
+def fit_look(frames: torch.Tensor, lay: Layers, bg_rows: torch.Tensor, iters: int = 8,
+             start: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
     """The fill colour and the outline and shading strengths of each frame, given its layers.
 
     frames: (N, 3, H, W) in [0, 1]; lay: ``layers(..., styled=True)`` of the same N frames laid out
@@ -38,7 +39,8 @@ def fit_look(frames: torch.Tensor, lay: Layers, bg_rows: torch.Tensor, iters: in
     the strengths are unclamped, about 0 for the plain look and 1 for the cartoon one, NaN in a
     frame without the object. What the object adds to the background,
     ``fill (1 - shading k depth) (alpha - band outline) + outline band ink`` (band: the outline
-    band's coverage), is bilinear in the five unknowns: Gauss-Newton from the middle of the range.
+    band's coverage), is bilinear in the five unknowns: Gauss-Newton from the middle of the range,
+    or from ``start`` (a previous fit's (fill, outline, shading)).
     """
     a, a_in = lay.alpha[:, 0], lay.inner[:, 0]  # (N, H, W)
     n = len(frames)
@@ -49,7 +51,10 @@ def fit_look(frames: torch.Tensor, lay: Layers, bg_rows: torch.Tensor, iters: in
     a = a.reshape(n, 1, -1)
     ink = torch.tensor(OUTLINE_RGB, device=frames.device).view(1, 3, 1)
     k = SHADE_DEPTH
-    p = torch.cat([torch.full((n, 3), 0.5), torch.full((n, 2), 0.5)], 1).to(frames)  # fill rgb, outline, shading
+    if start is None:
+        p = torch.full((n, 5), 0.5).to(frames)  # fill rgb, outline, shading
+    else:
+        p = torch.cat([start[0], start[1][:, None], start[2][:, None]], 1).to(frames)
     eye = torch.eye(5, device=frames.device, dtype=frames.dtype)
     for _ in range(iters):
         F, so, sh = p[:, :3, None], p[:, 3, None, None], p[:, 4, None, None]

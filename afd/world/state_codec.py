@@ -12,7 +12,14 @@ ch    what                       latent value
 3     shape                      -1 ball, +1 square (between: a blend of the two coverages)
 4-6   object colour              RGB in [-1, 1], the pixel value of a fully covered pixel
 7-9   background colour          RGB in [-1, 1]
+10    outline strength           ``2 s - 1``: -1 plain, +1 the cartoon outline (styled states only)
+11    shading strength           the same scale
+12    background gradient        the same scale
 ====  =========================  ===========================================================
+
+A styled student (``channels: 13``) draws the cartoon look (``afd.world.render``) to the extent
+its last three channels say, so it can express the second domain without being told the style: it
+must produce the strengths from the prompt. A 10-channel student always draws the plain look.
 
 ``decode`` draws with the world's own anti-aliased renderer (``afd.world.render``), which is
 differentiable in every channel, so the GAN and DMD baselines can backpropagate through it.
@@ -27,11 +34,14 @@ so it decodes to an empty frame too.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from afd.world.render import render
+from afd.world.appearance import fit_gradient, fit_look
+from afd.world.render import Style, background_rows, compose, layers, render
 
 STATE_CHANNELS = 10
+STYLED_CHANNELS = 13  # the state plus the three cartoon strengths
 POS_GAIN = 4.0
 RADIUS_MID, RADIUS_HALF = 0.095, 0.025
 RADIUS_RANGE = (0.01, 0.5)  # what decode clamps a radius to, frame heights
@@ -40,24 +50,31 @@ BORDER_TOUCH = 0.02  # coverage on the border pixels above which the object is c
 
 
 def _state_to_params(z: torch.Tensor):
-    """(B, T, 10, 1, 1) latents -> renderer inputs, clamped to drawable values."""
+    """(B, T, 10 | 13, 1, 1) latents -> renderer inputs, clamped to drawable values (the style None
+    for 10 channels, else its strengths (B, T) in [0, 1])."""
     s = z[..., 0, 0].float()
+    style = None
+    if s.shape[-1] == STYLED_CHANNELS:
+        style = Style(*(((s[..., c] + 1) / 2).clamp(0, 1) for c in (10, 11, 12)))
     cx = 0.5 + s[..., 0] / POS_GAIN
     cy = 0.5 + s[..., 1] / POS_GAIN
     radius = (RADIUS_MID + RADIUS_HALF * s[..., 2]).clamp(*RADIUS_RANGE)
     mix = ((s[..., 3] + 1) / 2).clamp(0, 1)
     color = ((s[..., 4:7] + 1) / 2).clamp(0, 1)
     background = ((s[..., 7:10] + 1) / 2).clamp(0, 1)
-    return cx, cy, radius, mix, color, background
+    return cx, cy, radius, mix, color, background, style
 
 
-def params_to_state(cx, cy, radius, mix, color, background) -> torch.Tensor:
+def params_to_state(cx, cy, radius, mix, color, background, style: Style | None = None) -> torch.Tensor:
     """Renderer inputs (centres (B, T) in frame heights, radius (B, T), mix (B, T) in [0, 1],
-    colours (B, T, 3) in [0, 1]) -> latents (B, T, 10, 1, 1)."""
-    s = torch.cat([((cx - 0.5) * POS_GAIN)[..., None], ((cy - 0.5) * POS_GAIN)[..., None],
-                   ((radius - RADIUS_MID) / RADIUS_HALF)[..., None], (2 * mix - 1)[..., None],
-                   2 * color - 1, 2 * background - 1], dim=-1)
-    return s[..., None, None].float()
+    colours (B, T, 3) in [0, 1], style strengths (B, T) in [0, 1] or None) -> latents
+    (B, T, 10, 1, 1), or (B, T, 13, 1, 1) with a style."""
+    parts = [((cx - 0.5) * POS_GAIN)[..., None], ((cy - 0.5) * POS_GAIN)[..., None],
+             ((radius - RADIUS_MID) / RADIUS_HALF)[..., None], (2 * mix - 1)[..., None],
+             2 * color - 1, 2 * background - 1]
+    if style is not None:
+        parts += [(2 * x.to(cx.dtype) - 1)[..., None] for x in style]
+    return torch.cat(parts, dim=-1)[..., None, None].float()
 
 
 class StateCodec:
@@ -67,28 +84,33 @@ class StateCodec:
 
     @classmethod
     def for_student(cls, config) -> StateCodec:
-        """The codec of a state student: one (STATE_CHANNELS, 1, 1) token per frame, decoded to
-        ``video_size`` square frames."""
-        want = (STATE_CHANNELS, 1, 1, 1)
+        """The codec of a state student: one (STATE_CHANNELS or STYLED_CHANNELS, 1, 1) token per
+        frame, decoded to ``video_size`` square frames."""
         got = (config.channels, config.height, config.width, config.patch)
-        if got != want or config.video_size < 1:
-            raise ValueError(f"codec 'state' needs channels, height, width, patch = {want} and video_size >= 1 "
+        if got not in ((STATE_CHANNELS, 1, 1, 1), (STYLED_CHANNELS, 1, 1, 1)) or config.video_size < 1:
+            raise ValueError(f"codec 'state' needs channels, height, width, patch = ({STATE_CHANNELS} or "
+                             f"{STYLED_CHANNELS} with the cartoon strengths), 1, 1, 1 and video_size >= 1 "
                              f"(the decoded frame side), got {got} and video_size {config.video_size}")
         if config.refine:
             raise ValueError("refine (a pixel refinement head) does not apply to codec 'state'")
-        return cls(config.video_size)
+        return cls(config.video_size, channels=config.channels)
 
-    def __init__(self, size: int = 32, gn_steps: int = 4):
+    def __init__(self, size: int = 32, gn_steps: int = 4, channels: int = STATE_CHANNELS):
+        if channels not in (STATE_CHANNELS, STYLED_CHANNELS):
+            raise ValueError(f"a state has {STATE_CHANNELS} channels ({STYLED_CHANNELS} with the cartoon "
+                             f"strengths), got {channels}")
         self.size = size
         self.gn_steps = gn_steps
+        self.channels = channels
 
     # ----- decode: the renderer -----
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, T, 10, 1, 1) -> (B, T, 3, size, size) float32 in [-1, 1]; differentiable."""
-        if latent.dim() != 5 or tuple(latent.shape[2:]) != (STATE_CHANNELS, 1, 1):
-            raise ValueError(f"state latents must be (B, T, {STATE_CHANNELS}, 1, 1), got {tuple(latent.shape)}")
-        cx, cy, radius, mix, color, background = _state_to_params(latent)
-        return render(cx, cy, radius, mix, color, background, self.size)
+        """(B, T, C, 1, 1) -> (B, T, 3, size, size) float32 in [-1, 1]; differentiable (C: the codec's
+        channels)."""
+        if latent.dim() != 5 or tuple(latent.shape[2:]) != (self.channels, 1, 1):
+            raise ValueError(f"state latents must be (B, T, {self.channels}, 1, 1), got {tuple(latent.shape)}")
+        cx, cy, radius, mix, color, background, style = _state_to_params(latent)
+        return render(cx, cy, radius, mix, color, background, self.size, style=style)
 
     def project(self, latent: torch.Tensor) -> torch.Tensor:
         """The drawable latent nearest to ``latent`` (the clamps ``decode`` applies), same shape."""
@@ -97,10 +119,15 @@ class StateCodec:
     # ----- encode: analysis by synthesis -----
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, size, size) in [-1, 1] -> (B, T, 10, 1, 1) states (see the module docstring)."""
+        """(B, T, 3, size, size) in [-1, 1] -> (B, T, C, 1, 1) states (see the module docstring)."""
         if video.dim() != 5 or video.shape[2] != 3 or tuple(video.shape[3:]) != (self.size, self.size):
             raise ValueError(f"the state codec encodes (B, T, 3, {self.size}, {self.size}) clips in [-1, 1] "
                              f"(resample to the student format first), got {tuple(video.shape)}")
+        if self.channels == STYLED_CHANNELS:
+            return encode_styled(video, self.size, self.gn_steps)
+        return self._encode_plain(video)
+
+    def _encode_plain(self, video: torch.Tensor) -> torch.Tensor:
         B, T = video.shape[:2]
         H = self.size
         x = (video.float().clamp(-1, 1) + 1) / 2  # [0, 1]
@@ -247,3 +274,112 @@ def _place_missing(cx: torch.Tensor, cy: torch.Tensor, radius: torch.Tensor, vis
                 y = 1 + off
             cx[b, t], cy[b, t] = x, y
     return cx, cy
+
+
+_FG = 0.12  # colour distance (RGB in [0, 1]) from the background gradient that counts as object
+
+
+def encode_styled(video: torch.Tensor, size: int, gn_steps: int = 4) -> torch.Tensor:
+    """(B, T, 3, size, size) in [-1, 1] -> (B, T, 13, 1, 1) states with the cartoon strengths.
+
+    Analysis by synthesis with the stylised renderer: the background and its gradient from the top
+    and bottom rows (``fit_gradient``, per clip); the object's mask (holes filled: the outline
+    encloses a fill that shading can bring close to the background) gives each frame's centre and
+    a first radius; then rounds of the look given the geometry (``fit_look``: fill, outline,
+    shading) and a Gauss-Newton step of the centre and radius given the look, for a ball and for a
+    square, keeping the shape that redraws the clip better. The radius, shape, colours and
+    strengths are the clip's (medians over its frames with the object whole), and a last round
+    refits the centres under them. A frame without the object is placed as in the plain encoder.
+    Exact to about 1e-3 px on clean renders of either look (tests/test_state_codec.py)."""
+    from scipy import ndimage
+
+    B, T = video.shape[:2]
+    H = size
+    x = (video.float().clamp(-1, 1) + 1) / 2
+    top = x[:, :, :, 0].permute(0, 2, 1, 3).reshape(B, 3, -1).median(-1).values
+    bottom = x[:, :, :, -1].permute(0, 2, 1, 3).reshape(B, 3, -1).median(-1).values
+    bg, grad = fit_gradient(top, bottom, H)
+    grad = grad.clamp(0, 1)
+    rows = background_rows(bg, grad, H).repeat_interleave(T, 0)  # (N, H, 3)
+    frames = x.flatten(0, 1)  # (N, 3, H, H)
+    N = len(frames)
+    d = (frames - rows.permute(0, 2, 1)[..., None]).norm(dim=1)  # (N, H, H)
+    mask = torch.from_numpy(np.stack([ndimage.binary_fill_holes(m) for m in (d > _FG).numpy()])).float()
+    area = mask.sum((1, 2))  # px^2
+    visible = area > MIN_AREA
+    centre = torch.arange(H, dtype=torch.float32) + 0.5
+    a_sum = area.clamp_min(1e-8)
+    cx0 = (mask.sum(1) * centre).sum(1) / a_sum / H
+    cy0 = (mask.sum(2) * centre).sum(1) / a_sum / H
+    inside = visible & (border_mass(mask) == 0)
+    bg_n = bg.repeat_interleave(T, 0)
+    grad_n = grad.repeat_interleave(T, 0)
+
+    def draw(cx, cy, r, mix, fill, so, sh, which):
+        lay = layers(cx[:, None], cy[:, None], r.clamp(*RADIUS_RANGE)[:, None], mix[which, None], H, styled=True)
+        style = Style(so[which, None], sh[which, None], grad_n[which, None])
+        return (compose(lay, fill[which, None], bg_n[which, None], style)[:, 0] + 1) / 2
+
+    def look(cx, cy, r, mix, start=None):
+        lay = layers(cx[:, None], cy[:, None], r.clamp(*RADIUS_RANGE)[:, None], mix[:, None], H, styled=True)
+        fill, so, sh = fit_look(frames, lay, rows, iters=8 if start is None else 2, start=start)
+        return fill, so.nan_to_num(0.0), sh.nan_to_num(0.0)
+
+    def refine(p, r_fixed, mix, fill, so, sh, which, steps):
+        """Gauss-Newton on p (N, k): centre (k = 2, radius ``r_fixed``) or centre and radius (k = 3)
+        of the frames ``which``; the rest of the drawing fixed."""
+        idx = torch.nonzero(which).squeeze(1)
+        if not len(idx):
+            return p
+        q = p[idx].clone()
+        tgt = frames[idx].flatten(1)
+        eye = torch.eye(q.shape[1])
+        h = 2e-4
+
+        def render_q(q):
+            r = q[:, 2] if q.shape[1] == 3 else r_fixed[idx]
+            return draw(q[:, 0], q[:, 1], r, mix, fill, so, sh, idx).flatten(1)
+
+        for _ in range(steps):
+            base = render_q(q)
+            res = base - tgt
+            J = torch.stack([(render_q(q + h * e) - base) / h for e in eye], dim=2)
+            step = torch.linalg.solve(J.transpose(1, 2) @ J + 1e-6 * eye, -(J.transpose(1, 2) @ res[..., None]))[..., 0]
+            q = q + step.clamp(-0.05, 0.05)
+        out = p.clone()
+        out[idx] = q
+        return out
+
+    fits = {}
+    for m in (0.0, 1.0):
+        mix = torch.full((N,), m)
+        r0 = (area.sqrt() / 2 if m else (area / torch.pi).sqrt()) / H
+        p = torch.stack([cx0, cy0, r0.clamp(*RADIUS_RANGE)], 1)
+        fit = None
+        for _ in range(3 * gn_steps):
+            fit = look(p[:, 0], p[:, 1], p[:, 2], mix, fit)
+            p = refine(p, None, mix, *fit, visible, 1)
+        fill, so, sh = look(p[:, 0], p[:, 1], p[:, 2], mix, fit)
+        err = (draw(p[:, 0], p[:, 1], p[:, 2], mix, fill, so, sh, torch.arange(N)) - frames).pow(2).flatten(1).sum(1)
+        err = torch.where(visible, err, torch.zeros_like(err)).view(B, T).sum(1)
+        fits[m] = (p, fill, so, sh, err)
+    square = fits[1.0][4] < fits[0.0][4]  # (B,)
+    p, fill, so, sh = (torch.where(square.repeat_interleave(T).view(-1, *[1] * (a.dim() - 1)), b, a)
+                       for a, b in zip(fits[0.0][:4], fits[1.0][:4]))
+    mix = square.float().repeat_interleave(T)
+
+    def per_clip(v: torch.Tensor) -> torch.Tensor:
+        """Median over each clip's whole-object frames (its visible ones if none) -> (N, ...)."""
+        use = torch.where(inside.view(B, T).any(1, keepdim=True), inside.view(B, T), visible.view(B, T))
+        vv = v.view(B, T, -1)
+        filled = torch.where(use[..., None], vv, torch.full_like(vv, float("nan")))
+        med = filled.nanmedian(dim=1).values.nan_to_num(0.0)  # (B, k)
+        return med.repeat_interleave(T, 0).view(v.shape)
+
+    r = per_clip(p[:, 2]).clamp(*RADIUS_RANGE)
+    fill, so, sh = per_clip(fill).clamp(0, 1), per_clip(so).clamp(0, 1), per_clip(sh).clamp(0, 1)
+    p = refine(torch.stack([p[:, 0], p[:, 1]], 1), r, mix, fill, so, sh, visible, 2 * gn_steps)
+    cx, cy = _place_missing(p[:, 0].view(B, T), p[:, 1].view(B, T), r.view(B, T), visible.view(B, T), H)
+    style = Style(so.view(B, T), sh.view(B, T), grad.repeat_interleave(T).view(B, T))
+    return params_to_state(cx, cy, r.view(B, T), mix.view(B, T), fill.view(B, T, 3),
+                           bg_n.view(B, T, 3), style)
