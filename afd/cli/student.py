@@ -1,7 +1,8 @@
 """``afd student ...``: student folders made locally, never downloaded. ``import``: a published
 Self-Forcing / Causal-Forcing checkpoint -> an afd Wan student folder (``save_pretrained``),
 converted once so that every later load is a plain one. ``tiny-wan``: a tiny random latent Wan
-student with its VAE and UMT5 encoder, for CPU runs."""
+student with its VAE and UMT5 encoder, for CPU runs. ``styled``: a state student given the three
+cartoon strengths (docs/style.md)."""
 
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def register(sub) -> None:
     q.add_argument("--force", action="store_true", help="replace vae/, umt5/ and student/ if they exist")
     q.set_defaults(func=cmd_tiny_wan)
 
+    q = ss.add_parser("styled", help="a state student with the cartoon strengths (13 channels), sampling the "
+                                     "base's clips in the plain look until trained",
+                      description="Copies a 10-channel state student into a 13-channel one: the three cartoon "
+                                  "strengths (afd/world/state_codec.py) are read with zero weights and predicted "
+                                  "as the plain look, so the new student samples exactly the base's clips. It can "
+                                  "then learn the second domain's look from its prompts (docs/style.md).",
+                      epilog=examples("afd student styled --from base-state --out checkpoints/base-state-styled"))
+    q.add_argument("--from", dest="source", required=True, help="a 10-channel state student (folder or shipped name)")
+    q.add_argument("--out", required=True, help="new or empty folder for the student")
+    q.set_defaults(func=cmd_styled)
+
 
 def cmd_import(args) -> int:
     from afd.cli import CLIError
@@ -81,6 +93,30 @@ def cmd_import(args) -> int:
                                                         "state": state}})
     print(f"wrote {out}: {model.num_params() / 1e6:.1f}M-parameter Wan student from the {state!r} "
           f"weights of {checkpoint}")
+    return 0
+
+
+def cmd_styled(args) -> int:
+    from afd.cli import CLIError
+    from afd.student.backbones.transformer import CausalVideoTransformer
+    from afd.student.shipped import resolve_checkpoint
+    from afd.student.widen import widen_channels
+    from afd.world.state_codec import STATE_CHANNELS, STYLED_CHANNELS
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out}: exists and is not an empty folder; choose a new or empty one")
+    src = resolve_checkpoint(args.source)
+    model = CausalVideoTransformer.from_pretrained(src)
+    if model.config.codec != "state" or model.config.channels != STATE_CHANNELS:
+        raise CLIError(f"--from {args.source}: a {STATE_CHANNELS}-channel state student is needed, got codec "
+                       f"{model.config.codec!r} with {model.config.channels} channels")
+    try:
+        wide = widen_channels(model, STYLED_CHANNELS, -1.0)  # -1: strength 0, the plain look
+    except ValueError as e:
+        raise CLIError(f"--from {args.source}: {e}") from None
+    wide.save_pretrained(out, extra={"styled_from": {"source": str(args.source), "path": str(src)}})
+    print(f"wrote {out}: {args.source} with the cartoon strengths ({STYLED_CHANNELS} channels; plain until trained)")
     return 0
 
 

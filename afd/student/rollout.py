@@ -46,11 +46,17 @@ def rollout_noise(prompts: list[str], seeds: list[int], model: StudentModel, ste
 
 def _noise_chunk(prompts: list[str], seeds: list[int], cfg, steps: int, chunk: int) -> torch.Tensor:
     """The noise of blocks chunk * n_blocks .. (chunk + 1) * n_blocks - 1 of each clip."""
+    narrow = getattr(cfg, "widened_from", 0) or cfg.channels
     shape = (cfg.n_blocks, steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width)
     out = torch.empty((len(prompts), *shape))
     for i, (p, s) in enumerate(zip(prompts, seeds)):
         seed = clip_seed(p, s) if chunk == 0 else clip_seed(f"{p}\x00chunk{chunk}", s)
-        out[i] = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        out[i, :, :, :, :narrow] = torch.randn((*shape[:3], narrow, *shape[4:]),
+                                               generator=torch.Generator().manual_seed(seed))
+        if narrow < cfg.channels:  # a widened student's new channels: a stream of their own
+            extra = (*shape[:3], cfg.channels - narrow, *shape[4:])
+            out[i, :, :, :, narrow:] = torch.randn(extra, generator=torch.Generator().manual_seed(
+                clip_seed(f"{p}\x00widened{chunk}", s)))
     return out
 
 

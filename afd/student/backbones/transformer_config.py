@@ -138,6 +138,10 @@ class StudentConfig(BlockSampler):
     # keeps the clip's first block at the window's start.
     window: int = 0
     sink: bool = False
+    # A student widened from one with fewer latent channels (``afd.student.widen``) draws its
+    # rollout noise for those first channels exactly as that student did (the rest from a stream
+    # of their own), so it samples the same clips. 0: not widened.
+    widened_from: int = 0
 
     def __post_init__(self):
         check_choices(self)
@@ -160,6 +164,9 @@ class StudentConfig(BlockSampler):
                              f"video_size {self.video_size}")
         if self.dim % self.heads:
             raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
+        if self.widened_from and not 0 < self.widened_from < self.channels:
+            raise ValueError(f"widened_from {self.widened_from} must be below channels {self.channels} "
+                             "(0: not widened)")
 
     # Fields a checkpoint's config.json may leave out (``afd.student.backbones.transformer.read_student_config``);
     # any other missing field is an error, because its default would silently build or sample a
@@ -173,8 +180,9 @@ class StudentConfig(BlockSampler):
     #   project_blocks: False caches the raw block, as every rollout did before.
     #   codec_path: "" is no learned codec, which none of them uses;
     #   window, sink: only rollouts past ``frames`` read them, which none could make before.
+    #   widened_from: 0, none was widened.
     CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path", "window",
-                                     "sink"})
+                                     "sink", "widened_from"})
     # Knobs that were removed, with the value every shipped checkpoint saved (afd.config: a file
     # naming one loads only with that value). frame_cond: a per-frame adaLN embedding, never on.
     REMOVED_FIELDS = {"frame_cond": False}
