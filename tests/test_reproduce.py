@@ -509,3 +509,50 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
         "(whole-clip PC)": "does not hold"}
     with pytest.raises(ValueError, match="eval_frames"):
         smoke_cfg(tmp_path, "eval_frames=[20]")
+
+
+def test_continual_adaptation_style_table_and_retention(tmp_path):
+    """retention_splits: every base and main-grid run also scored on the original domain (right
+    after it), collected under ``retention`` and read against the base with the 2-point goal; the
+    style group of the main eval is tabled."""
+    cfg = smoke_cfg(tmp_path, "methods=[base,sft,afd]", "eval_splits=[style-eval]",
+                    "retention_splits=[physics-eval,general-eval]", "sweeps.sft_steps=[]", "sweeps.eta_d=[]",
+                    "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+    jobs = plan_jobs(cfg)
+    retain = [j for j in jobs if j.kind == "retain"]
+    assert {j.id for j in retain} == {"base-chunk-retain", "sft-chunk-s0-retain", "sft-chunk-s1-retain",
+                                      "afd-chunk-s0-retain", "afd-chunk-s1-retain"}
+    order = [j.id for j in jobs]
+    assert all(order.index(j.id) == order.index(j.id.removesuffix("-retain")) + 1 for j in retain)
+    sft0 = next(j for j in retain if j.id == "sft-chunk-s0-retain")
+    assert sft0.argv[:3] == ("eval", "--checkpoint", str(Path(cfg.work_dir) / "sft-chunk-s0" / "student"))
+    assert "--split physics-eval --split general-eval" in " ".join(sft0.argv)
+    main_eval = next(j for j in jobs if j.id == "base-chunk")
+    assert "--split style-eval" in " ".join(main_eval.argv)
+    _fabricate(cfg, jobs)
+    # On the original domain: AFD keeps both totals, SFT loses 5 general points (beyond noise).
+    for j in jobs:
+        d = j.dir(cfg.work_dir)
+        if not (d / EVAL_FILE).exists():
+            continue
+        if j.kind == "retain":
+            general = {"base": 90.0, "afd": 89.0, "sft": 85.0}[j.method] + 0.1 * (j.seed or 0)
+            ev = _fake_eval(40.0, general)
+            ev["stderr"] = {"physics": {"total": 0.5, "physical_consistency": 2.0}, "general": {"total": 0.5}}
+            (d / EVAL_FILE).write_text(json.dumps(ev))
+        else:
+            ev = json.loads((d / EVAL_FILE).read_text())
+            style = {"base": 3.0, "afd": 50.0, "sft": 80.0, "teacher": 96.0, "loose": 96.0}[j.method]
+            ev["groups"]["style"] = {"style_adherence": style, "outline": style, "shading": style, "gradient": style}
+            (d / EVAL_FILE).write_text(json.dumps(ev))
+    res = collect(cfg, jobs)
+    assert res["retention"]["splits"] == ["physics-eval", "general-eval"]
+    assert {(r["method"], r["seed"]) for r in res["retention"]["runs"]} == {
+        ("base", 0), ("base", 1), ("sft", 0), ("sft", 1), ("afd", 0), ("afd", 1)}
+    text = write_report(cfg, jobs).read_text()
+    assert "## The new domain: style adherence (Fig. 4 analog)" in text
+    assert "| world: real (teacher) | 96.0 |" in text and "| chunk / sft (n=2) | 80.0 ± 0.0 |" in text
+    assert "## What is kept of the original domain" in text
+    sft_row = next(line for line in text.splitlines() if line.startswith("| chunk / sft | "))
+    afd_row = next(line for line in text.splitlines() if line.startswith("| chunk / afd | "))
+    assert sft_row.endswith("| kept | lost |") and afd_row.endswith("| kept | kept |")

@@ -40,7 +40,7 @@ def test_styled_cli_errors(tiny_styled, tmp_path, capsys):
     assert "a 10-channel state student is needed, got codec 'state' with 13 channels" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method", ["afd", "sft"])
+@pytest.mark.parametrize("method", ["afd", "sft", "gan", "dmd"])
 def test_tiny_style_adaptation_end_to_end(tiny_styled, tmp_path, method):
     run = tmp_path / "run"
     assert main(["train", "--config", f"configs/train/{method}.yaml", "--no-progress",

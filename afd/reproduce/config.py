@@ -89,6 +89,10 @@ class ReproduceConfig:
     # (docs/long-videos.md). The report gets a long-horizon table, drift curves and the claim
     # that on-policy training holds physics over the long horizon better than SFT.
     eval_frames: list[int] = field(default_factory=list)
+    # Continual adaptation (docs/style.md): the original domain's splits. Every base and main-grid
+    # run is also scored on them (job ``<id>-retain``), and the report says what each run kept of
+    # the domain it started from (afd.reproduce.domain).
+    retention_splits: list[str] = field(default_factory=list)
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
     # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).

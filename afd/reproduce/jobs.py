@@ -36,7 +36,9 @@ class JobFailed(RuntimeError):
 @dataclass(frozen=True)
 class Job:
     id: str  # directory name under work_dir
-    kind: str  # "world" | "base" | "train" | "long" (a longer eval of another job's student or world)
+    # "world" | "base" | "train" | "long" (a longer eval of another job's student or world) |
+    # "retain" (another job's student on the original domain's splits)
+    kind: str
     argv: tuple[str, ...]  # the ``afd`` command line (without "afd")
     method: str | None = None
     family: str | None = None
@@ -241,6 +243,18 @@ class JobPlanner:
         return self._add(Job(jid, "long", argv, method=of.method, family=of.family, seed=of.seed,
                              overrides=(f"frames={frames}",)), f"long:{of.id}")
 
+    def retention_eval(self, of: Job) -> Job:
+        """``of`` (a base or a trained run) scored on ``retention_splits``; job id ``<of>-retain``."""
+        jid = f"{of.id}-retain"
+        c = self.cfg
+        source = self.cfg.families[of.family] if of.kind == "base" else str(of.dir(c.work_dir) / "student")
+        argv = ("eval", "--checkpoint", source, "--per-prompt", str(c.eval_per_prompt), "--seed", str(c.eval_seed),
+                *[a for split in c.retention_splits for a in ("--split", split)],
+                *(["--prompts-per-split", str(c.eval_prompts_per_split)] if c.eval_prompts_per_split else []),
+                "--no-progress", "--json", str(Path(c.work_dir) / jid / EVAL_FILE))
+        return self._add(Job(jid, "retain", argv, method=of.method, family=of.family, seed=of.seed,
+                             student=of.student if of.kind == "base" else None), f"retain:{of.id}")
+
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps
         self.world("real")
@@ -264,6 +278,8 @@ class JobPlanner:
             ordered.append(job)
             if job.kind in ("world", "base") or (job.kind == "train" and "main" in job.tags):
                 ordered += [self.long_eval(job, frames) for frames in c.eval_frames]
+            if c.retention_splits and (job.kind == "base" or (job.kind == "train" and "main" in job.tags)):
+                ordered.append(self.retention_eval(job))
         return ordered
 
     def _sweeps(self, s) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from afd.config import config_to_dict
 from afd.reproduce import claims
 from afd.reproduce.config import REFERENCE_METHODS, ReproduceConfig
+from afd.reproduce.domain import collect_retention, retention_markdown, style_markdown
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.reproduce.long import collect_long, long_markdown
 from afd.world.splits import load_split
@@ -191,6 +192,8 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
     res["sweeps"]["budget"].sort(key=lambda r: (r["method"], r["teacher_clips"]))
     if cfg.eval_frames:
         res["long"] = collect_long(cfg, jobs, done, ev)
+    if cfg.retention_splits:
+        res["retention"] = collect_retention(cfg, jobs, done, ev)
     return res
 
 
@@ -450,6 +453,9 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
         lines += [cfg.notes.strip(), ""]
     lines += claims.gate_markdown(res, list(cfg.families), cfg.methods, cfg.gate)
     lines += ["## Table 1 analog: physics dimensions and totals, general total", "", table1(res, cfg), ""]
+    lines += style_markdown({**res, "world": {"teacher": res["teacher"], "loose": res["loose"]}}, cfg,
+                            claims.method_stat)
+    lines += retention_markdown(res, cfg, claims.method_stat)
     lines += claims.markdown(res, list(cfg.families), cfg.methods)
     lines += ["## Table 2 analog: physical consistency and motion quality", "",
               "Motion quality stands in for VideoAlign-MQ: mean of dynamic degree, motion smoothness and "
