@@ -6,12 +6,12 @@ from afd.cli import main
 def test_demo_end_to_end(tmp_path, capsys):
     """The default pair: the shipped base-state and afd-state students next to the teacher."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--per-prompt", "1"]) == 0
+    assert main(["demo", "--out", str(out), "--per-prompt", "1", "--style-student", "base-state-styled"]) == 0
     text = capsys.readouterr().out
     assert "teacher (real world)" in text and "base student" in text and "adapted student" in text
     assert "physical consistency: base" in text and "change" in text
     assert (out / "teacher_base_adapted.png").stat().st_size > 1000
-    assert len(list((out / "clips").glob("*.mp4"))) == 15
+    assert len(list((out / "clips").glob("*.mp4"))) == 18 and "the last row: the cartoon domain" in text
     real, base, adapted = (json.loads((out / f"eval_{m}.json").read_text()) for m in ("real", "base", "adapted"))
     assert real["groups"]["physics"]["physical_consistency"] > base["groups"]["physics"]["physical_consistency"]
     assert base["n_videos"] == real["n_videos"] == adapted["n_videos"]

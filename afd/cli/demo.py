@@ -3,7 +3,10 @@
 The teacher (the real world), the shipped base student and the shipped AFD-adapted student (by
 default ``base-state`` and ``afd-state``: the pair that the main job, ``make afd``, starts from
 and ends with) on a few showcase prompts, as mp4 clips and one PNG strip (teacher | base |
-adapted per prompt), then all three scored on the eval splits side by side with ± errors.
+adapted per prompt), then all three scored on the eval splits side by side with ± errors. The
+strip's last row is the second domain (docs/style.md): a cartoon-style prompt, whose adapted column
+is ``--style-student`` when given (a student adapted to that domain, e.g. a run of
+configs/reproduce/style.yaml); a student that knows one domain draws it plain.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ SHOWCASE = [
     "a small white ball rolls to the left on a navy background",
     "a large magenta square slides to the right on a gray background",
 ]
+
+STYLED_SHOWCASE = "a large orange ball is thrown to the left on a navy background in cartoon style"
 
 LABELS = {"real": "teacher (real world)", "base": "base student", "adapted": "adapted student"}
 
@@ -40,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--student", default="base-state", help="base student (directory or shipped name)")
     p.add_argument("--adapted", default="afd-state",
                    help="adapted student: a shipped name or a run's student folder (e.g. runs/afd-state/student)")
+    p.add_argument("--style-student", default=None,
+                   help="a student adapted to the cartoon domain, drawn in the stylised row's adapted column "
+                        "(default: --adapted)")
     p.add_argument("--no-progress", action="store_true", help="no estimate lines and progress bars while scoring")
     p.set_defaults(func=cmd_demo)
 
@@ -69,15 +77,22 @@ def cmd_demo(args) -> int:
 
     seeds = [args.seed] * len(SHOWCASE)
     showcase = {m: clips_of(m, SHOWCASE, seeds) for m in modes}
+    if args.style_student:
+        students["style"] = load_student_model(args.style_student)
+    styled = {m: clips_of("style" if m == "adapted" and args.style_student else m, [STYLED_SHOWCASE], [args.seed])[0]
+              for m in modes}
     videos, captions = [], []
-    for k, prompt in enumerate(SHOWCASE):
+    for k, prompt in enumerate([*SHOWCASE, STYLED_SHOWCASE]):
         for mode in modes:
-            v = showcase[mode][k]
+            v = showcase[mode][k] if k < len(SHOWCASE) else styled[mode]
             write_video(out / "clips" / f"{mode}_{k}.mp4", v)
             videos.append(resample(v, STUDENT))
-            captions.append(f"{LABELS[mode]}: {prompt}")
+            label = "style-adapted student" if mode == "adapted" and k == len(SHOWCASE) and args.style_student \
+                else LABELS[mode]
+            captions.append(f"{label}: {prompt}")
     strip = save_strip(out / "teacher_base_adapted.png", videos, captions, n_frames=16)
-    print(f"wrote {strip} and {len(modes) * len(SHOWCASE)} mp4 clips in {out / 'clips'}")
+    print(f"wrote {strip} and {len(modes) * (len(SHOWCASE) + 1)} mp4 clips in {out / 'clips'} "
+          f"(the last row: the cartoon domain, docs/style.md)")
 
     prompts = load_split("physics-eval") + load_split("general-eval")
     progress = not args.no_progress

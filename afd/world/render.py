@@ -10,7 +10,7 @@ continuous input (centre, radius, shape mix, colours), which the GAN and DMD bas
 they backpropagate through a state student's decoder.
 
 The stylised ("cartoon") rendering adds three strengths in [0, 1], each 0 for the plain look
-(docs/world-and-eval.md, "The cartoon style"):
+(docs/style.md):
 
 - ``outline``: a band of width ``OUTLINE_WIDTH`` inside the object's edge blends toward the dark
   ``OUTLINE_RGB`` (the object's extent is unchanged, so its coverage and centroid are the plain ones);
