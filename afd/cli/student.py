@@ -97,6 +97,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_styled(args) -> int:
+    import json
+
     from afd.cli import CLIError
     from afd.student.backbones.transformer import CausalVideoTransformer
     from afd.student.shipped import resolve_checkpoint
@@ -115,7 +117,9 @@ def cmd_styled(args) -> int:
         wide = widen_channels(model, STYLED_CHANNELS, -1.0)  # -1: strength 0, the plain look
     except ValueError as e:
         raise CLIError(f"--from {args.source}: {e}") from None
-    wide.save_pretrained(out, extra={"styled_from": {"source": str(args.source), "path": str(src)}})
+    # The source's provenance (how it was trained or adapted) carries over: these are its weights.
+    extra = json.loads((src / "config.json").read_text()).get("extra") or {}
+    wide.save_pretrained(out, extra={**extra, "styled_from": {"source": str(args.source), "path": str(src)}})
     print(f"wrote {out}: {args.source} with the cartoon strengths ({STYLED_CHANNELS} channels; plain until trained)")
     return 0
 
