@@ -164,3 +164,16 @@ def test_styled_student_config():
     assert codec.channels == STYLED_CHANNELS and codec.decode(_styled_states(2, 8)).shape == (2, 8, 3, 32, 32)
     with pytest.raises(ValueError, match="10 or 13 with the cartoon strengths"):
         make_codec(StudentConfig(codec="state", channels=12, height=1, width=1, patch=1, video_size=32))
+
+
+def test_score_as_reads_the_motion_under_the_look_drawn(capsys):
+    """The world's cartoon clips scored as plain lose their measures; scored as what they are, not."""
+    args = ["eval", "--world", "real", "--split", "style-eval", "--prompts-per-split", "8", "--per-prompt", "1",
+            "--no-progress"]
+    assert main([*args, "--score-as", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "scored as if every prompt named the plain style" in out and "style group" not in out
+    assert main([*args, "--score-as", "cartoon"]) == 0
+    assert "style_adherence" in capsys.readouterr().out
+    assert main(["eval", "--videos", "x", "--score-as", "plain"]) == 2
+    assert "--score-as applies to --checkpoint and --world" in capsys.readouterr().err

@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first sampling seed")
     add_stream_args(p, "with --checkpoint or --world: clip length in frames (default 16); longer clips are "
                        "streamed by the student and scored per 2-second window and whole (docs/long-videos.md)")
+    p.add_argument("--score-as", metavar="STYLE", choices=["plain", "cartoon"],
+                   help="with --checkpoint or --world: sample each prompt as given, then score the clip as if its "
+                        "prompt named STYLE (plain or cartoon): reads a student's motion under the look it drew, "
+                        "to tell a wrong look from wrong motion (docs/style.md)")
     p.add_argument("--json", help="write the report here (schema: n_videos, groups.physics, groups.general)")
     p.add_argument("--per-clip", help="write one JSON line of per-clip scores per clip here")
     p.add_argument("--fd-terms", action="store_true",
@@ -112,9 +116,9 @@ def check_args(args) -> None:
 
     if args.compare:
         if (args.split or args.prompts_per_split is not None or args.json or args.per_clip or args.fd_terms
-                or args.block_drift or args.coherence or args.defects):
+                or args.block_drift or args.coherence or args.defects or args.score_as):
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
-                           "--fd-terms, --coherence, --defects and --block-drift do not apply")
+                           "--fd-terms, --coherence, --defects, --block-drift and --score-as do not apply")
         return
     if args.frames is not None or args.window is not None or args.sink:
         if args.videos:
@@ -133,6 +137,8 @@ def check_args(args) -> None:
             raise CLIError(f"--frames must be >= 1, got {args.frames}")
     if args.block_drift and not args.checkpoint:
         raise CLIError("--block-drift measures a student: use it with --checkpoint")
+    if args.score_as and not (args.checkpoint or args.world):
+        raise CLIError("--score-as applies to --checkpoint and --world (clips sampled here)")
     if args.videos:
         if args.split or args.prompts_per_split is not None:
             raise CLIError("--split and --prompts-per-split apply to --checkpoint and --world; "
@@ -171,12 +177,16 @@ def cmd_eval(args) -> int:
             model = load_student_model(args.checkpoint)
             apply_stream_args(model, args)
             report, scores, clips, prompts = sample_and_score(model, prompts, args.per_prompt, args.seed,
-                                                              progress=not args.no_progress, frames=args.frames)
+                                                              progress=not args.no_progress, frames=args.frames,
+                                                              score_style=args.score_as)
             label = str(args.checkpoint)
         else:
             report, scores, clips, prompts = sample_world_and_score(args.world, prompts, args.per_prompt, args.seed,
-                                                                    progress=not args.no_progress, frames=args.frames)
+                                                                    progress=not args.no_progress, frames=args.frames,
+                                                                    score_style=args.score_as)
             label = f"world:{args.world}"
+    if args.score_as:
+        print(f"scored as if every prompt named the {args.score_as} style (--score-as); sampled as given")
     print(format_reports({label: report}))
     if "horizon" in report:
         from afd.eval.horizon import format_drift

@@ -16,6 +16,7 @@ from afd.student.base import StudentModel
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video
 from afd.video.strip import save_strip
+from afd.world.grammar import with_style
 from afd.world.sample import sample_world
 from afd.world.splits import load_split
 
@@ -36,14 +37,15 @@ def eval_prompts(prompts_per_split: int | None, splits: tuple[str, ...] | list[s
 
 
 def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, seed: int,
-                     progress: bool = False, name: str = "eval", frames: int | None = None
-                     ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
+                     progress: bool = False, name: str = "eval", frames: int | None = None,
+                     score_style: str | None = None) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """Sample ``per_prompt`` clips per prompt (seeds seed .. seed + per_prompt - 1) and score them.
     ``frames``: the clips' length (default the model's); longer than the judge's 2 seconds, the
     student streams and the clips are scored per window (``afd.eval.horizon``).
 
     ``progress``: print a line with the estimated time and show a bar (stderr) while sampling and
     scoring, each phase named ``name``; off by default, so library callers stay quiet.
+    ``score_style``: score each clip as if its prompt named this style (``restyle``).
     Returns (report in the ``afd eval`` JSON schema, per-clip scores, the clips, their prompts)."""
     all_prompts = [p for p in prompts for _ in range(per_prompt)]
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
@@ -54,8 +56,16 @@ def sample_and_score(model: StudentModel, prompts: list[str], per_prompt: int, s
     with PhaseProgress(len(all_prompts), f"{name}: sample", progress,
                        detail=f"({len(prompts)} prompts, {seeds_each})") as bar:
         clips = [Video(v, fps) for v in generate(model, all_prompts, seeds, frames=frames, progress=bar.update)]
-    report, scores = score_clips(clips, all_prompts, progress, name)
+    report, scores = score_clips(clips, restyle(all_prompts, score_style), progress, name)
     return report, scores, clips, all_prompts
+
+
+def restyle(prompts: list[str], style: str | None) -> list[str]:
+    """The prompts as if they named ``style`` (None: as they are). Scoring a clip against its prompt
+    in another style reads its motion under the look it drew: with the physics and general measures
+    taken under both looks, a student that drew the wrong look is told apart from one that drew the
+    wrong motion (docs/style.md)."""
+    return list(prompts) if style is None else [with_style(p, style) for p in prompts]
 
 
 def score_clips(clips: list[Video], prompts: list[str], progress: bool = False, name: str = "eval"
@@ -72,7 +82,8 @@ def score_clips(clips: list[Video], prompts: list[str], progress: bool = False, 
 
 
 def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed: int, progress: bool = False,
-                           frames: int | None = None) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
+                           frames: int | None = None, score_style: str | None = None
+                           ) -> tuple[dict, list[ClipScore], list[Video], list[str]]:
     """The reference rows: the world itself (``real`` = the teacher, ``loose`` = what the base was
     shown) sampled at the student's format for the same prompts and seeds as ``sample_and_score``
     uses, so its report sits in the same table. ``frames``: the clips' length (default the
@@ -84,7 +95,7 @@ def sample_world_and_score(mode: str, prompts: list[str], per_prompt: int, seed:
     seeds = [seed + k % per_prompt for k in range(len(all_prompts))]
     fmt = replace(STUDENT, frames=frames) if frames else STUDENT
     clips = [c.video for c in sample_world(all_prompts, seeds, mode, fmt)]
-    report, scores = score_clips(clips, all_prompts, progress, f"world:{mode}")
+    report, scores = score_clips(clips, restyle(all_prompts, score_style), progress, f"world:{mode}")
     return report, scores, clips, all_prompts
 
 
