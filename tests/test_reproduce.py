@@ -556,3 +556,11 @@ def test_continual_adaptation_style_table_and_retention(tmp_path):
     sft_row = next(line for line in text.splitlines() if line.startswith("| chunk / sft | "))
     afd_row = next(line for line in text.splitlines() if line.startswith("| chunk / afd | "))
     assert sft_row.endswith("| kept | lost |") and afd_row.endswith("| kept | kept |")
+    # A rerun of a stale run makes its retention eval stale: its identity is the run's config.
+    planned = {j.id: j for j in plan_jobs(smoke_cfg(tmp_path, "methods=[base,sft,afd]", "eval_splits=[style-eval]",
+                                                    "retention_splits=[physics-eval,general-eval]",
+                                                    "sweeps.sft_steps=[]", "sweeps.eta_d=[]", "sweeps.disc_loss=[]",
+                                                    "sweeps.budget_clips=[]", "overrides=[train.lr=0.5]"))}
+    assert planned["sft-chunk-s0-retain"].student != next(j for j in retain if j.id == "sft-chunk-s0-retain").student
+    with pytest.raises(ValueError, match="retention_splits: unknown split"):
+        smoke_cfg(tmp_path, "retention_splits=[physics-evl]")

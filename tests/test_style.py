@@ -177,3 +177,10 @@ def test_score_as_reads_the_motion_under_the_look_drawn(capsys):
     assert "style_adherence" in capsys.readouterr().out
     assert main(["eval", "--videos", "x", "--score-as", "plain"]) == 2
     assert "--score-as applies to --checkpoint and --world" in capsys.readouterr().err
+
+
+def test_plain_clip_is_the_same_beside_a_stylised_one():
+    p = "a small red ball falls on a black background"
+    alone, = sample_world([p], [2])
+    mixed = sample_world([p, with_style(p, "cartoon")], [2, 2])
+    assert torch.equal(alone.video.frames, mixed[0].video.frames)

@@ -185,7 +185,10 @@ def cmd_eval(args) -> int:
                                                                     progress=not args.no_progress, frames=args.frames,
                                                                     score_style=args.score_as)
             label = f"world:{args.world}"
+    from afd.eval.student import restyle
+
     if args.score_as:
+        report["score_as"] = args.score_as  # saved with --json: the report is not the prompts' own reading
         print(f"scored as if every prompt named the {args.score_as} style (--score-as); sampled as given")
     print(format_reports({label: report}))
     if "horizon" in report:
@@ -200,14 +203,14 @@ def cmd_eval(args) -> int:
         from afd.eval.fit import LOOSE_GRID
         from afd.eval.score import motion_coherence
 
-        print(format_spread(motion_coherence(clips, prompts),
+        print(format_spread(motion_coherence(clips, restyle(prompts, args.score_as)),
                             f"coherence (best of {len(LOOSE_GRID)} loose-world constant sets)"))
     if args.defects:
         from afd.eval.defects import format_defects, physics_defects
 
         print(format_defects(physics_defects(clips, scores)))
     if args.fd_terms:
-        print(_fd_terms(clips, prompts, report))
+        print(_fd_terms(clips, restyle(prompts, args.score_as), report))
     if args.block_drift:
         from afd.eval.blocks import block_drift, format_block_drift
 

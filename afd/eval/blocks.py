@@ -23,7 +23,7 @@ from afd.eval.tracker import track
 from afd.student.base import StudentModel
 from afd.student.sample import generate
 from afd.video.core import STUDENT, Video, stack
-from afd.world.grammar import parse_prompt
+from afd.world.grammar import PLAIN, parse_prompt
 from afd.world.sample import sample_world
 
 
@@ -53,8 +53,8 @@ def moving_prompts(prompts: list[str]) -> list[str]:
     return out
 
 
-def _centroids(video: Video) -> np.ndarray:
-    tr = track(video)
+def _centroids(video: Video, style: str = PLAIN) -> np.ndarray:
+    tr = track(video, style)
     return np.stack([tr.cx, tr.cy], 1)  # (T, 2), NaN where not found
 
 
@@ -84,12 +84,13 @@ def block_drift(model: StudentModel, prompts: list[str], seed: int = 1000) -> Bl
                          f"the model's clips are {cfg.frames}x{cfg.pixel_size}x{cfg.pixel_size}")
     seeds = [seed] * len(moving)
     world = stack([c.video for c in sample_world(moving, seeds, "loose", STUDENT)])
-    world_xy = [_centroids(Video(v, STUDENT.fps)) for v in world]
+    styles = [parse_prompt(p).style for p in moving]
+    world_xy = [_centroids(Video(v, STUDENT.fps), s) for v, s in zip(world, styles)]
     drift = np.full((len(moving), K - 1, F), np.nan)
     for k in range(1, K):
         clips = generate(model, moving, seeds, prefix=world[:, :k * F], n_blocks=k + 1)
         for i, v in enumerate(clips):
-            xy = _centroids(Video(v, STUDENT.fps))
+            xy = _centroids(Video(v, STUDENT.fps), styles[i])
             for j in range(k * F, (k + 1) * F):
                 true_v = world_xy[i][j] - world_xy[i][j - 1]
                 n = np.hypot(*true_v)
@@ -97,8 +98,8 @@ def block_drift(model: StudentModel, prompts: list[str], seed: int = 1000) -> Bl
                     drift[i, k - 1, j - k * F] = float((xy[j] - world_xy[i][j]) @ (true_v / n))
     free = generate(model, moving, seeds)
     inner, bound, w_inner, w_bound = [], [], [], []
-    for v, wxy in zip(free, world_xy):
-        a, b = _steps(_centroids(Video(v, STUDENT.fps)), F)
+    for v, wxy, style in zip(free, world_xy, styles):
+        a, b = _steps(_centroids(Video(v, STUDENT.fps), style), F)
         inner.append(a)
         bound.append(b)
         a, b = _steps(wxy, F)

@@ -147,6 +147,15 @@ class ReproduceConfig:
         if self.sweeps.family not in self.families:
             raise ValueError(f"sweeps.family {self.sweeps.family!r} is not one of families "
                              f"({', '.join(self.families)})")
+        from afd.world.splits import SPLIT_NAMES
+
+        for name in ("eval_splits", "retention_splits"):
+            unknown = [s for s in getattr(self, name) if s not in SPLIT_NAMES]
+            if unknown:
+                raise ValueError(f"{name}: unknown split(s) {', '.join(map(repr, unknown))}; valid splits: "
+                                 f"{', '.join(SPLIT_NAMES)}")
+        if not self.eval_splits:
+            raise ValueError("eval_splits must name at least one split")
         bad = [n for n in self.eval_frames if n <= 16 or n % 16]
         if bad:
             raise ValueError(f"eval_frames: {bad} - each length must be a multiple of 16 frames past 16 "

@@ -84,12 +84,12 @@ def retention_markdown(res: dict, cfg, method_stat) -> list[str]:
              "|---" * (len(RETAINED) + 3) + "|"]
     for fam in cfg.families:
         base = {lab: method_stat(view, fam, "base", g, k) for g, k, lab in RETAINED}
-        if base["PC"] is not None:
+        if any(v is not None for v in base.values()):
             lines.append(f"| {fam} / base | " + " | ".join(_fmt(base[lab]) for _, _, lab in RETAINED) + " | | |")
         for m in cfg.methods:
             if m == "base":
                 continue
-            cells, kept = [], []
+            cells, kept = [], {"physics total": "-", "general total": "-"}
             for g, k, lab in RETAINED:
                 a = method_stat(view, fam, m, g, k)
                 if a is None or base[lab] is None:
@@ -97,9 +97,9 @@ def retention_markdown(res: dict, cfg, method_stat) -> list[str]:
                     continue
                 d = diff(a, base[lab])
                 cells.append(f"{_fmt(a)} ({d.text()})")
-                if lab != "PC":
-                    kept.append("kept" if d.d >= -RETENTION_TOLERANCE or not d.above_noise else "lost")
+                if lab in kept:
+                    kept[lab] = "kept" if d.d >= -RETENTION_TOLERANCE or not d.above_noise else "lost"
             if any(c != "-" for c in cells):
-                kept += ["-"] * (2 - len(kept))
-                lines.append(f"| {fam} / {m} | " + " | ".join(cells) + f" | {kept[0]} | {kept[1]} |")
+                lines.append(f"| {fam} / {m} | " + " | ".join(cells) + f" | {kept['physics total']} | "
+                             f"{kept['general total']} |")
     return lines + [""]

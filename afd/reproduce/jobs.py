@@ -11,6 +11,7 @@ identical (a sweep point equal to the main run's config) share one id, so they r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -244,16 +245,20 @@ class JobPlanner:
                              overrides=(f"frames={frames}",)), f"long:{of.id}")
 
     def retention_eval(self, of: Job) -> Job:
-        """``of`` (a base or a trained run) scored on ``retention_splits``; job id ``<of>-retain``."""
+        """``of`` (a base or a trained run) scored on ``retention_splits``; job id ``<of>-retain``.
+        Its recorded identity is the base's weights or the run's resolved config, so a rerun of a
+        stale run makes its retention eval stale too."""
         jid = f"{of.id}-retain"
         c = self.cfg
         source = self.cfg.families[of.family] if of.kind == "base" else str(of.dir(c.work_dir) / "student")
         argv = ("eval", "--checkpoint", source, "--per-prompt", str(c.eval_per_prompt), "--seed", str(c.eval_seed),
                 *[a for split in c.retention_splits for a in ("--split", split)],
-                *(["--prompts-per-split", str(c.eval_prompts_per_split)] if c.eval_prompts_per_split else []),
+                *(["--prompts-per-split", str(c.eval_prompts_per_split)] if c.eval_prompts_per_split is not None
+                  else []),
                 "--no-progress", "--json", str(Path(c.work_dir) / jid / EVAL_FILE))
+        identity = of.student if of.kind == "base" else hashlib.sha256((of.config or "").encode()).hexdigest()[:16]
         return self._add(Job(jid, "retain", argv, method=of.method, family=of.family, seed=of.seed,
-                             student=of.student if of.kind == "base" else None), f"retain:{of.id}")
+                             student=identity), f"retain:{of.id}")
 
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps

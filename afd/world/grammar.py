@@ -137,7 +137,9 @@ def parse_prompt(prompt: str) -> PromptAttrs:
     if rest:
         head, _, tail = g.style_suffix.partition("{style}")
         head, tail = head.strip(), tail.strip()
-        if not (rest == head or rest.startswith(head + " ")):
+        if not g.styles or not (rest == head or rest.startswith(head + " ")):
+            if not g.styles:
+                raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}")
             raise PromptError(f"prompt {prompt!r}: unexpected trailing words {rest!r}; a prompt may end with "
                               f"{g.style_suffix!r} ({g.style_suffix.format(style=g.styles[0])!r})")
         style, rest = _take(rest[len(head):].lstrip(), g.styles, "style", prompt)
