@@ -216,28 +216,37 @@ class StateCodec:
                          fixed["color"][rows, None], fixed["bg"][rows, None], H)
             return out.flatten(1)
 
-        # Forward differences: coverage is piecewise linear in the parameters at this scale. Only
-        # frames not yet redrawn exactly take another step.
-        h = 2e-4  # frame heights
-        eye = torch.eye(p.shape[1], device=p.device)
-        active = torch.arange(len(idx), device=idx.device)
-        for _ in range(steps):
-            q = p[active]
-            base = draw(q, active)
-            res = base - tgt[active]
-            done = res.abs().amax(1) < 1e-5
-            active, q, base, res = active[~done], q[~done], base[~done], res[~done]
-            if not len(active):
-                break
-            J = torch.stack([(draw(q + h * e, active) - base) / h for e in eye], dim=2)  # (n, pixels, k)
-            JtJ = J.transpose(1, 2) @ J + 1e-6 * eye
-            step = torch.linalg.solve(JtJ, -(J.transpose(1, 2) @ res[..., None]))[..., 0]
-            p[active] = q + step.clamp(-0.05, 0.05)
+        p = gauss_newton_fd(p, draw, tgt, steps)
         cx, cy, radius = cx.clone(), cy.clone(), radius.clone()
         cx[idx], cy[idx] = p[:, 0], p[:, 1]
         if fit_radius:
             radius[idx] = p[:, 2].clamp(*RADIUS_RANGE)
         return cx, cy, radius
+
+
+def gauss_newton_fd(p: torch.Tensor, draw, target: torch.Tensor, steps: int, stop_when_exact: bool = True):
+    """Gauss-Newton on per-frame parameters p (n, k) so that ``draw(q, rows)`` -> (len(rows), pixels)
+    reproduces ``target`` (n, pixels); returns the refined p (a new tensor). Forward differences:
+    coverage is piecewise linear in the parameters at this scale. With ``stop_when_exact``, frames
+    already redrawn to 1e-5 take no further step."""
+    p = p.clone()
+    h = 2e-4  # frame heights
+    eye = torch.eye(p.shape[1], device=p.device)
+    active = torch.arange(len(p), device=p.device)
+    for _ in range(steps):
+        q = p[active]
+        base = draw(q, active)
+        res = base - target[active]
+        if stop_when_exact:
+            done = res.abs().amax(1) < 1e-5
+            active, q, base, res = active[~done], q[~done], base[~done], res[~done]
+            if not len(active):
+                break
+        J = torch.stack([(draw(q + h * e, active) - base) / h for e in eye], dim=2)  # (n, pixels, k)
+        JtJ = J.transpose(1, 2) @ J + 1e-6 * eye
+        step = torch.linalg.solve(JtJ, -(J.transpose(1, 2) @ res[..., None]))[..., 0]
+        p[active] = q + step.clamp(-0.05, 0.05)
+    return p
 
 
 def border_mass(alpha: torch.Tensor) -> torch.Tensor:
@@ -333,23 +342,14 @@ def encode_styled(video: torch.Tensor, size: int, gn_steps: int = 4) -> torch.Te
         idx = torch.nonzero(which).squeeze(1)
         if not len(idx):
             return p
-        q = p[idx].clone()
-        tgt = frames[idx].flatten(1)
-        eye = torch.eye(q.shape[1])
-        h = 2e-4
 
-        def render_q(q):
-            r = q[:, 2] if q.shape[1] == 3 else r_fixed[idx]
-            return draw(q[:, 0], q[:, 1], r, mix, fill, so, sh, idx).flatten(1)
+        def render_q(q, rows):
+            at = idx[rows]
+            r = q[:, 2] if q.shape[1] == 3 else r_fixed[at]
+            return draw(q[:, 0], q[:, 1], r, mix, fill, so, sh, at).flatten(1)
 
-        for _ in range(steps):
-            base = render_q(q)
-            res = base - tgt
-            J = torch.stack([(render_q(q + h * e) - base) / h for e in eye], dim=2)
-            step = torch.linalg.solve(J.transpose(1, 2) @ J + 1e-6 * eye, -(J.transpose(1, 2) @ res[..., None]))[..., 0]
-            q = q + step.clamp(-0.05, 0.05)
         out = p.clone()
-        out[idx] = q
+        out[idx] = gauss_newton_fd(p[idx], render_q, frames[idx].flatten(1), steps, stop_when_exact=False)
         return out
 
     fits = {}
