@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from afd.cli import main
 from afd.config import load_config, save_config
 from afd.reproduce.config import ReproduceConfig
-from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, plan_jobs, run_jobs, weights_digest
+from afd.reproduce.jobs import EVAL_FILE, Job, JobFailed, find_reusable, plan_jobs, run_jobs, weights_digest
 from afd.reproduce.report import collect, motion_quality, write_report
 from afd.train.config import AdaptConfig
 
@@ -111,9 +112,9 @@ def test_runner_skips_finished_jobs_and_names_a_failure(tmp_path):
     work = tmp_path / "jobs"
     ok = Job("teacher", "world", ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1",
                                   "--per-prompt", "1", "--json", str(work / "teacher" / EVAL_FILE)))
-    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 1, "skipped": 0}
+    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 1, "skipped": 0, "reused": 0}
     assert json.loads((work / "teacher" / "job.json").read_text())["wall_s"] > 0
-    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 0, "skipped": 1}
+    assert run_jobs([ok], work, log=lambda s: None) == {"ran": 0, "skipped": 1, "reused": 0}
     bad = Job("broken", "world",
               ("eval", "--world", "real", "--split", "nope", "--json", str(work / "broken" / EVAL_FILE)))
     with pytest.raises(JobFailed, match=r"job broken failed \(exit 2\).*broken/job.log"):
@@ -181,18 +182,79 @@ def test_runner_sets_a_stale_job_aside_and_runs_it_again(tmp_path):
     work = tmp_path / "jobs"
     args = ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1")
     old = Job("teacher", "world", (*args, "--seed", "5", "--json", str(work / "teacher" / EVAL_FILE)))
-    assert run_jobs([old], work, log=lambda s: None) == {"ran": 1, "skipped": 0}
+    assert run_jobs([old], work, log=lambda s: None) == {"ran": 1, "skipped": 0, "reused": 0}
     # Same job at a new output path: not stale. A different eval seed: stale.
     moved = Job("teacher", "world", (*args, "--seed", "5", "--json", str(tmp_path / "x" / EVAL_FILE)))
     assert moved.done(work)
     new = Job("teacher", "world", (*args, "--seed", "6", "--json", str(work / "teacher" / EVAL_FILE)))
     assert new.stale(work) == "its command changed" and not new.done(work)
     logs = []
-    assert run_jobs([new], work, log=logs.append) == {"ran": 1, "skipped": 0}
+    assert run_jobs([new], work, log=logs.append) == {"ran": 1, "skipped": 0, "reused": 0}
     assert any("teacher is stale (its command changed); moved to" in ln for ln in logs)
     kept = work / ".stale" / "teacher"
     assert "5" in json.loads((kept / "job.json").read_text())["argv"] and (kept / EVAL_FILE).is_file()
     assert new.done(work) and "6" in json.loads((work / "teacher" / "job.json").read_text())["argv"]
+
+
+def test_family_major_order_finishes_a_family_before_the_next(tmp_path):
+    cfg = smoke_cfg(tmp_path, "families={chunk: base-chunk, frame: base-frame}", "seeds=[0,1]", "order=families")
+    main_runs = [(j.family, j.seed) for j in plan_jobs(cfg) if j.kind == "train" and "main" in j.tags]
+    assert main_runs == sorted(main_runs, key=lambda fs: (fs[0] != "chunk", fs[1]))
+    assert main_runs[0] == ("chunk", 0) and main_runs[-1] == ("frame", 1)
+
+
+def test_reuse_copies_a_run_finished_elsewhere_under_the_same_config(tmp_path, monkeypatch):
+    cfg = smoke_cfg(tmp_path)
+    job = {j.id: j for j in plan_jobs(cfg)}["gan-chunk-s0"]
+    # The same computation under another id in another reproduction's work dir.
+    other = tmp_path / "other"
+    twin = Job("gan-lr-chunk-s0", job.kind, job.argv, method=job.method, family=job.family, seed=0,
+               config=job.config, student=job.student)
+    d = _finish_train_job(twin, other, f"run.dir={other / twin.id}")
+    (d / "checkpoint").mkdir()
+    record = {"argv": list(job.argv), "wall_s": 1.0, "resumed": False}
+    # An unrecorded student digest, other weights or another config never match.
+    (d / "job.json").write_text(json.dumps(record))
+    assert find_reusable(job, [str(other)]) is None
+    (d / "job.json").write_text(json.dumps({**record, "student": "0" * 16}))
+    assert find_reusable(job, [str(other)]) is None
+    (d / "job.json").write_text(json.dumps({**record, "student": job.student}))
+    assert find_reusable(job, [str(other), str(tmp_path / "missing")]) == d
+    logs = []
+    counts = run_jobs([job], cfg.work_dir, log=logs.append, reuse_from=[str(other)])
+    assert counts == {"ran": 0, "skipped": 0, "reused": 1} and "gan-chunk-s0 reused from" in logs[0]
+    here = job.dir(cfg.work_dir)
+    assert job.done(cfg.work_dir) and (here / "checkpoint").is_dir() and (d / EVAL_FILE).is_file()
+    assert json.loads((here / "job.json").read_text())["copied_from"] == str(d)
+    _finish_train_job(twin, other, "train.lr=0.003")
+    assert find_reusable(job, [str(other)]) is None
+    # A run started here is resumed, never replaced by a copy.
+    _finish_train_job(twin, other)
+    started = tmp_path / "started"
+    (job.dir(started) / "checkpoint").mkdir(parents=True)
+    monkeypatch.setattr("afd.reproduce.jobs.subprocess.run", lambda argv, **kw: SimpleNamespace(returncode=1))
+    with pytest.raises(JobFailed, match="job gan-chunk-s0 failed"):
+        run_jobs([job], started, log=lambda s: None, reuse_from=[str(other)])
+    assert not (job.dir(started) / "job.json").exists()
+
+
+def test_list_names_reusable_jobs(tmp_path, capsys):
+    cfg = smoke_cfg(tmp_path)
+    other = tmp_path / "other"
+    run = ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1")
+    teacher = {j.id: j for j in plan_jobs(cfg)}["teacher"]
+    d = other / "teacher"
+    d.mkdir(parents=True)
+    (d / EVAL_FILE).write_text("{}")
+    (d / "job.json").write_text(json.dumps({"argv": [*teacher.argv[:-1], str(d / EVAL_FILE)], "wall_s": 1.0}))
+    assert main(["reproduce", "--config", str(SMOKE), f"work_dir={cfg.work_dir}", f"report_dir={cfg.report_dir}",
+                 f"configs_dir={REPO / 'configs' / 'train'}", f"reuse_from=[{other}]", "--list"]) == 0
+    lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert lines["teacher"].startswith("reuse") and str(d) in lines["teacher"]
+    assert lines["loose"].startswith("todo")
+    # An eval with another command (here another split) is not the same job.
+    (d / "job.json").write_text(json.dumps({"argv": list(run), "wall_s": 1.0}))
+    assert find_reusable(teacher, [str(other)]) is None
 
 
 def _fake_eval(pc: float, general: float) -> dict:
@@ -267,7 +329,7 @@ def test_report_from_finished_jobs(tmp_path):
     verdicts = {c["claim"].split(":")[0]: c["verdict"] for c in saved["verdicts"]["claims"]}
     assert (set(verdicts) >= {"Fig. 1 (physics)", "Fig. 1 (general quality)", "Fig. 5", "Fig. 6"}
             and set(verdicts.values()) <= {"holds", "does not hold", "not measured"})
-    assert "| chunk | +5.5" in report and "6%" in report
+    assert "| chunk / afd (nft) | +5.5" in report and "6%" in report
 
 
 def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
@@ -397,6 +459,40 @@ def test_fig1_is_two_directional_claims():
     noisy = [_sft_point(k, p, 90, se=2.0) for k, p in zip((0, 50, 100), (88, 93, 90))]
     assert [v for _, v, _ in sft_length_claims(noisy)] == ["does not hold", "does not hold"]
     assert [v for _, v, _ in sft_length_claims(pts[:2])] == ["not measured", "not measured"]
+
+
+def test_goals_for_each_afd_row_against_every_tuned_baseline_and_its_own_oracle():
+    """Variant rows play their method's part: each AFD row gets goals against every SFT/GAN/DMD row,
+    its oracle is the oracle row with the same update, and the paper's claims read AFD (paper)."""
+    from afd.reproduce.claims import afd_goals, all_goals, markdown, paper_claims
+
+    variants = {"afd-paper": ["afd", "disc.lr=1e-3"], "afd-filtered": ["afd", "afd.update=reward-filtered"],
+                "sft-lr3e-5": ["sft", "train.lr=3e-5"], "gan-lr1e-6": ["gan", "train.lr=1e-6"],
+                "oracle-filtered": ["oracle", "afd.update=reward-filtered"]}
+    methods = ["base", "afd-paper", "afd-filtered", "sft-lr3e-5", "gan-lr1e-6", "oracle", "oracle-filtered"]
+    # (PC per seed, update): physics total = 50 + PC / 10 in the fakes.
+    rows = {"afd-paper": ([40, 41, 42], "nft"), "afd-filtered": ([60, 61, 62], "reward-filtered"),
+            "sft-lr3e-5": ([50, 52, 54], None), "gan-lr1e-6": ([30, 31, 32], None),
+            "oracle": ([45, 45, 45], "nft"), "oracle-filtered": ([70, 71, 72], "reward-filtered")}
+    runs = [{"method": "base", "family": "chunk", "seed": s, "eval": _fake_eval(40.0, 98.0), "update": None}
+            for s in range(3)]
+    runs += [{"method": m, "family": "chunk", "seed": s, "eval": _fake_eval(float(pc), 97.0), "update": u}
+             for m, (pcs, u) in rows.items() for s, pc in enumerate(pcs)]
+    res = {"config": {"variants": variants}, "runs": runs, "teacher": _fake_eval(95.0, 99.0),
+           "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []}}
+    best = afd_goals(res, "chunk", methods, "afd-filtered")
+    assert best["oracle_row"] == "oracle-filtered" and best["oracle_gain"].d == pytest.approx(31.0)
+    assert set(best["baselines"]) == {"sft-lr3e-5", "gan-lr1e-6"}
+    assert best["baselines"]["sft-lr3e-5"].d == pytest.approx(0.9)  # 56.1 - 55.2
+    assert best["met"]["baselines"] and best["met"]["general"]
+    paper = afd_goals(res, "chunk", methods, "afd-paper")
+    assert paper["oracle_row"] == "oracle" and not paper["met"]["baselines"]
+    assert [g["row"] for g in all_goals(res, ["chunk"], methods)] == ["afd-paper", "afd-filtered"]
+    md = "\n".join(markdown(res, ["chunk"], methods))
+    assert "| chunk / afd-filtered (reward-filtered) | +21.0" in md and "sft-lr3e-5: +0.9" in md
+    claims = {c: (v, e) for c, v, e in paper_claims(res, ["chunk"], methods)}
+    verdict, evidence = claims["Tables 1-2 (chunk): AFD has the best physics total among adapted methods"]
+    assert verdict == "does not hold" and "afd-paper - sft-lr3e-5 = " in evidence
 
 
 def test_budget_curve_counts_prompts_and_paid_clips(tmp_path):

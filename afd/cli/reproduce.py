@@ -15,8 +15,9 @@ def register(sub) -> None:
                                        "afd reproduce --config configs/reproduce/reproduce.yaml --report-only"))
     p.add_argument("--config", default=None, help="YAML config (see configs/reproduce/reproduce.yaml)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
-    p.add_argument("--list", action="store_true", help="print the jobs (done, todo, or stale: finished under a "
-                   "config that has since changed, rerun by the next `afd reproduce`) and exit")
+    p.add_argument("--list", action="store_true", help="print the jobs (done, todo, reuse: finished as planned "
+                   "in a `reuse_from` work dir and copied in, or stale: finished under a config that has since "
+                   "changed, rerun by the next `afd reproduce`) and exit")
     p.add_argument("--verdicts-only", action="store_true",
                    help="run nothing and read no job directory: re-decide report_dir's verdicts (results.json, "
                         "report.md's verdict sections) from its results.json with the current rules")
@@ -31,7 +32,7 @@ def cmd_reproduce(args) -> int:
 
     from afd.config import load_config, save_config
     from afd.reproduce.config import ReproduceConfig
-    from afd.reproduce.jobs import plan_jobs, run_jobs
+    from afd.reproduce.jobs import find_reusable, plan_jobs, run_jobs
     from afd.reproduce.report import write_report
 
     cfg = load_config(ReproduceConfig, args.config, args.overrides)
@@ -44,8 +45,10 @@ def cmd_reproduce(args) -> int:
     if args.list:
         for j in jobs:
             why = j.stale(cfg.work_dir)
-            status = "stale" if why else "done" if j.done(cfg.work_dir) else "todo"
-            print(f"{status:<5}  {j.id:<40} {','.join(j.tags)}" + (f"  ({why})" if why else ""))
+            src = None if why or j.done(cfg.work_dir) else find_reusable(j, cfg.reuse_from)
+            status = "stale" if why else "done" if j.done(cfg.work_dir) else "reuse" if src else "todo"
+            note = f"  ({why})" if why else f"  (from {src})" if src else ""
+            print(f"{status:<5}  {j.id:<40} {','.join(j.tags)}{note}")
         return 0
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.work_dir) / "reproduce.yaml")
@@ -57,10 +60,11 @@ def cmd_reproduce(args) -> int:
         from afd.reproduce.jobs import JobFailed
 
         try:
-            counts = run_jobs(jobs, cfg.work_dir)
+            counts = run_jobs(jobs, cfg.work_dir, reuse_from=cfg.reuse_from)
         except JobFailed as e:
             raise CLIError(str(e)) from None
-        print(f"reproduce: ran {counts['ran']}, skipped {counts['skipped']} finished, in {time.time() - t0:.0f}s")
+        print(f"reproduce: ran {counts['ran']}, reused {counts['reused']}, skipped {counts['skipped']} finished, "
+              f"in {time.time() - t0:.0f}s")
     path = write_report(cfg, jobs)
     save_config(cfg, Path(cfg.report_dir) / "reproduce.yaml")
     print(f"reproduce: report -> {path}")

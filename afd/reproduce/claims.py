@@ -65,30 +65,67 @@ def against_base(res: dict, families, methods) -> list[dict]:
     return rows
 
 
-def afd_goals(res: dict, family: str) -> dict | None:
-    """The three goals set for AFD on one family, with the numbers behind each verdict."""
-    afd = method_stat(res, family, "afd", "physics", "physical_consistency")
+def method_of(res: dict, methods) -> dict[str, str]:
+    """Each row's registered method: a variant's (from the config saved in ``res``), else itself."""
+    variants = (res.get("config") or {}).get("variants") or {}
+    return {m: (variants[m][0] if m in variants else m) for m in methods}
+
+
+def _update(res: dict, family: str, row: str) -> str | None:
+    """The student update a row's runs recorded ("nft", "reward-filtered", ...), None if unknown."""
+    return next((r.get("update") for r in res["runs"] if r["family"] == family and r["method"] == row), None)
+
+
+def afd_rows(res: dict, methods) -> list[str]:
+    """The rows that run AFD (the method ``afd`` or a variant of it), in config order."""
+    return [m for m, k in method_of(res, methods).items() if k == "afd"]
+
+
+def paper_row(res: dict, family: str, methods) -> str | None:
+    """AFD (paper) on ``family``: the first AFD row whose runs used the paper's update (NFT); an
+    older results.json without recorded updates takes the row named ``afd``."""
+    rows = afd_rows(res, methods)
+    return next((m for m in rows if _update(res, family, m) == "nft"),
+                "afd" if "afd" in rows and _update(res, family, "afd") is None else None)
+
+
+def baseline_rows(res: dict, methods) -> list[str]:
+    """The rows that run SFT, GAN or DMD (or variants of them), in BASELINES order."""
+    kind = method_of(res, methods)
+    return [m for b in BASELINES for m in methods if kind[m] == b]
+
+
+def afd_goals(res: dict, family: str, methods=None, row: str = "afd") -> dict | None:
+    """The three goals set for AFD on one family, for the AFD row ``row``, with the numbers behind
+    each verdict. Its oracle is the oracle row that ran the same student update; its baselines are
+    every SFT, GAN and DMD row of ``methods`` (default: the rows of ``res``)."""
+    if methods is None:
+        methods = list(dict.fromkeys(r["method"] for r in res["runs"]))
+    afd = method_stat(res, family, row, "physics", "physical_consistency")
     base = method_stat(res, family, "base", "physics", "physical_consistency")
     teacher = single(res.get("teacher"), "physics", "physical_consistency")
     if not (afd and base):
         return None
-    out: dict = {"family": family}
+    out: dict = {"family": family, "row": row, "update": _update(res, family, row)}
     gain = diff(afd, base)
     out["pc_gain"] = gain
     if teacher and teacher.mean > base.mean:
         out["gap_closed"] = gain.d / (teacher.mean - base.mean)
-    oracle = method_stat(res, family, "oracle", "physics", "physical_consistency")
+    kind = method_of(res, methods)
+    oracles = [m for m in methods if kind[m] == "oracle" and _update(res, family, m) == out["update"]]
+    oracle = method_stat(res, family, oracles[0], "physics", "physical_consistency") if oracles else None
     if oracle:
         og = diff(oracle, base)
+        out["oracle_row"] = oracles[0]
         out["oracle_gain"] = og
         # A fraction of a gain that is itself noise means nothing.
         out["oracle_fraction"] = gain.d / og.d if og.above_noise and og.d > 0 else None
-    ga, gb = (method_stat(res, family, m, "general", "total") for m in ("afd", "base"))
+    ga, gb = (method_stat(res, family, m, "general", "total") for m in (row, "base"))
     if ga and gb:
         out["general_change"] = diff(ga, gb)
     out["baselines"] = {}
-    for m in BASELINES:
-        a, b = (method_stat(res, family, x, "physics", "total") for x in ("afd", m))
+    for m in baseline_rows(res, methods):
+        a, b = (method_stat(res, family, x, "physics", "total") for x in (row, m))
         if a and b:
             out["baselines"][m] = diff(a, b)
     gc = out.get("gap_closed")
@@ -99,6 +136,11 @@ def afd_goals(res: dict, family: str) -> dict | None:
             math.isfinite(d.margin_sd) and d.margin_sd > MARGIN_GOAL for d in out["baselines"].values()),
     }
     return out
+
+
+def all_goals(res: dict, families, methods) -> list[dict]:
+    """afd_goals for every family x AFD row that has finished runs."""
+    return [g for f in families for r in afd_rows(res, methods) if (g := afd_goals(res, f, methods, r))]
 
 
 def _stats(res: dict, family: str, methods, group: str, key: str) -> dict[str, Stat]:
@@ -138,30 +180,32 @@ def paper_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
     """(claim, verdict, evidence) for each of the paper's claims that this reproduction tests.
     verdict is "holds", "does not hold" or "not measured"."""
     out = []
-    adapted = [m for m in methods if m in ("afd", *BASELINES)]
     for fam in families:
-        stats = _stats(res, fam, adapted, "physics", "total")
-        if "afd" not in stats or len(stats) < 2:
+        # The paper's claims are about its own method: AFD with the paper's update.
+        afd = paper_row(res, fam, methods)
+        stats = _stats(res, fam, [afd, *baseline_rows(res, methods)] if afd else [], "physics", "total")
+        if afd not in stats or len(stats) < 2:
             out.append((f"Tables 1-2 ({fam}): AFD has the best physics total among adapted methods",
-                        "not measured", "AFD or every baseline is missing"))
+                        "not measured", "AFD (paper) or every baseline is missing"))
             continue
-        others = {m: diff(stats["afd"], s) for m, s in stats.items() if m != "afd"}
+        name = "AFD" if afd == "afd" else afd
+        others = {m: diff(stats[afd], s) for m, s in stats.items() if m != afd}
         holds = all(d.d > 0 and d.above_noise for d in others.values())
-        ev = "; ".join(f"AFD - {m.upper()} = {d.text()}" for m, d in others.items())
+        ev = "; ".join(f"{name} - {m.upper() if m in BASELINES else m} = {d.text()}" for m, d in others.items())
         out.append((f"Tables 1-2 ({fam}): AFD has the best physics total among adapted methods",
                     "holds" if holds else "does not hold", ev))
         b = method_stat(res, fam, "base", "physics", "physical_consistency")
-        a = method_stat(res, fam, "afd", "physics", "physical_consistency")
+        a = method_stat(res, fam, afd, "physics", "physical_consistency")
         if a and b:
             d = diff(a, b)
             out.append((f"Tables 1-2 ({fam}): AFD improves physical consistency over the base",
-                        "holds" if d.d > 0 and d.above_noise else "does not hold", f"AFD - base = {d.text()}"))
-        ga, gb = method_stat(res, fam, "afd", "general", "total"), method_stat(res, fam, "base", "general", "total")
+                        "holds" if d.d > 0 and d.above_noise else "does not hold", f"{name} - base = {d.text()}"))
+        ga, gb = method_stat(res, fam, afd, "general", "total"), method_stat(res, fam, "base", "general", "total")
         if ga and gb:
             d = diff(ga, gb)
             out.append((f"Tables 1-2 ({fam}): AFD keeps general quality (general total within "
                         f"{GENERAL_TOLERANCE:g} points of the base or above)",
-                        "holds" if d.d >= -GENERAL_TOLERANCE else "does not hold", f"AFD - base = {d.text()}"))
+                        "holds" if d.d >= -GENERAL_TOLERANCE else "does not hold", f"{name} - base = {d.text()}"))
     sw = res["sweeps"]
     out += sft_length_claims(sw["sft_steps"])
     eta = [e for e in sw["eta_d"] if e.get("curves", {}).get("r_phi")]
@@ -264,7 +308,7 @@ def gate_markdown(res: dict, families, methods, gate) -> list[str]:
 
 def verdicts(res: dict, families, methods, gate=None) -> dict:
     """Everything this module decides, JSON-ready (results.json's ``verdicts``)."""
-    goals = [g for g in (afd_goals(res, f) for f in families) if g]
+    goals = all_goals(res, families, methods)
     out = {"goals": _plain(goals), "claims": [{"claim": c, "verdict": v, "evidence": e}
                                               for c, v, e in paper_claims(res, families, methods)],
            "against_base": _plain(against_base(res, families, methods))}
@@ -296,17 +340,16 @@ def markdown(res: dict, families, methods) -> list[str]:
               f"general total within {GENERAL_TOLERANCE:g} points of the base; beat SFT, GAN and DMD on the "
               f"physics total by more than {MARGIN_GOAL:g} pooled seed standard deviations. The oracle "
               "(AFD's update with exact-physics weights) is the ceiling AFD's gain is read against.", "",
-              "| family | PC gain | gap closed | oracle's PC gain | AFD / oracle | general change | "
-              "physics total vs SFT / GAN / DMD (margin in seed sd) | goals met |",
+              "| family / AFD row (update) | PC gain | gap closed | oracle's PC gain (same update) | AFD / oracle "
+              "| general change | physics total vs each baseline (margin in pooled seed sd) | goals met |",
               "|---|---|---|---|---|---|---|---|"]
-    for f in families:
-        g = afd_goals(res, f)
-        if not g:
-            continue
-        vs = " / ".join(_vs(g["baselines"][m]) if m in g["baselines"] else "-" for m in BASELINES)
+    for g in all_goals(res, families, methods):
+        vs = "; ".join(f"{m}: {_vs(d)}" for m, d in g["baselines"].items()) or "-"
         met = ", ".join(k for k, ok in g["met"].items() if ok) or "none"
         og = g.get("oracle_gain")
-        lines.append(f"| {f} | {g['pc_gain'].text()} | {_pct(g.get('gap_closed'))} | {og.text() if og else '-'} | "
+        upd = f" ({g['update']})" if g["update"] else ""  # older results.json record no update
+        lines.append(f"| {g['family']} / {g['row']}{upd} | {g['pc_gain'].text()} | "
+                     f"{_pct(g.get('gap_closed'))} | {og.text() if og else '-'} | "
                      f"{_pct(g.get('oracle_fraction')) if og else '-'} | "
                      f"{g['general_change'].text() if 'general_change' in g else '-'} | {vs} | {met} |")
     lines += ["", "AFD / oracle is left blank (-) when the oracle's own gain is within noise: a fraction of "

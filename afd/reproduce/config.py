@@ -74,6 +74,10 @@ class ReproduceConfig:
     row_seeds: dict[str, list[int]] = field(default_factory=dict)
     # Rows run on only some of ``families``: row -> those families (e.g. a follow-up of one base).
     row_families: dict[str, list[str]] = field(default_factory=dict)
+    # Run order of the main grid: "seeds" (seed-major: a partial reproduction has every family and
+    # method at the first seeds) or "families" (family-major: the first family's seeds all finish
+    # first, so a partial reproduction already decides that family with seed errors).
+    order: Literal["seeds", "families"] = "seeds"
     steps: int = 100  # student updates per run (the same for every method)
     overrides: list[str] = field(default_factory=list)  # key=value for every `afd train` run
     # key=value for one method's runs (after `overrides`), e.g. {afd: [disc.model.instance_noise=0.3]}
@@ -94,6 +98,10 @@ class ReproduceConfig:
     # the domain it started from (afd.reproduce.domain).
     retention_splits: list[str] = field(default_factory=list)
     sweeps: SweepsConfig = field(default_factory=SweepsConfig)
+    # Other reproductions' work dirs: a job not yet started here that one of them finished with
+    # exactly the planned resolved config (or eval command) and student weights is copied in, not
+    # rerun (afd.reproduce.jobs.find_reusable).
+    reuse_from: list[str] = field(default_factory=list)
     # Shipped students: checkpoint name -> METHOD/FAMILY; the first seed's main-grid run is copied
     # to checkpoints/<name> with a card once it has finished (afd.reproduce.ship).
     ship: dict[str, str] = field(default_factory=dict)

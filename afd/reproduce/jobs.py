@@ -59,7 +59,9 @@ class Job:
     def stale(self, work_dir: str | Path) -> str | None:
         """Why a finished (or, for training, started) job no longer matches its plan, or None (also
         when it cannot be told)."""
-        d = self.dir(work_dir)
+        return self._stale_at(self.dir(work_dir))
+
+    def _stale_at(self, d: Path) -> str | None:
         # A training run killed halfway is checked too: resuming it under a changed config would
         # mix two configs in one run.
         if not (d / EVAL_FILE).exists() and not (self.kind == "train" and (d / "config.yaml").exists()):
@@ -267,13 +269,14 @@ class JobPlanner:
         trained = [m for m in c.methods if m != "base"]
         for fam in c.families:
             self.base(fam)
-        # Seed-major, sweeps last: a partial reproduction has every method at the first seeds, and
-        # the main tables' seed spread comes before the single-seed ablations.
-        for seed in sorted({s for m in trained for s in c.seeds_of(m)}):
-            for fam in c.families:
-                for m in trained:
-                    if seed in c.seeds_of(m) and c.runs_on(m, fam):
-                        self.train(m, fam, seed)
+        # Sweeps last: the main tables' seed spread comes before the single-seed ablations.
+        seeds = sorted({s for m in trained for s in c.seeds_of(m)})
+        grid = ([(fam, seed) for seed in seeds for fam in c.families] if c.order == "seeds"
+                else [(fam, seed) for fam in c.families for seed in seeds])
+        for fam, seed in grid:
+            for m in trained:
+                if seed in c.seeds_of(m) and c.runs_on(m, fam):
+                    self.train(m, fam, seed)
         self._sweeps(s)
         planned = list(self.jobs.values())
         # Each source's longer evals right after it: a partial reproduction has them for every
@@ -307,6 +310,54 @@ def plan_jobs(cfg: ReproduceConfig) -> list[Job]:
     return JobPlanner(cfg).plan()
 
 
+def _computes_as_planned(job: Job, d: Path) -> bool:
+    """Whether the finished job directory ``d`` (of any work dir) provably computed what ``job``
+    asks for: a training run's saved resolved config, or an eval's recorded command, equal to the
+    plan's, from the same student weights where the plan names them. Unlike :meth:`Job.stale`,
+    which gives an old directory the benefit of the doubt, nothing unrecorded passes."""
+    if not (d / EVAL_FILE).exists() or not (d / JOB_FILE).exists():
+        return False
+    if job.kind == "train" and not (d / "config.yaml").exists():
+        return False
+    try:
+        rec = json.loads((d / JOB_FILE).read_text())
+    except json.JSONDecodeError:
+        return False
+    if job.student is not None and rec.get("student") != job.student:
+        return False
+    return job._stale_at(d) is None
+
+
+def find_reusable(job: Job, reuse_from: list[str] | tuple[str, ...]) -> Path | None:
+    """A finished directory in one of the work dirs ``reuse_from`` that computed exactly what
+    ``job`` asks for (see :func:`_computes_as_planned`), or None. A training run matches on its
+    resolved config, whatever its id there; longer and retention evals name their source run's
+    directory, so they match only under the same work dir layout."""
+    for root in map(Path, reuse_from):
+        if not root.is_dir():
+            continue
+        same_id = root / job.id
+        candidates = [same_id] + sorted(d for d in root.iterdir() if d.is_dir() and d != same_id
+                                        and job.kind == "train" and not d.name.startswith("."))
+        for d in candidates:
+            if d.is_dir() and _computes_as_planned(job, d):
+                return d
+    return None
+
+
+def _adopt(job: Job, src: Path, work_dir: str | Path) -> None:
+    """Copy a finished job directory from another work dir in as this job's, recording where from."""
+    d = job.dir(work_dir)
+    tmp = d.with_name(d.name + ".adopting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, symlinks=True)
+    rec = json.loads((tmp / JOB_FILE).read_text())
+    (tmp / JOB_FILE).write_text(json.dumps({**rec, "copied_from": str(src)}) + "\n")
+    if d.exists():  # an empty or unstarted directory: nothing of this job's own is lost
+        shutil.rmtree(d)
+    tmp.rename(d)
+
+
 def _set_aside(d: Path, stale_root: Path) -> Path:
     stale_root.mkdir(parents=True, exist_ok=True)
     dest, n = stale_root / d.name, 1
@@ -317,14 +368,16 @@ def _set_aside(d: Path, stale_root: Path) -> Path:
     return dest
 
 
-def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
+def run_jobs(jobs: list[Job], work_dir: str | Path, log=print, reuse_from: list[str] | tuple[str, ...] = ()) -> dict:
     """Run the unfinished jobs one after another as ``afd`` subprocesses.
 
     Each job logs to ``<dir>/job.log`` and records its command and wall time in ``<dir>/job.json``.
-    A stale job (see :meth:`Job.stale`) is moved to ``<work_dir>/.stale/`` and run again.
+    A stale job (see :meth:`Job.stale`) is moved to ``<work_dir>/.stale/`` and run again. A job
+    not yet started here that another work dir of ``reuse_from`` finished exactly as planned
+    (:func:`find_reusable`) is copied in instead of run.
     Raises :class:`JobFailed` naming the job and its log at the first failure (finished jobs stay
-    finished; rerun to continue). Returns counts {"ran", "skipped"}."""
-    ran = skipped = 0
+    finished; rerun to continue). Returns counts {"ran", "skipped", "reused"}."""
+    ran = skipped = reused = 0
     for i, job in enumerate(jobs, 1):
         d = job.dir(work_dir)
         why = job.stale(work_dir)
@@ -334,6 +387,14 @@ def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
         elif (d / EVAL_FILE).exists():  # finished and not stale: done
             skipped += 1
             continue
+        if reuse_from and not (d / "checkpoint").is_dir():
+            src = find_reusable(job, reuse_from)
+            if src is not None:
+                _adopt(job, src, work_dir)
+                log(f"reproduce: {job.id} reused from {src} "
+                    f"({'same resolved config' if job.kind == 'train' else 'same command'})")
+                reused += 1
+                continue
         d.mkdir(parents=True, exist_ok=True)
         argv = list(job.argv)
         resumed = job.kind == "train" and (d / "checkpoint").is_dir()
@@ -354,4 +415,4 @@ def run_jobs(jobs: list[Job], work_dir: str | Path, log=print) -> dict:
         (d / JOB_FILE).write_text(json.dumps(rec) + "\n")
         log(f"reproduce: {job.id} done in {wall:.0f}s")
         ran += 1
-    return {"ran": ran, "skipped": skipped}
+    return {"ran": ran, "skipped": skipped, "reused": reused}
