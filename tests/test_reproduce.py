@@ -358,6 +358,26 @@ def test_ship_copies_the_first_seed_run_with_a_card(tmp_path):
     assert card.count("## Recipe") == 1 and "`afd train --config recipe/stage1.yaml`" in card
 
 
+def test_ship_a_variant_row_names_it_and_the_planned_command(tmp_path):
+    from afd.reproduce.ship import ship
+
+    cfg = smoke_cfg(tmp_path, "methods=[base,afd-f]", "variants={afd-f: [afd, afd.update=reward-filtered, "
+                    "afd.top_k=1]}", "ship={afd-best: afd-f/chunk}", "sweeps.sft_steps=[]", "sweeps.eta_d=[]",
+                    "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    job = {j.id: j for j in jobs}["afd-f-chunk-s0"]
+    # A run copied in from another reproduction recorded that one's directory.
+    rec = job.dir(cfg.work_dir) / "job.json"
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "argv": ["train", "run.dir=elsewhere/x"]}))
+    ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="configs/reproduce/x.yaml")
+    card = (tmp_path / "ckpt" / "afd-best" / "README.md").read_text()
+    assert card.startswith("# afd-best — `base-chunk` adapted with AFD (row `afd-f`: afd.update=reward-filtered, "
+                           "afd.top_k=1)")
+    assert "afd " + " ".join(job.argv) in card and "elsewhere" not in card
+    assert "student update `reward-filtered`" in card and "bt loss" in card
+
+
 @pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"),
                                        ("{base-chunk: afd/chunk}", "new folder"),
                                        ("{x: base/chunk}", "not METHOD/FAMILY")])

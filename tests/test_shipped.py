@@ -5,16 +5,20 @@ shipped name through the CLI."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from afd.cli import main
+from afd.config import load_config
+from afd.reproduce.config import ReproduceConfig
 from afd.io_utils import file_sha256
 from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint, shipped_names
 
-CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # the committed ones
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS_DIR = REPO / "checkpoints"  # the committed ones
 
 ADAPTED = {"afd-state": "base-state", "afd-state-frame": "base-state-frame"}
 
@@ -36,7 +40,11 @@ def test_adapted_students_name_their_shipped_base(name, base):
     assert meta["base_sha256"] == file_sha256(CHECKPOINTS_DIR / base / "model.safetensors")
     assert meta["adapted_with"]["train"]["method"] == "afd" and meta["step"] == meta["adapted_with"]["train"]["steps"]
     card = (CHECKPOINTS_DIR / name / "README.md").read_text()
-    assert f"`{base}` adapted with AFD" in card and "afd reproduce --config configs/reproduce/reproduce.yaml" in card
+    assert f"`{base}` adapted with AFD" in card
+    # The card names the reproduction that ships it, and that reproduction's config does.
+    config = re.search(r"afd reproduce --config (configs/reproduce/\S+\.yaml)", card).group(1)
+    ship = load_config(ReproduceConfig, REPO / config).ship
+    assert name in ship and meta["adapted_with"]["student"]["checkpoint"] == base
 
 
 def test_afd_state_samples_and_evaluates_by_name(tmp_path, capsys):

@@ -54,9 +54,13 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     rc = run_config(job, work)
     t = rc.train
     base = cfg.families[job.family]
-    lines = [f"# {name} — `{base}` adapted with {job.method.upper()}", "",
+    method = cfg.base_method(job.method).upper()
+    # A variant row says what sets it apart from its method's config.
+    label = method if job.method not in cfg.variants else (
+        f"{method} (row `{job.method}`: {', '.join(cfg.variants[job.method][1:])})")
+    lines = [f"# {name} — `{base}` adapted with {label}", "",
              f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
-             f"{t.steps} {job.method.upper()} iterations against the world teacher. "
+             f"{t.steps} {method} iterations against the world teacher. "
              f"Seed {job.seed} of the main grid of "
              f"`{cfg.report_dir}/report.md`, which compares it with the other methods and seeds"
              + (f" (not complete when this was shipped: {jobs_left} jobs left; rerunning the command "
@@ -64,13 +68,17 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
              "## How it was made", "", "```bash",
              f"afd reproduce --config {config_path or 'configs/reproduce/reproduce.yaml'}   "
              "# runs every job, then ships this folder",
-             f"# this job ({job.id}):", "afd " + " ".join(a for a in run["argv"] if a != "--resume"), "```", "",
+             # The planned command: a run copied in from another reproduction (reuse_from) recorded
+             # its own directory there.
+             f"# this job ({job.id}):", "afd " + " ".join(job.argv), "```", "",
              f"- Budget: {teacher_clips(job, work)} teacher clips ({t.split} x {rc.teacher.clips_per_prompt} per "
              f"prompt, cached and shared by every method); {t.steps} iterations of {t.prompts} prompts x "
              f"{t.rollouts} rollouts, {t.student_steps} student update(s) each at lr {t.lr:g}"
              + (f"; discriminator `{rc.disc.model.backbone}`, "
                 f"{rc.disc.steps} steps per iteration at lr {rc.disc.lr:g}, "
-                f"{rc.disc.loss} loss" if job.method in ("afd", "gan") else "") + ".",
+                f"{rc.disc.loss} loss" if cfg.base_method(job.method) in ("afd", "gan") else "")
+             + (f"; student update `{rc.afd.update}`" if cfg.base_method(job.method) in ("afd", "oracle") else "")
+             + ".",
              f"- Wall time on the 2-core CPU: {run['wall_s'] / 60:.1f} min"
              + (" (resumed; last part only)" if run.get("resumed") else "")
              + ". The resolved config is inside `config.json` (`extra.adapted_with`).", "",
