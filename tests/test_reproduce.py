@@ -226,6 +226,8 @@ def test_reuse_copies_a_run_finished_elsewhere_under_the_same_config(tmp_path, m
     here = job.dir(cfg.work_dir)
     assert job.done(cfg.work_dir) and (here / "checkpoint").is_dir() and (d / EVAL_FILE).is_file()
     assert json.loads((here / "job.json").read_text())["copied_from"] == str(d)
+    assert not list(Path(cfg.work_dir).glob("*adopting*"))
+    assert [r["copied_from"] for r in collect(cfg, [job])["runs"]] == [str(d)]  # the report says so
     _finish_train_job(twin, other, "train.lr=0.003")
     assert find_reusable(job, [str(other)]) is None
     # A run started here is resumed, never replaced by a copy.
@@ -241,7 +243,6 @@ def test_reuse_copies_a_run_finished_elsewhere_under_the_same_config(tmp_path, m
 def test_list_names_reusable_jobs(tmp_path, capsys):
     cfg = smoke_cfg(tmp_path)
     other = tmp_path / "other"
-    run = ("eval", "--world", "real", "--split", "physics-eval", "--prompts-per-split", "1", "--per-prompt", "1")
     teacher = {j.id: j for j in plan_jobs(cfg)}["teacher"]
     d = other / "teacher"
     d.mkdir(parents=True)
@@ -252,9 +253,15 @@ def test_list_names_reusable_jobs(tmp_path, capsys):
     lines = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()}
     assert lines["teacher"].startswith("reuse") and str(d) in lines["teacher"]
     assert lines["loose"].startswith("todo")
-    # An eval with another command (here another split) is not the same job.
-    (d / "job.json").write_text(json.dumps({"argv": list(run), "wall_s": 1.0}))
+    # An eval whose command differs in one argument (here the eval seed) is not the same job, nor
+    # is one whose record has no command.
+    argv = [*teacher.argv[:-1], str(d / EVAL_FILE)]
+    seed = argv.index("--seed") + 1
+    (d / "job.json").write_text(json.dumps({"argv": [*argv[:seed], "7", *argv[seed + 1:]], "wall_s": 1.0}))
     assert find_reusable(teacher, [str(other)]) is None
+    for rec in ({}, [], {"wall_s": 1.0}):
+        (d / "job.json").write_text(json.dumps(rec))
+        assert find_reusable(teacher, [str(other)]) is None
 
 
 def _fake_eval(pc: float, general: float) -> dict:
@@ -376,6 +383,25 @@ def test_ship_a_variant_row_names_it_and_the_planned_command(tmp_path):
                            "afd.top_k=1)")
     assert "afd " + " ".join(job.argv) in card and "elsewhere" not in card
     assert "student update `reward-filtered`" in card and "bt loss" in card
+
+
+def test_ship_leaves_a_checkpoint_another_config_still_ships(tmp_path, monkeypatch):
+    from afd.reproduce.ship import ship
+
+    monkeypatch.chdir(tmp_path)
+    cfg = smoke_cfg(tmp_path, "seeds=[0]", "ship={afd-chunk: afd/chunk}")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    (tmp_path / "other.yaml").write_text("ship: {afd-chunk: afd/chunk}\n")
+    dest = tmp_path / "ckpt" / "afd-chunk"
+    dest.mkdir(parents=True)
+    (dest / "README.md").write_text("# afd-chunk\n\nafd reproduce --config other.yaml   # ships this\n")
+    logs = []
+    assert ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="mine.yaml", log=logs.append) == []
+    assert "afd-chunk was shipped by other.yaml, which still ships it" in logs[0]
+    (tmp_path / "other.yaml").write_text("ship: {}\n")  # the other config gave the name up
+    assert ship(cfg, jobs, dest_root=tmp_path / "ckpt", config_path="mine.yaml", log=logs.append) == [dest]
+    assert "afd reproduce --config mine.yaml" in (dest / "README.md").read_text()
 
 
 @pytest.mark.parametrize("ship, msg", [("{x: afd/nope}", "not METHOD/FAMILY"),
@@ -513,6 +539,29 @@ def test_goals_for_each_afd_row_against_every_tuned_baseline_and_its_own_oracle(
     claims = {c: (v, e) for c, v, e in paper_claims(res, ["chunk"], methods)}
     verdict, evidence = claims["Tables 1-2 (chunk): AFD has the best physics total among adapted methods"]
     assert verdict == "does not hold" and "afd-paper - sft-lr3e-5 = " in evidence
+    # An oracle with an extra option of the same update (a prior) listed first is not the pair.
+    res["config"]["variants"]["oracle-prior"] = ["oracle", "afd.update=reward-filtered", "afd.lambda_prior=0.01"]
+    runs += [{**r, "method": "oracle-prior"} for r in runs if r["method"] == "oracle-filtered"]
+    assert afd_goals(res, "chunk", ["oracle-prior", *methods], "afd-filtered")["oracle_row"] == "oracle-filtered"
+    # Without the AFD (paper) row the claims say why they are not measured.
+    claims = paper_claims(res, ["chunk"], [m for m in methods if m != "afd-paper"])
+    assert claims[0][1:] == ("not measured", "no AFD row ran the paper's update (nft)")
+
+
+def test_goals_of_an_older_results_file_without_recorded_updates():
+    """reports/default's results.json predates recorded updates: its `afd` row is AFD (paper) and
+    pairs with the `oracle` row, and report.md prints no update for it."""
+    from afd.reproduce.claims import afd_goals, markdown, paper_row
+
+    runs = [{"method": m, "family": "chunk", "seed": s, "eval": _fake_eval(pc + s, 97.0)}
+            for m, pc in (("base", 40.0), ("afd", 42.0), ("sft", 50.0), ("oracle", 48.0)) for s in range(3)]
+    res = {"config": {"variants": {}}, "runs": runs, "teacher": _fake_eval(95.0, 99.0),
+           "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []}}
+    methods = ["base", "sft", "afd", "oracle"]
+    assert paper_row(res, "chunk", methods) == "afd"
+    g = afd_goals(res, "chunk", methods)
+    assert g["row"] == "afd" and g["update"] is None and g["oracle_row"] == "oracle"
+    assert "| chunk / afd | +3.0" in "\n".join(markdown(res, ["chunk"], methods))
 
 
 def test_budget_curve_counts_prompts_and_paid_clips(tmp_path):

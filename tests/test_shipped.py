@@ -12,8 +12,8 @@ import pytest
 
 from afd.cli import main
 from afd.config import load_config
-from afd.reproduce.config import ReproduceConfig
 from afd.io_utils import file_sha256
+from afd.reproduce.config import ReproduceConfig
 from afd.student.backbones.transformer import CausalVideoTransformer
 from afd.student.shipped import resolve_checkpoint, shipped_names
 
@@ -42,9 +42,10 @@ def test_adapted_students_name_their_shipped_base(name, base):
     card = (CHECKPOINTS_DIR / name / "README.md").read_text()
     assert f"`{base}` adapted with AFD" in card
     # The card names the reproduction that ships it, and that reproduction's config does.
-    config = re.search(r"afd reproduce --config (configs/reproduce/\S+\.yaml)", card).group(1)
-    ship = load_config(ReproduceConfig, REPO / config).ship
-    assert name in ship and meta["adapted_with"]["student"]["checkpoint"] == base
+    found = re.search(r"afd reproduce --config (configs/reproduce/\S+\.yaml)", card)
+    assert found, f"{name}'s card names no reproduce config"
+    cfg = load_config(ReproduceConfig, REPO / found.group(1))
+    assert name in cfg.ship and cfg.families[cfg.ship[name].split("/")[1]] == base
 
 
 def test_afd_state_samples_and_evaluates_by_name(tmp_path, capsys):

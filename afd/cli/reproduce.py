@@ -32,7 +32,7 @@ def cmd_reproduce(args) -> int:
 
     from afd.config import load_config, save_config
     from afd.reproduce.config import ReproduceConfig
-    from afd.reproduce.jobs import find_reusable, plan_jobs, run_jobs
+    from afd.reproduce.jobs import plan_jobs, reuse_candidate, run_jobs
     from afd.reproduce.report import write_report
 
     cfg = load_config(ReproduceConfig, args.config, args.overrides)
@@ -45,7 +45,7 @@ def cmd_reproduce(args) -> int:
     if args.list:
         for j in jobs:
             why = j.stale(cfg.work_dir)
-            src = None if why or j.done(cfg.work_dir) else find_reusable(j, cfg.reuse_from)
+            src = None if why else reuse_candidate(j, cfg.work_dir, cfg.reuse_from)
             status = "stale" if why else "done" if j.done(cfg.work_dir) else "reuse" if src else "todo"
             note = f"  ({why})" if why else f"  (from {src})" if src else ""
             print(f"{status:<5}  {j.id:<40} {','.join(j.tags)}{note}")

@@ -95,12 +95,32 @@ def baseline_rows(res: dict, methods) -> list[str]:
     return [m for b in BASELINES for m in methods if kind[m] == b]
 
 
-def afd_goals(res: dict, family: str, methods=None, row: str = "afd") -> dict | None:
-    """The three goals set for AFD on one family, for the AFD row ``row``, with the numbers behind
-    each verdict. Its oracle is the oracle row that ran the same student update; its baselines are
-    every SFT, GAN and DMD row of ``methods`` (default: the rows of ``res``)."""
+def _own_overrides(res: dict, row: str) -> set[str]:
+    """A variant row's overrides beyond its method's config, the discriminator's left out."""
+    variants = (res.get("config") or {}).get("variants") or {}
+    return {o for o in variants.get(row, [row])[1:] if not o.startswith("disc.")}
+
+
+def oracle_row(res: dict, family: str, methods, row: str) -> str | None:
+    """The oracle row to read AFD row ``row``'s gain against on ``family``: one with finished runs
+    that ran the same student update, preferably with the same update options (a row with an
+    extra option such as a stronger prior is a different update)."""
+    kind, upd = method_of(res, methods), _update(res, family, row)
+    found = [m for m in methods if kind[m] == "oracle" and _update(res, family, m) == upd
+             and method_stat(res, family, m, "physics", "physical_consistency")]
+    same = [m for m in found if _own_overrides(res, m) == _own_overrides(res, row)]
+    return (same or found or [None])[0]
+
+
+def afd_goals(res: dict, family: str, methods=None, row: str | None = None) -> dict | None:
+    """The three goals set for AFD on one family, for the AFD row ``row`` (default: AFD (paper),
+    :func:`paper_row`), with the numbers behind each verdict. Its oracle is :func:`oracle_row`;
+    its baselines are every SFT, GAN and DMD row of ``methods`` (default: the rows of ``res``)."""
     if methods is None:
         methods = list(dict.fromkeys(r["method"] for r in res["runs"]))
+    row = row or paper_row(res, family, methods)
+    if row is None:
+        return None
     afd = method_stat(res, family, row, "physics", "physical_consistency")
     base = method_stat(res, family, "base", "physics", "physical_consistency")
     teacher = single(res.get("teacher"), "physics", "physical_consistency")
@@ -111,12 +131,11 @@ def afd_goals(res: dict, family: str, methods=None, row: str = "afd") -> dict | 
     out["pc_gain"] = gain
     if teacher and teacher.mean > base.mean:
         out["gap_closed"] = gain.d / (teacher.mean - base.mean)
-    kind = method_of(res, methods)
-    oracles = [m for m in methods if kind[m] == "oracle" and _update(res, family, m) == out["update"]]
-    oracle = method_stat(res, family, oracles[0], "physics", "physical_consistency") if oracles else None
+    paired = oracle_row(res, family, methods, row)
+    oracle = method_stat(res, family, paired, "physics", "physical_consistency") if paired else None
     if oracle:
         og = diff(oracle, base)
-        out["oracle_row"] = oracles[0]
+        out["oracle_row"] = paired
         out["oracle_gain"] = og
         # A fraction of a gain that is itself noise means nothing.
         out["oracle_fraction"] = gain.d / og.d if og.above_noise and og.d > 0 else None
@@ -185,8 +204,10 @@ def paper_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
         afd = paper_row(res, fam, methods)
         stats = _stats(res, fam, [afd, *baseline_rows(res, methods)] if afd else [], "physics", "total")
         if afd not in stats or len(stats) < 2:
+            why = ("no AFD row ran the paper's update (nft)" if afd is None and afd_rows(res, methods)
+                   else "AFD (paper) or every baseline is missing")
             out.append((f"Tables 1-2 ({fam}): AFD has the best physics total among adapted methods",
-                        "not measured", "AFD (paper) or every baseline is missing"))
+                        "not measured", why))
             continue
         name = "AFD" if afd == "afd" else afd
         others = {m: diff(stats[afd], s) for m, s in stats.items() if m != afd}

@@ -70,6 +70,8 @@ class Job:
             rec = json.loads((d / JOB_FILE).read_text()) if (d / JOB_FILE).exists() else {}
         except json.JSONDecodeError:
             return f"its record {d / JOB_FILE} is not valid JSON"
+        if not isinstance(rec, dict) or (rec and not isinstance(rec.get("argv"), list)):
+            return f"its record {d / JOB_FILE} is not an object with an argv list"
         if self.student is not None and rec.get("student") not in (None, self.student):
             return "the weights of its student checkpoint changed"
         if self.kind == "train" and self.config is not None:
@@ -321,18 +323,30 @@ def _computes_as_planned(job: Job, d: Path) -> bool:
         return False
     try:
         rec = json.loads((d / JOB_FILE).read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if not isinstance(rec, dict) or not isinstance(rec.get("argv"), list):
         return False
     if job.student is not None and rec.get("student") != job.student:
         return False
     return job._stale_at(d) is None
 
 
+def reuse_candidate(job: Job, work_dir: str | Path, reuse_from) -> Path | None:
+    """What ``run_jobs`` copies in for ``job``: a :func:`find_reusable` match, when the job has
+    neither finished nor started here (a started training run resumes instead)."""
+    d = job.dir(work_dir)
+    if not reuse_from or (d / EVAL_FILE).exists() or (d / "checkpoint").is_dir():
+        return None
+    return find_reusable(job, reuse_from)
+
+
 def find_reusable(job: Job, reuse_from: list[str] | tuple[str, ...]) -> Path | None:
     """A finished directory in one of the work dirs ``reuse_from`` that computed exactly what
     ``job`` asks for (see :func:`_computes_as_planned`), or None. A training run matches on its
-    resolved config, whatever its id there; longer and retention evals name their source run's
-    directory, so they match only under the same work dir layout."""
+    resolved config, whatever its id there; an eval matches on its command, so the world rows and
+    the bases can, while longer and retention evals of a trained run, whose commands name that
+    run's directory here, never do (they are rerun, which is cheap)."""
     for root in map(Path, reuse_from):
         if not root.is_dir():
             continue
@@ -345,17 +359,29 @@ def find_reusable(job: Job, reuse_from: list[str] | tuple[str, ...]) -> Path | N
     return None
 
 
-def _adopt(job: Job, src: Path, work_dir: str | Path) -> None:
-    """Copy a finished job directory from another work dir in as this job's, recording where from."""
+def _adopt(job: Job, src: Path, work_dir: str | Path) -> bool:
+    """Copy a finished job directory from another work dir in as this job's, recording where from.
+    The copy goes to a hidden directory (never a reuse candidate itself) and is checked again
+    before it takes the job's place, so a source moved or rewritten during the copy is not
+    adopted. Returns whether it was; raises JobFailed when the copy itself fails."""
     d = job.dir(work_dir)
-    tmp = d.with_name(d.name + ".adopting")
+    tmp = d.with_name(f".{d.name}.adopting")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, symlinks=True)
-    rec = json.loads((tmp / JOB_FILE).read_text())
-    (tmp / JOB_FILE).write_text(json.dumps({**rec, "copied_from": str(src)}) + "\n")
-    if d.exists():  # an empty or unstarted directory: nothing of this job's own is lost
-        shutil.rmtree(d)
-    tmp.rename(d)
+    try:
+        shutil.copytree(src, tmp, symlinks=True)
+        if not _computes_as_planned(job, tmp):
+            shutil.rmtree(tmp)
+            return False
+        rec = json.loads((tmp / JOB_FILE).read_text())
+        (tmp / JOB_FILE).write_text(json.dumps({**rec, "copied_from": str(src)}) + "\n")
+        if d.exists():  # an empty or unstarted directory: nothing of this job's own is lost
+            shutil.rmtree(d)
+        tmp.rename(d)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise JobFailed(f"job {job.id}: copying the finished run {src} in failed ({e}); rerun `afd reproduce`, "
+                        "or drop that work dir from reuse_from") from None
+    return True
 
 
 def _set_aside(d: Path, stale_root: Path) -> Path:
@@ -387,14 +413,12 @@ def run_jobs(jobs: list[Job], work_dir: str | Path, log=print, reuse_from: list[
         elif (d / EVAL_FILE).exists():  # finished and not stale: done
             skipped += 1
             continue
-        if reuse_from and not (d / "checkpoint").is_dir():
-            src = find_reusable(job, reuse_from)
-            if src is not None:
-                _adopt(job, src, work_dir)
-                log(f"reproduce: {job.id} reused from {src} "
-                    f"({'same resolved config' if job.kind == 'train' else 'same command'})")
-                reused += 1
-                continue
+        src = reuse_candidate(job, work_dir, reuse_from)
+        if src is not None and _adopt(job, src, work_dir):
+            log(f"reproduce: {job.id} reused from {src} "
+                f"({'same resolved config' if job.kind == 'train' else 'same command'})")
+            reused += 1
+            continue
         d.mkdir(parents=True, exist_ok=True)
         argv = list(job.argv)
         resumed = job.kind == "train" and (d / "checkpoint").is_dir()

@@ -141,6 +141,10 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
         p = j.dir(work) / JOB_FILE
         return float(_read_json(p)["wall_s"]) if p.exists() else float("nan")
 
+    def copied_from(j: Job) -> str | None:
+        p = j.dir(work) / JOB_FILE
+        return _read_json(p).get("copied_from") if p.exists() else None
+
     res: dict = {"name": cfg.name, "config": config_to_dict(cfg), "teacher": None, "loose": None, "runs": [],
                  "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []},
                  "missing": [j.id for j in jobs if j.id not in done]}
@@ -158,7 +162,8 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
                                 "update": update_of(cfg, j, work),
                                 "teacher_clips": teacher_clips(j, work), "wall_s": wall(j) if k == 0 else 0.0,
                                 "lr": _resolved_value(j, work, "train.lr") if j.kind == "train" else None,
-                                "id": j.id, "fidelity": fidelity_summary(j.dir(work)) if j.kind == "train" else None})
+                                "id": j.id, "copied_from": copied_from(j),
+                                "fidelity": fidelity_summary(j.dir(work)) if j.kind == "train" else None})
     sw = cfg.sweeps
     base_sweep = done.get(f"base-{sw.family}")
     if base_sweep and by_tag.get("sweep:sft_steps"):
@@ -506,10 +511,12 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               "and differ in the method and, where measured necessary, the student learning rate (lr). "
               "A variant row runs its method's config with the overrides listed under `variants` in "
               "reproduce.yaml; update is the student update of AFD-style rows (`afd.update`; nft is the "
-              "paper's).", "",
+              "paper's). A run copied in from another reproduction's work dir (`reuse_from`: the same "
+              "resolved config and student weights) names where it ran.", "",
               "| run | method | update | family | seed | lr | teacher clips | wall (s) |",
               "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['id']} | {r['method']} | {r.get('update') or '-'} | {r['family']} | {r['seed']} | "
+    lines += [f"| {r['id']}" + (f" (copied from `{r['copied_from']}`)" if r.get("copied_from") else "")
+              + f" | {r['method']} | {r.get('update') or '-'} | {r['family']} | {r['seed']} | "
               f"{_lr(r['lr'])} | {r['teacher_clips']} | {r['wall_s']:.0f} |" for r in res["runs"]]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -9,9 +9,11 @@ the report, so a shipped student is always the one the report's tables describe.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+from afd.config import load_config
 from afd.eval.compare import HEADLINE, diff, single
 from afd.io_utils import atomic_write_text
 from afd.reproduce.config import ReproduceConfig
@@ -56,8 +58,9 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
     base = cfg.families[job.family]
     method = cfg.base_method(job.method).upper()
     # A variant row says what sets it apart from its method's config.
+    own = cfg.variants.get(job.method, [None])[1:]
     label = method if job.method not in cfg.variants else (
-        f"{method} (row `{job.method}`: {', '.join(cfg.variants[job.method][1:])})")
+        f"{method} (row `{job.method}`" + (f": {', '.join(own)})" if own else ")"))
     lines = [f"# {name} — `{base}` adapted with {label}", "",
              f"The `{base}` student (same architecture and sampler; its card: `checkpoints/{base}/README.md`) after "
              f"{t.steps} {method} iterations against the world teacher. "
@@ -110,6 +113,25 @@ def recipe_section(old_card: Path) -> str:
     return "\n" + text[start + 1:end if end >= 0 else len(text)].rstrip() + "\n"
 
 
+SHIPPED_BY = re.compile(r"afd reproduce --config (\S+\.yaml)")
+
+
+def claimed_elsewhere(name: str, dest: Path, config_path: str | None) -> str | None:
+    """The other reproduce config that shipped ``dest`` and still lists ``name`` under ``ship``,
+    or None. Two configs shipping one name would swap the checkpoint at each one's report."""
+    card = dest / "README.md"
+    m = SHIPPED_BY.search(card.read_text()) if card.is_file() else None
+    other = m.group(1) if m else None
+    mine = Path(config_path or "configs/reproduce/reproduce.yaml")
+    if other is None or not Path(other).is_file() or Path(other).resolve() == mine.resolve():
+        return None
+    try:
+        ships = load_config(ReproduceConfig, other).ship
+    except (ValueError, TypeError, KeyError, OSError):
+        return None
+    return other if name in ships else None
+
+
 def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path | None = None,
          config_path: str | None = None, log=print) -> list[Path]:
     """Copy each finished ``cfg.ship`` target (first seed) to ``dest_root/<name>`` with its card;
@@ -131,6 +153,11 @@ def ship(cfg: ReproduceConfig, jobs: list[Job], dest_root: str | Path | None = N
             continue
         src = job.dir(cfg.work_dir) / "student"
         dest = Path(dest_root) / name
+        other = claimed_elsewhere(name, dest, config_path)
+        if other is not None:
+            log(f"reproduce: not shipping {name}: {dest} was shipped by {other}, which still ships it; "
+                "remove it from one of the two configs' ship")
+            continue
         tmp = Path(dest_root) / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
