@@ -18,7 +18,7 @@ from afd.student.backbones.transformer_config import StudentConfig
 from afd.student.lora import AdaptersOff, add_lora, merged_copy
 from afd.text import get_text_encoder
 from afd.train.config import AdaptConfig
-from afd.train.fidelity import spearman
+from afd.train.fidelity import pick_lift, spearman
 from afd.train.loop import train
 from afd.train.plan import Plan
 from train_util import tiny_args
@@ -38,6 +38,8 @@ def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
         assert all(k in r for k in CONTRACT), sorted(set(CONTRACT) - set(r))
         assert 0 <= r["r_phi"] <= 1 and 0 <= r["weight_min"] <= r["weight_max"] <= 1
         assert all(f"cue_{c}" in r for c in CUES) and "oracle_fidelity" in r
+        # The pick can gain no more than the best rollout of its group (NaN: a group's PC undefined).
+        assert not r["pick_lift"] > r["pick_lift_max"] + 1e-9
     # 2 prompts per iteration, no prefetch: each distinct clip paid once, repeats (and the strips'
     # teacher row) are served from the cache
     assert rows[-1]["teacher_calls_paid"] + rows[-1]["teacher_calls_cached"] >= 3 * 2
@@ -170,6 +172,21 @@ def test_rollout_measures_see_artefacts():
     assert m["steady_size"][3] < m["steady_size"][0] - 0.2
     with pytest.raises(ValueError, match="2 clips but 1 prompts"):
         rollout_measures(clean.expand(2, -1, -1, -1, -1), [p])
+
+
+def test_pick_lift_against_the_best_and_a_random_pick():
+    score = [10, 20, 30, 40, 0, 0, 9, 3]
+    groups = [0, 0, 0, 0, 1, 1, 1, 1]
+    # Exact weights pick each group's best: the lift equals its ceiling, (40 - 25 + 9 - 3) / 2.
+    assert pick_lift(score, score, groups) == pytest.approx((10.5, 10.5))
+    # The worst pick loses; a constant key picks the first rollout; singletons are skipped.
+    assert pick_lift([-x for x in score], score, groups)[0] == pytest.approx((-15 - 3) / 2)
+    assert pick_lift([1] * 8, score, groups)[0] == pytest.approx((-15 - 3) / 2)
+    assert np.isnan(pick_lift([1, 2], [3, 4], [0, 1])[0])
+    # Random keys average to no gain over many groups.
+    rng = np.random.default_rng(0)
+    s, g = rng.normal(size=40_000), np.repeat(np.arange(10_000), 4)
+    assert abs(pick_lift(rng.normal(size=40_000), s, g)[0]) < 0.02 < pick_lift(s, s, g)[1]
 
 
 def test_spearman():

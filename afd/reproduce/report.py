@@ -37,7 +37,7 @@ FIG6_KEYS = [("physical_consistency", "PC"), ("bounce_accuracy", "bounce"), ("dy
 CURVE_KEYS = ("r_phi", "d_acc", "reward_fidelity", "score_fidelity", "r_phi_p10", "r_phi_p90", "r_phi_sat")
 # What the weights rank by (afd.train.fidelity): the true physics, then the rendering cues.
 FIDELITY_KEYS = ("reward_fidelity", "oracle_fidelity", "cue_visible", "cue_single_object", "cue_steady_size",
-                 "cue_steady_motion")
+                 "cue_steady_motion", "pick_lift", "pick_lift_max")
 
 
 def metric(ev: dict, group: str, key: str) -> float:
@@ -470,7 +470,10 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               "D scores for GAN; DMD's signal is per noised clip and is not ranked) with exact per-clip "
               "measures: physical consistency (`reward_fidelity`), the weights the oracle would give the same "
               "rollouts (`oracle_fidelity`, AFD only) and four rendering cues (object found in every frame, "
-              "exactly one object, steady area, a track without jumps). "
+              "exactly one object, steady area, a track without jumps). `pick_lift` (PC points, not a "
+              "correlation): each prompt's top-weighted rollout's PC minus its group's mean, what a top-1 "
+              "filtered update trains toward; `pick_lift_max`: the same for the best rollout, the ceiling "
+              "exact weights reach (a random pick gains 0). "
               "Mean over the second half of each run's iterations, "
               "then over seeds (n = runs that logged it). Logged only; never used in training.", "",
               fidelity_table(res, cfg), ""]

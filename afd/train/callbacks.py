@@ -27,7 +27,7 @@ from afd.io_utils import atomic_write_text
 from afd.methods.oracle import oracle_weights
 from afd.rollout_groups import per_rollout
 from afd.student.sample import generate
-from afd.train.fidelity import spearman
+from afd.train.fidelity import pick_lift, spearman
 from afd.video.core import Video
 from afd.video.io import atomic_write_bytes
 from afd.video.strip import save_strip
@@ -91,6 +91,9 @@ class JudgeCallback(Callback):
             # The same per-prompt baseline and std as the method's weights: prompt offsets removed.
             oracle = oracle_weights(measures[j.score], batch.group_ids.cpu(), tr.cfg)
             out["oracle_fidelity"] = spearman(key_all, gather_numpy(oracle.weights))
+            # Group ids are per rank; offset them by rank so groups stay apart once gathered.
+            groups = gather_numpy(batch.group_ids.cpu() + dist.rank() * len(batch.prompts))
+            out["pick_lift"], out["pick_lift_max"] = pick_lift(key_all, score_all, groups)
         out.update({f"cue_{c}": spearman(key_all, gather_numpy(measures[c])) for c in j.cues})
         if scores is not None and weights is not None:
             out["score_fidelity"] = spearman(gather_numpy(scores), score_all)

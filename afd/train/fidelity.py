@@ -35,3 +35,21 @@ def spearman(a, b) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
     return float((ra * rb).sum() / den) if den > 0 else math.nan
+
+
+def pick_lift(key, score, groups) -> tuple[float, float]:
+    """What picking each prompt's top-``key`` rollout gains in ``score``: the mean over prompt
+    groups of score[argmax key] - mean(score), and the same for the best-scoring rollout (the
+    ceiling, what exact weights would pick). A random pick gains 0 on average. This is what a
+    top-1 filtered update (afd.update=reward-filtered) trains toward, relative to the group.
+    key, score, groups: (n,) sequences; NaN, NaN if no group has two rollouts."""
+    key, score, groups = (np.asarray(x, dtype=np.float64) for x in (key, score, groups))
+    lifts, ceilings = [], []
+    for g in np.unique(groups):
+        i = np.flatnonzero(groups == g)
+        if len(i) < 2 or not np.isfinite(score[i]).all() or not np.isfinite(key[i]).any():
+            continue
+        mean = score[i].mean()
+        lifts.append(score[i][np.nanargmax(key[i])] - mean)
+        ceilings.append(score[i].max() - mean)
+    return (float(np.mean(lifts)), float(np.mean(ceilings))) if lifts else (math.nan, math.nan)
