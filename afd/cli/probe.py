@@ -11,7 +11,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("probe-disc", help="how well a discriminator design ranks unseen rollouts by physics "
                                           "(offline benchmark, ± over seeds)")
-    p.add_argument("--config", default="configs/train/afd-state.yaml",
+    p.add_argument("--config", default="configs/train/afd-state-paper.yaml",
                    help="adaptation YAML config (its disc, teacher, student, train.prompts/rollouts)")
     p.add_argument("--out", help="directory for seed<s>/probe.jsonl and summary.json, config.yaml")
     p.add_argument("--iters", type=int, default=100, help="discriminator iterations (each: disc.steps steps)")
@@ -35,7 +35,7 @@ def register(sub) -> None:
     p = sub.add_parser("probe-update",
                        help="signal vs noise of the student update's gradient, and what an optimizer step along "
                             "it does, beside SFT's and a random direction")
-    p.add_argument("--config", default="configs/train/afd-state.yaml",
+    p.add_argument("--config", default="configs/train/afd-state-paper.yaml",
                    help="adaptation YAML config (train.method afd, oracle or sft)")
     p.add_argument("--out", required=True, help="directory for probe.jsonl, summary.json and config.yaml")
     p.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations of the run's plan)")
