@@ -31,6 +31,7 @@ def test_probe_runs_and_repeats_from_its_cache(tiny_student, tmp_path, capsys):
         assert 0 <= r["sat"] <= 1
         for k in ("oracle", "pc", "within", "train_oracle", "cue_steady_motion"):
             assert r[k] is None or -1 <= r[k] <= 1
+        assert r["lift"] is None or r["lift"] <= r["lift_max"] + 1e-9  # the pick is bounded by the best
     assert len(list((tmp_path / "probe-cache").glob("*.safetensors"))) == 1
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["seeds"] == [0, 1] and set(last) >= {"oracle", "oracle_se", "pc", "within", "acc", "s_per_iter"}
@@ -45,6 +46,7 @@ def test_probe_runs_and_repeats_from_its_cache(tiny_student, tmp_path, capsys):
     assert main(["probe-disc", "--table", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     tab = capsys.readouterr().out
     assert f"| {tmp_path.name}/a | 2 |" in tab and f"| {tmp_path.name}/b | 2 |" in tab
+    assert "| pick lift (max) |" in tab
 
 
 def test_probe_holds_out_other_prompts_and_seeds():

@@ -21,8 +21,10 @@ its AFD weights with the weights the oracle gives the same rollouts (the same ad
 applied to physical consistency, as ``afd.methods.oracle.oracle_weights`` does), ``pc`` with
 physical consistency itself (the loop's ``reward_fidelity``), ``within`` the mean over prompts of
 the Spearman of D's scores with physical consistency among that prompt's rollouts, ``cue_<name>``
-the weights' Spearman with each rendering cue, ``acc`` the pairwise accuracy (teacher above
-rollout), ``r_phi`` and its spread (``r_phi_p10``, ``r_phi_p90``, ``sat``: the share of pairs with
+the weights' Spearman with each rendering cue, ``lift`` the PC gained by each prompt's
+top-scored rollout over its group's mean and ``lift_max`` the same for its best rollout (the
+ceiling; what a top-1 filtered update trains toward, ``afd.train.fidelity.pick_lift``), ``acc``
+the pairwise accuracy (teacher above rollout), ``r_phi`` and its spread (``r_phi_p10``, ``r_phi_p90``, ``sat``: the share of pairs with
 sigmoid(d_S - d_T) < 0.01, a saturated D); ``train_oracle`` is ``oracle`` on the training prompts'
 own rollouts (overfitting). The world's evaluator makes these measures only; D never sees them.
 """
@@ -53,7 +55,7 @@ from afd.text.encoder import get_text_encoder
 from afd.train.config import AdaptConfig
 from afd.train.disc_phase import ReplayBuffer, rerender_pair, score_pairs, train_discriminator
 from afd.train.ema import ema_update, make_ema
-from afd.train.fidelity import spearman
+from afd.train.fidelity import pick_lift, spearman
 from afd.train.teacher_clips import TeacherClips
 from afd.video.core import stack
 from afd.world.splits import load_split
@@ -62,7 +64,7 @@ from afd.world.teacher import WorldTeacher
 MEASURES = ("physical_consistency", *CUES)
 NEGATIVES = ("base", "loose")
 # What a probe's summary aggregates over seeds, in the table's order.
-SUMMARY_KEYS = ("oracle", "pc", "within", "acc", "r_phi", "sat", "train_oracle", "s_per_iter")
+SUMMARY_KEYS = ("oracle", "pc", "within", "lift", "lift_max", "acc", "r_phi", "sat", "train_oracle", "s_per_iter")
 
 
 @dataclass
@@ -177,6 +179,7 @@ def judge_set(disc, cfg: AdaptConfig, data: ProbeData, prompts: np.ndarray, cols
     w_oracle = compute_weights(torch.from_numpy(pc.reshape(-1)).float(), groups, cfg.afd.advantage).weights.numpy()
     out = {"oracle": spearman(w, w_oracle), "pc": spearman(w, pc.reshape(-1)),
            "within": _within(d_s.numpy().reshape(n, g), pc),
+           **dict(zip(("lift", "lift_max"), pick_lift(w, pc.reshape(-1), groups.numpy()))),
            "acc": stats["d_acc"], "r_phi": stats["r_phi"], "r_phi_p10": stats["r_phi_p10"],
            "r_phi_p90": stats["r_phi_p90"], "sat": stats["r_phi_sat"], "t_score": t_score}
     out.update({f"cue_{c}": spearman(w, meas[c].reshape(-1)) for c in CUES})
@@ -303,8 +306,8 @@ def table(dirs: list[Path]) -> str:
     with the oracle's weights and with PC, within-prompt, accuracy, r_phi, saturated share, the
     training prompts' oracle Spearman and D's seconds per iteration; ± is 2 standard errors over
     seeds."""
-    lines = ["| D | seeds | oracle | PC | within | acc | r_phi | sat | train oracle | s / iter |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| D | seeds | oracle | PC | within | pick lift (max) | acc | r_phi | sat | train oracle | s / iter |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in dirs:
         path = Path(d) / "summary.json"
         finished = sorted(Path(d).glob("seed*/summary.json"))
@@ -324,7 +327,8 @@ def table(dirs: list[Path]) -> str:
             return f"{v:{fmt}}" + (f" ± {2 * se:.2f}" if se is not None else "")
 
         label = f"{Path(d).parent.name}/{Path(d).name}"
+        lift = "-" if s.get("lift") is None else f"{cell('lift', '+.1f')} ({s['lift_max']:.1f})"
         lines.append(f"| {label} | {len(s['seeds'])} | {cell('oracle')} | {cell('pc')} | {cell('within')} | "
-                     f"{cell('acc', '.2f')} | {cell('r_phi', '.3f')} | {cell('sat', '.2f')} | "
+                     f"{lift} | {cell('acc', '.2f')} | {cell('r_phi', '.3f')} | {cell('sat', '.2f')} | "
                      f"{cell('train_oracle')} | {s['s_per_iter']:.2f} |")
     return "\n".join(lines)
