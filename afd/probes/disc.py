@@ -320,14 +320,14 @@ def table(dirs: list[Path]) -> str:
         if "seeds" not in s:
             raise ValueError(f"{path}: a single-seed summary; the table reads multi-seed probes (--seeds)")
 
-        def cell(k, fmt="+.2f"):
+        def cell(k, fmt="+.2f", se_fmt=".2f"):
             v, se = s.get(k), s.get(f"{k}_se")
             if v is None:
                 return "-"
-            return f"{v:{fmt}}" + (f" ± {2 * se:.2f}" if se is not None else "")
+            return f"{v:{fmt}}" + (f" ± {2 * se:{se_fmt}}" if se is not None else "")
 
         label = f"{Path(d).parent.name}/{Path(d).name}"
-        lift = "-" if s.get("lift") is None else f"{cell('lift', '+.1f')} ({s['lift_max']:.1f})"
+        lift = "-" if s.get("lift") is None else f"{cell('lift', '+.1f', '.1f')} ({s['lift_max']:.1f})"
         lines.append(f"| {label} | {len(s['seeds'])} | {cell('oracle')} | {cell('pc')} | {cell('within')} | "
                      f"{lift} | {cell('acc', '.2f')} | {cell('r_phi', '.3f')} | {cell('sat', '.2f')} | "
                      f"{cell('train_oracle')} | {s['s_per_iter']:.2f} |")
