@@ -174,6 +174,19 @@ def test_rollout_measures_see_artefacts():
         rollout_measures(clean.expand(2, -1, -1, -1, -1), [p])
 
 
+def test_gathered_prompt_groups_stay_apart_across_ranks(monkeypatch):
+    """Under DDP each rank numbers its own prompts 0 .. P-1; gathered, rank r's are r*P .. r*P+P-1."""
+    from afd import dist
+    from afd.rollout_groups import group_ids
+    from afd.train import callbacks
+
+    local = group_ids(3, 2)  # 3 prompts x 2 rollouts on every rank
+    rank0 = local.double().reshape(-1, 1)  # what rank 0 contributes (its offset is 0)
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "gather_cat", lambda x: torch.cat([rank0, x]))
+    assert callbacks.global_groups(local, 3).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
 def test_pick_lift_against_the_best_and_a_random_pick():
     score = [10, 20, 30, 40, 0, 0, 9, 3]
     groups = [0, 0, 0, 0, 1, 1, 1, 1]

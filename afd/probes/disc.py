@@ -24,9 +24,10 @@ the Spearman of D's scores with physical consistency among that prompt's rollout
 the weights' Spearman with each rendering cue, ``lift`` the PC gained by each prompt's
 top-scored rollout over its group's mean and ``lift_max`` the same for its best rollout (the
 ceiling; what a top-1 filtered update trains toward, ``afd.train.fidelity.pick_lift``), ``acc``
-the pairwise accuracy (teacher above rollout), ``r_phi`` and its spread (``r_phi_p10``, ``r_phi_p90``, ``sat``: the share of pairs with
-sigmoid(d_S - d_T) < 0.01, a saturated D); ``train_oracle`` is ``oracle`` on the training prompts'
-own rollouts (overfitting). The world's evaluator makes these measures only; D never sees them.
+the pairwise accuracy (teacher above rollout), ``r_phi`` and its spread (``r_phi_p10``,
+``r_phi_p90``, ``sat``: the share of pairs with sigmoid(d_S - d_T) < 0.01, a saturated D);
+``train_oracle`` is ``oracle`` on the training prompts' own rollouts (overfitting). The world's
+evaluator makes these measures only; D never sees them.
 """
 
 from __future__ import annotations

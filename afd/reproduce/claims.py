@@ -204,7 +204,8 @@ def paper_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
         afd = paper_row(res, fam, methods)
         stats = _stats(res, fam, [afd, *baseline_rows(res, methods)] if afd else [], "physics", "total")
         if afd not in stats or len(stats) < 2:
-            why = ("no AFD row ran the paper's update (nft)" if afd is None and afd_rows(res, methods)
+            ran = [m for m in afd_rows(res, methods) if method_stat(res, fam, m, "physics", "total")]
+            why = ("no AFD row ran the paper's update (nft)" if afd is None and ran
                    else "AFD (paper) or every baseline is missing")
             out.append((f"Tables 1-2 ({fam}): AFD has the best physics total among adapted methods",
                         "not measured", why))

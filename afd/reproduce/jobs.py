@@ -68,7 +68,7 @@ class Job:
             return None
         try:
             rec = json.loads((d / JOB_FILE).read_text()) if (d / JOB_FILE).exists() else {}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return f"its record {d / JOB_FILE} is not valid JSON"
         if not isinstance(rec, dict) or (rec and not isinstance(rec.get("argv"), list)):
             return f"its record {d / JOB_FILE} is not an object with an argv list"

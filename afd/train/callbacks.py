@@ -55,6 +55,12 @@ def gather_numpy(x) -> np.ndarray:
     return dist.gather_cat(t)[:, 0].numpy()
 
 
+def global_groups(group_ids: torch.Tensor, n_prompts: int) -> np.ndarray:
+    """Each rank's per-rollout prompt ids (0 .. n_prompts - 1, (n,) long) gathered over ranks,
+    offset by rank so two ranks' prompts stay apart (every rank holds n_prompts: dist.shard)."""
+    return gather_numpy(group_ids.cpu() + dist.rank() * n_prompts)
+
+
 class JudgeCallback(Callback):
     """Fidelity logging, the base and final evals, the eval subset every ``eval.every`` and the
     printed base-against-adapted tables, all from one ``afd.train.judge.Judge``."""
@@ -91,9 +97,8 @@ class JudgeCallback(Callback):
             # The same per-prompt baseline and std as the method's weights: prompt offsets removed.
             oracle = oracle_weights(measures[j.score], batch.group_ids.cpu(), tr.cfg)
             out["oracle_fidelity"] = spearman(key_all, gather_numpy(oracle.weights))
-            # Group ids are per rank; offset them by rank so groups stay apart once gathered.
-            groups = gather_numpy(batch.group_ids.cpu() + dist.rank() * len(batch.prompts))
-            out["pick_lift"], out["pick_lift_max"] = pick_lift(key_all, score_all, groups)
+            out["pick_lift"], out["pick_lift_max"] = pick_lift(key_all, score_all,
+                                                               global_groups(batch.group_ids, len(batch.prompts)))
         out.update({f"cue_{c}": spearman(key_all, gather_numpy(measures[c])) for c in j.cues})
         if scores is not None and weights is not None:
             out["score_fidelity"] = spearman(gather_numpy(scores), score_all)
