@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from afd.eval.compare import Diff, Stat, diff, eval_se, single, value
+from afd.reproduce.config import row_methods
 from afd.reproduce.long import long_claims
 
 BASELINES = ("sft", "gan", "dmd")
@@ -67,8 +68,7 @@ def against_base(res: dict, families, methods) -> list[dict]:
 
 def method_of(res: dict, methods) -> dict[str, str]:
     """Each row's registered method: a variant's (from the config saved in ``res``), else itself."""
-    variants = (res.get("config") or {}).get("variants") or {}
-    return {m: (variants[m][0] if m in variants else m) for m in methods}
+    return row_methods(res.get("config"), methods)
 
 
 def _update(res: dict, family: str, row: str) -> str | None:

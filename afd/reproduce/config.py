@@ -187,3 +187,11 @@ class ReproduceConfig:
         """A row's own overrides: its method's ``method_overrides``, then a variant's."""
         own = self.variants[row][1:] if row in self.variants else []
         return [*self.method_overrides.get(self.base_method(row), []), *own]
+
+
+def row_methods(saved: dict | None, rows) -> dict[str, str]:
+    """Each row's registered method, read from a saved config (``results.json``'s ``config``): a
+    variant's method, else the row itself. The dict form of :meth:`ReproduceConfig.base_method`
+    for reports re-decided without loading the config."""
+    variants = (saved or {}).get("variants") or {}
+    return {m: (variants[m][0] if m in variants else m) for m in rows}

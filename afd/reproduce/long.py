@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from afd.eval.compare import Stat, diff
+from afd.reproduce.config import row_methods
 
 # Table columns: (label, where, key, digits, higher is better); where is "first" (the first
 # window's report), "last" (the last window's drift value) or "whole".
@@ -95,8 +96,7 @@ def long_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
         return []
     frames = max(long, key=int)
     entry = long[frames]
-    variants = (res.get("config") or {}).get("variants") or {}
-    method_of = {m: (variants[m][0] if m in variants else m) for m in methods}
+    method_of = row_methods(res.get("config"), methods)
     sft = [m for m in methods if method_of[m] == "sft"]
     mine = [m for m in methods if method_of[m] in ON_POLICY]
     out = []
