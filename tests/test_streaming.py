@@ -196,7 +196,8 @@ def test_afd_sample_frames_errors(tmp_path, tiny_student, capsys):
 
     for argv, msg in ((["--frames", "18"], "not a multiple of the student's 4-frame blocks"),
                       (["--frames", "2"], "below one block"),
-                      (["--window", "6"], "window must be 0")):
+                      (["--window", "6"], "window must be 0"),
+                      (["--stream-cache", "roll"], "needs rotary frame positions")):
         assert cli_main(["sample", "--checkpoint", str(tiny_student), "--prompt", PROMPTS[0], "--out",
                          str(tmp_path / "o"), *argv]) != 0
         assert msg in capsys.readouterr().err

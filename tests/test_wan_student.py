@@ -102,6 +102,69 @@ def test_streamed_rollout_past_the_training_length(wan, sink):
     torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
 
 
+def long_noise(cfg, n_blocks: int) -> torch.Tensor:
+    return torch.randn(2, n_blocks, cfg.steps, cfg.block_frames, cfg.channels, cfg.height, cfg.width,
+                       generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("block_frames,sink", [(2, False), (2, True), (1, False)], ids=["window", "sink", "frame-wise"])
+def test_rolling_cache_equals_the_windowed_recomputation(wan, block_frames, sink):
+    """stream_cache "roll": past the window the stale blocks' keys are dropped, the rest kept as
+    written at their clip indices. The clip equals the cache-free pass over the whole clip so
+    far under the windowed mask, at every step; it opens as the re-encoded clip does and differs
+    from it past the window (where re-encoding recomputes the window's keys); the cache holds at
+    most the window, however long the clip."""
+    model = tiny_model(wan, block_frames=block_frames, sink=sink, stream_cache="roll", rope_max_seq_len=48)
+    cfg = model.config
+    text, K = tiny_text(2, cfg), 24 // block_frames
+    noise = long_noise(cfg, K)
+    stats: dict = {}
+    with torch.no_grad():
+        rolled = rollout(model, text, noise, amp=False, n_blocks=K, stats=stats)
+        recomputed = rollout(model, text, noise, amp=False, n_blocks=K, use_cache=False)
+        cfg.stream_cache = "reencode"
+        reencoded = rollout(model, text, noise, amp=False, n_blocks=K)
+        cfg.stream_cache = "roll"
+        stats_long: dict = {}
+        rollout(model, text, long_noise(cfg, 2 * K), amp=False, n_blocks=2 * K, stats=stats_long)
+    assert rolled.shape[1] == 24 and rolled[:, 8:].abs().mean() > 0.1
+    torch.testing.assert_close(rolled, recomputed, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rolled[:, :8], reencoded[:, :8], atol=1e-5, rtol=1e-5)
+    assert (rolled[:, 12:] - reencoded[:, 12:]).abs().max() > 1e-3
+    assert stats["cache_frames_max"] == stats_long["cache_frames_max"] == cfg.context_window()
+
+
+def test_rolling_cache_training_view_is_the_rollout_s(wan):
+    """The teacher-forced pass of a 20-frame clip under a rolling cache is one pass with the
+    windowed mask: noised block k equals the cache-free pass over the clean blocks < k under
+    the same mask, as the rollout saw them."""
+    model = tiny_model(wan, stream_cache="roll", rope_max_seq_len=32)
+    cfg, F_ = model.config, model.config.block_frames
+    g = torch.Generator().manual_seed(3)
+    x_clean = torch.randn((2, 20, cfg.channels, cfg.height, cfg.width), generator=g)
+    x_noised = torch.randn_like(x_clean)
+    t = torch.rand((2, 10), generator=g).repeat_interleave(F_, dim=1)
+    text = tiny_text(2, cfg)
+    with torch.no_grad():
+        train = model.forward_train(x_clean, x_noised, t, text)
+        for k in range(10):
+            s = slice(k * F_, (k + 1) * F_)
+            alone = model.forward_with_prefix(x_clean[:, :k * F_] if k else None, x_noised[:, s], t[:, s], text)
+            torch.testing.assert_close(train[:, s], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_rolling_cache_errors_are_clear(wan):
+    from afd.student.backbones.transformer_config import StudentConfig
+    from afd.student.sample import blocks_for_frames
+
+    with pytest.raises(ValueError, match="needs rotary frame positions"):
+        StudentConfig(frames=16, block_frames=4, stream_cache="roll")
+    cfg = tiny_config(stream_cache="roll", rope_max_seq_len=16)
+    assert blocks_for_frames(cfg, 16) == 8
+    with pytest.raises(ValueError, match="past the 16 frame positions a rolling cache can number"):
+        blocks_for_frames(cfg, 18)
+
+
 def test_forward_train_sees_what_the_rollout_shows(wan):
     """Noised block k of the teacher-forced ``[clean | noised]`` pass equals the cache-free pass
     over the clean blocks < k followed by that noised block (its copies share frame positions)."""

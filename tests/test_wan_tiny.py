@@ -52,6 +52,23 @@ def test_the_assets_load_and_cover_the_world_prompts(tiny_wan, capsys):
     assert "exists: choose another --out, or pass --force" in capsys.readouterr().err
 
 
+def test_a_rolling_cache_streams_the_tiny_wan_student(tiny_wan, tmp_path, capsys):
+    """``afd sample --stream-cache roll`` streams the 6-frame student to 12 latent frames, up to
+    its 16 rotary positions (one clear error past them); the bench's cache stays at the window."""
+    from afd.bench.stream import _one_length
+    from afd.video.io import read_video
+
+    student = str(tiny_wan / "student")
+    args = ["sample", "--checkpoint", student, "--prompt", "a small red ball falls on a black background",
+            "--out", str(tmp_path / "o"), "--no-mp4", "--stream-cache", "roll"]
+    assert main([*args, "--frames", "18"]) != 0
+    assert "past the 16 frame positions a rolling cache can number" in capsys.readouterr().err
+    assert main([*args, "--frames", "12"]) == 0
+    assert read_video(tmp_path / "o" / "clip00000.npz").frames.shape[0] == 1 + 4 * 11  # the VAE's decode
+    rows = [_one_length(student, n, 2, 1, 1, "cpu", "roll") for n in (9, 15)]
+    assert {r["cache_frames"] for r in rows} == {3} and all(r["stream_cache"] == "roll" for r in rows)
+
+
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     from afd.io_utils import load_safetensors
 

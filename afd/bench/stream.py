@@ -18,7 +18,7 @@ import time
 
 
 def _one_length(checkpoint: str | None, frames: int, batch: int, repeats: int, threads: int | None,
-                device: str) -> dict:
+                device: str, stream_cache: str | None = None) -> dict:
     """Runs in a spawned process: load, warm up on one training-length clip, time ``repeats``
     rollouts of ``frames`` frames."""
     import resource
@@ -41,6 +41,9 @@ def _one_length(checkpoint: str | None, frames: int, batch: int, repeats: int, t
         torch.manual_seed(0)
         model = CausalVideoTransformer(StudentConfig()).eval().to(device)
     cfg = model.config
+    if stream_cache:
+        cfg.stream_cache = stream_cache
+        cfg.check_sampler()
     n_blocks = blocks_for_frames(cfg, frames)
     first, levels = cfg.sampler_levels()
     pool = load_split("pretrain")
@@ -67,12 +70,14 @@ def _one_length(checkpoint: str | None, frames: int, batch: int, repeats: int, t
     return {"s_per_frame": statistics.median(times) / (batch * frames), "peak_mb": round(peak, 1),
             "cache_mb": round(stats.get("cache_bytes_max", 0) / 2**20, 3),
             "cache_frames": stats.get("cache_frames_max", 0), "model_frames": cfg.frames,
-            "block_frames": cfg.block_frames, "window": cfg.context_window(), "sink": cfg.sink}
+            "block_frames": cfg.block_frames, "window": cfg.context_window(), "sink": cfg.sink,
+            "stream_cache": cfg.stream_cache}
 
 
 def run(frames: list[int], checkpoint: str | None = None, batch: int = 4, repeats: int = 2,
-        threads: int | None = None, device: str = "cpu") -> dict:
-    """Time streamed rollouts at each length in ``frames`` (each a whole number of blocks)."""
+        threads: int | None = None, device: str = "cpu", stream_cache: str | None = None) -> dict:
+    """Time streamed rollouts at each length in ``frames`` (each a whole number of blocks);
+    ``stream_cache``: "reencode" or "roll" (None: the checkpoint's)."""
     if not frames or min(frames) < 1 or min(batch, repeats) < 1:
         raise ValueError(f"frames must be a non-empty list of lengths >= 1 and batch, repeats >= 1; "
                          f"got frames {frames}, batch {batch}, repeats {repeats}")
@@ -80,19 +85,22 @@ def run(frames: list[int], checkpoint: str | None = None, batch: int = 4, repeat
     by_frames = {}
     with ctx.Pool(1, maxtasksperchild=1) as pool:
         for n in frames:
-            by_frames[str(n)] = pool.apply(_one_length, (checkpoint, n, batch, repeats, threads, device))
+            by_frames[str(n)] = pool.apply(_one_length, (checkpoint, n, batch, repeats, threads, device,
+                                                         stream_cache))
     one = next(iter(by_frames.values()))
     return {"by_frames": {n: {"s_per_frame": round(r["s_per_frame"], 6), "peak_mb": r["peak_mb"],
                               "cache_mb": r["cache_mb"]} for n, r in by_frames.items()},
             "checkpoint": checkpoint or "random init of the default student (timing does not depend on weights)",
             "model_frames": one["model_frames"], "block_frames": one["block_frames"], "window": one["window"],
-            "sink": one["sink"], "batch": batch, "repeats": repeats, "device": device,
+            "sink": one["sink"], "stream_cache": one["stream_cache"], "batch": batch, "repeats": repeats,
+            "device": device,
             "peak": "peak CUDA memory of the rollout" if device.startswith("cuda") else "peak RSS of the process"}
 
 
 def report(r: dict) -> str:
     lines = [f"streamed rollouts: {r['checkpoint']}; trained on {r['model_frames']} frames in blocks of "
-             f"{r['block_frames']}, window {r['window']} frames{' + sink' if r['sink'] else ''}; batch {r['batch']}, "
+             f"{r['block_frames']}, window {r['window']} frames{' + sink' if r['sink'] else ''}, "
+             f"{r['stream_cache']} cache; batch {r['batch']}, "
              f"median of {r['repeats']}; peak_mb = {r['peak']}",
              f"{'frames':>7}  {'ms/frame':>9}  {'frames/s':>9}  {'peak MB':>8}  {'cache MB':>9}"]
     for n, row in r["by_frames"].items():
@@ -103,7 +111,8 @@ def report(r: dict) -> str:
 
 def main(args) -> int:
     frames = [int(x) for x in args.frames.split(",")]
-    r = run(frames, args.checkpoint, args.batch, args.repeats, args.threads, args.device)
+    r = run(frames, args.checkpoint, args.batch, args.repeats, args.threads, args.device,
+            args.stream_cache)
     print(report(r))
     print(json.dumps(r), flush=True)
     return 0

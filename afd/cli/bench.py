@@ -27,6 +27,9 @@ def register(sub) -> None:
                    help="instead: stream clips of these lengths (e.g. 16,64,256; whole blocks) and report s/frame "
                         "and peak memory of each, one fresh process per length (docs/long-videos.md)")
     q.add_argument("--device", default="cpu", help="with --frames: cpu or cuda")
+    q.add_argument("--stream-cache", choices=("reencode", "roll"), default=None,
+                   help="with --frames: how the window's cache moves (default: the checkpoint's; roll needs a "
+                        "rotary-position student such as the Wan student)")
     q.set_defaults(func=_rollout)
 
     q = bs.add_parser("train-step", help="pretraining ms/step and MFU against a measured bf16 matmul peak")

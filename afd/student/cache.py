@@ -14,17 +14,26 @@ import torch
 
 @dataclass(frozen=True)
 class KVCache:
-    """Keys/values of the first ``n_frames`` clean frames.
+    """Keys/values of ``n_frames`` clean frames: the first ones of the clip, or, once a rolling
+    cache has dropped stale frames (``kept``), the ones it kept, in clip order.
 
     keys[l], values[l]: (B, heads, n_frames * tokens_per_frame, head_dim) for layer l; empty
     lists when nothing is cached yet. last_frame: (B, C, H, W) the newest clean frame itself, for
     a student whose refinement head reads the previous frame's pixels (None when empty).
+    end: the clip index of the frame after the newest cached one, where the next frames go
+    (None: ``n_frames``, nothing dropped).
     """
 
     n_frames: int = 0
     keys: tuple[torch.Tensor, ...] = field(default_factory=tuple)
     values: tuple[torch.Tensor, ...] = field(default_factory=tuple)
     last_frame: torch.Tensor | None = None
+    end: int | None = None
+
+    @property
+    def next_frame(self) -> int:
+        """The clip index the next frames written or denoised after this cache take."""
+        return self.n_frames if self.end is None else self.end
 
     @classmethod
     def empty(cls) -> "KVCache":
@@ -42,12 +51,27 @@ class KVCache:
             values = tuple(torch.cat([a, b], dim=2) for a, b in zip(self.values, new_values))
         else:
             keys, values = tuple(new_keys), tuple(new_values)
-        return KVCache(self.n_frames + frames, keys, values, last_frame)
+        end = None if self.end is None else self.end + frames
+        return KVCache(self.n_frames + frames, keys, values, last_frame, end)
+
+    def kept(self, frames: list[int]) -> "KVCache":
+        """A new cache of only the cached frames at ``frames`` (indices into this cache, in
+        order), each as it was computed, not recomputed: the rolling cache dropping stale frames
+        (docs/long-videos.md). The next frames still go at ``next_frame``."""
+        if not self.n_frames:
+            raise ValueError("an empty cache has no frames to keep")
+        if any(not 0 <= f < self.n_frames for f in frames) or sorted(set(frames)) != list(frames):
+            raise ValueError(f"frames to keep must be increasing indices below {self.n_frames}, got {frames}")
+        per = self.keys[0].shape[2] // self.n_frames
+        idx = torch.tensor([f * per + i for f in frames for i in range(per)], device=self.keys[0].device)
+        keys = tuple(k.index_select(2, idx) for k in self.keys)
+        values = tuple(v.index_select(2, idx) for v in self.values)
+        return KVCache(len(frames), keys, values, self.last_frame, self.next_frame)
 
     def detach(self) -> "KVCache":
         last = self.last_frame.detach() if self.last_frame is not None else None
         return KVCache(self.n_frames, tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values),
-                       last)
+                       last, self.end)
 
     def nbytes(self) -> int:
         extra = (self.last_frame,) if self.last_frame is not None else ()

@@ -46,7 +46,7 @@ class BlockCausalModel:
                 *, clean: bool = False) -> tuple[torch.Tensor, KVCache | None]:
         """Run frames that follow the cached ones.
 
-        x: (B, T, C, H, W) frames number ``cache.n_frames ..`` (model space); t: (B, T) or (B,)
+        x: (B, T, C, H, W) frames number ``cache.next_frame ..`` (model space); t: (B, T) or (B,)
         noise levels in [0, 1]. ``clean=True`` marks x as clean context (normally t = 0): its
         frames attend block-causally to each other and the returned cache is extended with their
         keys/values. ``clean=False``: x holds noised frames of one or more blocks, each seeing
@@ -60,7 +60,8 @@ class BlockCausalModel:
         if cache is not None and n_past % self.config.block_frames:
             raise ValueError(f"cache holds {n_past} frames, "
                              f"not a whole number of {self.config.block_frames}-frame blocks")
-        frames = torch.arange(n_past, n_past + T, device=x.device)
+        start = cache.next_frame if cache is not None else 0
+        frames = torch.arange(start, start + T, device=x.device)
         flags = torch.full((T,), clean, dtype=torch.bool, device=x.device)
         out, k, v = self._run(x, t, frames, flags, text, cache)
         if clean:
@@ -81,8 +82,9 @@ class BlockCausalModel:
         self._check_input(x_noised, text)
         F_ = self.config.block_frames
         # Past the model's length, or with a window shorter than the clip's context: each block
-        # sees what the rollout's rolling window showed it.
-        if T > self.config.frames or (T // F_ - 1) * F_ > self.config.context_window():
+        # sees what the rollout's rolling window showed it. A rolling cache's window is a mask
+        # (``window_rule``), so that view stays one pass.
+        if not self.config.rolls() and (T > self.config.frames or (T // F_ - 1) * F_ > self.config.context_window()):
             if return_features:
                 raise ValueError(f"features of a {T}-frame clip: the feature view covers at most the model's "
                                  f"{self.config.frames} frames")
@@ -167,6 +169,14 @@ class BlockCausalModel:
                            torch.zeros(T, dtype=torch.bool, device=x.device)])
         out, _, _ = self._run(x, tt, frames, flags, text, None)
         return out[:, n:].clone()  # a copy, as in forward_train
+
+    def window_rule(self) -> tuple[int, bool] | None:
+        """The attention window of a cache-free pass, (W in blocks, sink), when the rollout keeps
+        a rolling cache (``stream_cache`` "roll"): each frame then attends only to its own
+        block's window, at its clip index, as the rollout's cache showed it. None otherwise (a
+        re-encoded window is its own pass)."""
+        cfg = self.config
+        return (cfg.context_window() // cfg.block_frames, cfg.sink) if cfg.rolls() else None
 
     def _check_input(self, x: torch.Tensor, text: TextEncoding) -> None:
         cfg = self.config

@@ -3,7 +3,8 @@
 Tokens are either *clean* context or *noised* frames being denoised. A clean frame in block b
 sees clean frames of blocks <= b; a noised frame in block b sees clean frames of blocks < b and
 the noised frames of block b. The KV cache only ever holds clean frames, which come first in the
-key sequence.
+key sequence. With a window (a rolling cache's rule, docs/long-videos.md) a frame sees only the
+clean frames of the blocks ``afd.student.rollout.context_blocks`` gives its block.
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ import torch
 
 
 def block_causal_mask(q_frames: torch.Tensor, q_clean: torch.Tensor, k_frames: torch.Tensor,
-                      k_clean: torch.Tensor, block_frames: int, tokens_per_frame: int) -> torch.Tensor | None:
+                      k_clean: torch.Tensor, block_frames: int, tokens_per_frame: int,
+                      window: tuple[int, bool] | None = None) -> torch.Tensor | None:
     """Bool (Nq, Nk) token mask, True where a query may attend, from per-slot frame indices
     (long) and clean flags (bool) of queries (Sq,) and keys (Sk,); Nq = Sq * tokens_per_frame.
-    None when every key is visible to every query."""
+    window: (W in blocks, sink): a query of block b also needs the key's block within the W
+    blocks before b (with sink: block 0, or within the W - 1 before). None when every key is
+    visible to every query."""
     qb, kb = (q_frames // block_frames)[:, None], (k_frames // block_frames)[None, :]
     qc, kc = q_clean[:, None], k_clean[None, :]
     allowed = torch.where(kc, (kb < qb) | ((kb == qb) & qc), (kb == qb) & ~qc)
+    if window is not None:
+        w, sink = window
+        allowed &= ((kb == 0) | (qb - kb <= w - 1)) if sink else (qb - kb <= w)
     if bool(allowed.all()):
         return None
     S = tokens_per_frame
@@ -26,15 +33,18 @@ def block_causal_mask(q_frames: torch.Tensor, q_clean: torch.Tensor, k_frames: t
 
 
 def attention_mask(frames: torch.Tensor, clean: torch.Tensor, n_past: int, block_frames: int,
-                   tokens_per_frame: int, h: torch.Tensor) -> torch.Tensor | None:
+                   tokens_per_frame: int, h: torch.Tensor, window: tuple[int, bool] | None = None
+                   ) -> torch.Tensor | None:
     """The additive (Nq, n_past * tokens + Nq) mask of a call whose slots are ``frames`` /
     ``clean`` (Sq,) after ``n_past`` cached clean frames, in the dtype attention will run in
-    (``h``'s, or the autocast dtype); None when nothing is masked."""
-    k_frames = torch.cat([torch.arange(n_past, device=frames.device), frames])
-    k_clean = torch.cat([torch.ones(n_past, dtype=torch.bool, device=clean.device), clean])
-    mask = block_causal_mask(frames, clean, k_frames, k_clean, block_frames, tokens_per_frame)
-    if mask is None:
+    (``h``'s, or the autocast dtype); None when nothing is masked. ``window``: as
+    ``block_causal_mask``'s, among the call's own slots; the cached frames are earlier blocks,
+    visible to every query (a rolling cache holds only its window)."""
+    own = block_causal_mask(frames, clean, frames, clean, block_frames, tokens_per_frame, window)
+    if own is None:
         return None
+    past = torch.ones(own.shape[0], n_past * tokens_per_frame, dtype=torch.bool, device=own.device)
+    mask = torch.cat([past, own], dim=1)
     # An additive mask in the compute dtype: the CPU flash kernel's backward is ~25% faster
     # with it than with a bool mask.
     dev = h.device.type

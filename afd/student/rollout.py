@@ -119,6 +119,15 @@ def context_blocks(k: int, cfg) -> list[int]:
     return list(range(k - w, k))
 
 
+def check_stream_length(cfg, frames: int) -> None:
+    """A ValueError if the model cannot make a ``frames``-frame clip (a rolling cache's rotary
+    table bounds it)."""
+    longest = cfg.max_frames()
+    if longest is not None and frames > longest:
+        raise ValueError(f"frames {frames} is past the {longest} frame positions a rolling cache can number "
+                         f"(rope_max_seq_len); use stream_cache 'reencode' or a shorter clip")
+
+
 def rollout(
     model: StudentModel,
     text: TextEncoding,
@@ -148,7 +157,8 @@ def rollout(
     n_blocks: generate this many blocks (>= 1; noise then needs at least n_blocks blocks, later
     ones are ignored). Fewer than the config's: a shorter clip. More: a streamed clip past the
     training length, each block attending to the window ``context_blocks`` gives, whose cache is
-    re-encoded at re-indexed positions when the window moves (noise: a ``StreamNoise``). None:
+    re-encoded at re-indexed positions when the window moves, or with ``stream_cache`` "roll"
+    keeps its frames as written and drops the stale ones (noise: a ``StreamNoise``). None:
     the config's blocks (noise must have exactly that many).
     renoise: "fresh" | "ddim" between steps (default: the model config's ``renoise``); with
     "ddim" only noise[:, k, 0] is used.
@@ -195,6 +205,7 @@ def rollout(
             raise ValueError(f"noise has shape {tuple(noise.shape)}; expected (B, >= {K}, >= {n_levels}, ...)")
         if K > cfg.n_blocks:
             context_blocks(K - 1, cfg)  # the model can stream (an error naming why not)
+            check_stream_length(cfg, K * cfg.block_frames)
     if grad_steps is not None and (len(grad_steps) != K or any(
             not 0 <= g < len(first_levels if k == 0 else levels) for k, g in enumerate(grad_steps))):
         raise ValueError(f"grad_steps must give one step index per block in [0, number of that block's levels), "
@@ -233,15 +244,32 @@ def rollout(
     blocks: list[torch.Tensor] = list(prefix.float().to(dev).split(F_, dim=1)) if n_pre else []
     # The cache holds the blocks ``cached`` (block indices, in position order).
     cache, cached = KVCache.empty(), []
+    rolls = cfg.rolls()
 
     def clean_pass(ids: list[int], past: KVCache | None) -> KVCache:
         x = torch.cat([blocks[j] for j in ids], dim=1).detach()
         with torch.no_grad(), autocast(dev, amp):
             return model(both(x), torch.zeros(len(text), x.shape[1], device=dev), text, past, clean=True)[1]
 
+    def keep(cache: KVCache, cached: list[int], ctx: list[int]) -> tuple[KVCache, list[int]]:
+        if cached == ctx:
+            return cache, cached
+        slots = [i * F_ + f for i, b in enumerate(cached) if b in ctx for f in range(F_)]
+        return cache.kept(slots), [b for b in cached if b in ctx]
+
     for k in range(n_pre, K):
         ctx = context_blocks(k, cfg)
-        if use_cache and ctx != cached:
+        if use_cache and rolls:
+            # A rolling cache: each block's keys are written once, attending to its own window,
+            # and dropped when it leaves every later window (docs/long-videos.md).
+            for j in range(cache.next_frame // F_ if cached else 0, k):
+                cache, cached = keep(cache, cached, context_blocks(j, cfg))
+                cache, cached = clean_pass([j], cache if cached else None), [*cached, j]
+            cache, cached = keep(cache, cached, ctx)
+            if stats is not None:
+                stats["cache_frames_max"] = max(stats.get("cache_frames_max", 0), cache.n_frames)
+                stats["cache_bytes_max"] = max(stats.get("cache_bytes_max", 0), cache.nbytes())
+        elif use_cache and ctx != cached:
             # Extend while the window only grows; once it moves, every position shifts: re-encode.
             grows = ctx[:len(cached)] == cached
             cache = clean_pass(ctx[len(cached):] if grows else ctx, cache if grows and cached else None)
@@ -262,7 +290,9 @@ def rollout(
                 if use_cache:
                     raw, _ = model(both(x), both(t), text, cache if ctx else None)
                 else:
-                    past = both(torch.cat([blocks[j] for j in ctx], dim=1).detach()) if ctx else None
+                    # A rolling cache's window is the model's mask over the whole clip so far.
+                    seen = list(range(k)) if rolls else ctx
+                    past = both(torch.cat([blocks[j] for j in seen], dim=1).detach()) if seen else None
                     raw = model.forward_with_prefix(past, both(x), both(t), text)
             x0 = model.to_x0(guide(raw, first_guidance if k == 0 else guidance), x, t)
             if i < last:

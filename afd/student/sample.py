@@ -41,9 +41,10 @@ def blocks_for_frames(cfg, frames: int) -> int:
         raise ValueError(f"frames {frames} is not a multiple of the student's {F}-frame blocks "
                          f"(e.g. {frames // F * F} or {(frames // F + 1) * F})")
     if frames > cfg.frames:
-        from afd.student.rollout import context_blocks
+        from afd.student.rollout import check_stream_length, context_blocks
 
         context_blocks(frames // F - 1, cfg)  # an error if this model cannot stream
+        check_stream_length(cfg, frames)
     return frames // F
 
 

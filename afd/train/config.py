@@ -128,10 +128,11 @@ class StudentInitConfig:
     steps: int | None = None
     shift: float | None = None
     renoise: Literal["fresh", "ddim"] | None = None
-    # Streaming past the checkpoint's frames: the rolling window (frames) and the attention sink
-    # (docs/long-videos.md). None: the checkpoint's own.
+    # Streaming past the checkpoint's frames: the rolling window (frames), the attention sink and
+    # how the window's cache moves (docs/long-videos.md). None: the checkpoint's own.
     window: int | None = None
     sink: bool | None = None
+    stream_cache: Literal["reencode", "roll"] | None = None
 
     def __post_init__(self):
         check_choices(self)
@@ -162,11 +163,13 @@ class StudentInitConfig:
             c.window = self.window
         if self.sink is not None:
             c.sink = self.sink
-        if self.window is not None or self.sink is not None:
+        if self.stream_cache is not None:
+            c.stream_cache = self.stream_cache
+        if self.window is not None or self.sink is not None or self.stream_cache is not None:
             try:
                 c.check_sampler()
             except ValueError as e:
-                raise ValueError(f"student.window / student.sink: {e}") from None
+                raise ValueError(f"student.window / student.sink / student.stream_cache: {e}") from None
 
 
 @dataclass

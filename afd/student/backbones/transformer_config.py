@@ -13,7 +13,11 @@ class BlockSampler:
     the block layout (``frames``, ``block_frames``) and the few-step sampler's fields (``steps``,
     ``shift``, ``first_steps``, ``renoise``, ``guidance``, ``first_guidance``, ``null_prompt``,
     ``project_blocks``; their meaning is documented on ``StudentConfig``). A config dataclass
-    declares those fields itself and calls ``check_sampler`` in its ``__post_init__``."""
+    declares those fields itself and calls ``check_sampler`` in its ``__post_init__``.
+    ``ROTARY_FRAMES``: the backbone encodes frame positions by rotating keys and queries (RoPE),
+    so a key keeps its meaning when the frames before it leave the cache."""
+
+    ROTARY_FRAMES = False
 
     def check_sampler(self) -> None:
         """ValueError naming the first sampler or block-layout field out of range."""
@@ -36,6 +40,21 @@ class BlockSampler:
         if self.sink and self.context_window() < 2 * F:
             raise ValueError(f"sink keeps the first block in a window of {self.context_window()} frames; it needs "
                              f"room for at least one more block ({2 * F} frames)")
+        if self.stream_cache not in ("reencode", "roll"):
+            raise ValueError(f"stream_cache must be 'reencode' or 'roll', got {self.stream_cache!r}")
+        if self.stream_cache == "roll" and not self.ROTARY_FRAMES:
+            raise ValueError("stream_cache 'roll' keeps each cached frame's keys at the position they were "
+                             "written at, which needs rotary frame positions; this backbone's are learned "
+                             "absolute positions (docs/long-videos.md): use 'reencode'")
+
+    def max_frames(self) -> int | None:
+        """The longest clip the rollout can make (None: any length)."""
+        return None
+
+    def rolls(self) -> bool:
+        """Whether streaming drops stale cache frames (``stream_cache`` "roll") instead of
+        re-encoding the window."""
+        return self.stream_cache == "roll"
 
     def context_window(self) -> int:
         """W: how many clean frames a block past the training length attends to (``window``, or
@@ -138,6 +157,11 @@ class StudentConfig(BlockSampler):
     # keeps the clip's first block at the window's start.
     window: int = 0
     sink: bool = False
+    # How the window's cache moves past ``frames``. "reencode": the window's frames are encoded
+    # again at re-indexed positions, the only choice for learned absolute positions. "roll": the
+    # stale frames' keys are dropped and the rest kept as written, each at its clip index (a
+    # rolling KV cache, Self-Forcing's); needs rotary frame positions (the Wan student).
+    stream_cache: Literal["reencode", "roll"] = "reencode"
     # A student widened from one with fewer latent channels (``afd.student.widen``) draws its
     # rollout noise for those first channels exactly as that student did (the rest from a stream
     # of their own), so it samples the same clips. 0: not widened.
@@ -182,7 +206,7 @@ class StudentConfig(BlockSampler):
     #   window, sink: only rollouts past ``frames`` read them, which none could make before.
     #   widened_from: 0, none was widened.
     CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path", "window",
-                                     "sink", "widened_from"})
+                                     "sink", "stream_cache", "widened_from"})
     # Knobs that were removed, with the value every shipped checkpoint saved (afd.config: a file
     # naming one loads only with that value). frame_cond: a per-frame adaLN embedding, never on.
     REMOVED_FIELDS = {"frame_cond": False}

@@ -151,8 +151,10 @@ class CausalWanStudent(BlockCausalModel, nn.Module):
         cfg, tr = self.config, self.transformer
         B, slots = x.shape[:2]
         text = text.to(x.device)
-        if int(frames.max()) >= cfg.frames:
-            raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
+        limit = cfg.max_frames() or cfg.frames
+        if int(frames.max()) >= limit:
+            raise ValueError(f"frame index {int(frames.max())} beyond the model's {limit} frames"
+                             + (" (rope_max_seq_len)" if cfg.rolls() else ""))
         if text.tokens.shape[-1] != cfg.text_dim:
             raise ValueError(f"the Wan student reads {cfg.text_dim}-dim text tokens, got {text.tokens.shape[-1]}")
         _, ph, pw = cfg.patch_size
@@ -166,7 +168,7 @@ class CausalWanStudent(BlockCausalModel, nn.Module):
         proj = proj.repeat_interleave(S, dim=1).unflatten(2, (6, -1))
         cos, sin = frame_rope(tr.rope, frames, rows, cols)
         n_past = cache.n_frames if cache is not None else 0
-        mask = attention_mask(frames, clean, n_past, cfg.block_frames, S, h)
+        mask = attention_mask(frames, clean, n_past, cfg.block_frames, S, h, self.window_rule())
         new_k, new_v = [], []
         for i, block in enumerate(tr.blocks):
             call = SelfAttentionCall(cos, sin, mask, cache.layer(i) if cache is not None else None)

@@ -19,6 +19,8 @@ class WanStudentConfig(BlockSampler):
     ``channels x height x width`` in the codec's space, in blocks of ``block_frames`` frames
     (3 = Self-Forcing's chunk-wise, 1 = frame-wise)."""
 
+    ROTARY_FRAMES = True  # frame-index RoPE: a rolling cache may keep keys as written
+
     # Model space (the codec's; pixels for codec "pixel").
     channels: int = 16  # the transformer's in and out channels
     height: int = 60
@@ -60,11 +62,12 @@ class WanStudentConfig(BlockSampler):
     project_blocks: bool = False
     window: int = 0  # streaming past ``frames``: as ``StudentConfig.window``
     sink: bool = False
+    stream_cache: Literal["reencode", "roll"] = "reencode"  # as ``StudentConfig.stream_cache``
 
     # Every other field must be in a saved config.json: a default would silently build another
     # model. These came later, and their defaults are what a config saved before them meant.
     CHECKPOINT_MAY_OMIT = frozenset({"vae_path", "fps", "text_encoder", "text_encoder_path", "text_tokens",
-                                     "window", "sink"})
+                                     "window", "sink", "stream_cache"})
 
     def __post_init__(self):
         check_choices(self)
@@ -95,6 +98,11 @@ class WanStudentConfig(BlockSampler):
         if longest > self.rope_max_seq_len:
             raise ValueError(f"rope_max_seq_len {self.rope_max_seq_len} is below the {longest} positions "
                              f"(frames, patch rows or columns) the model needs")
+
+    def max_frames(self) -> int | None:
+        """The longest clip the rollout can make: a rolling cache keeps every frame at its clip
+        index, so the rotary table bounds it (None: any length, the window is re-indexed)."""
+        return self.rope_max_seq_len if self.rolls() else None
 
     @property
     def dim(self) -> int:
