@@ -67,6 +67,8 @@ def test_a_rolling_cache_streams_the_tiny_wan_student(tiny_wan, tmp_path, capsys
     assert read_video(tmp_path / "o" / "clip00000.npz").frames.shape[0] == 1 + 4 * 11  # the VAE's decode
     rows = [_one_length(student, n, 2, 1, 1, "cpu", "roll") for n in (9, 15)]
     assert {r["cache_frames"] for r in rows} == {3} and all(r["stream_cache"] == "roll" for r in rows)
+    # the bench's random Wan student (``--checkpoint random-wan``): the default student's window
+    assert _one_length("random-wan", 24, 1, 1, 1, "cpu", "roll")["cache_frames"] == 12
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -16,6 +16,13 @@ import multiprocessing as mp
 import statistics
 import time
 
+# ``--checkpoint random-wan``: a random Wan student (rotary frame positions) with the default
+# student's model space, blocks, width and depth, and its MiniLM text, to time the two ways a
+# window's cache can move (``--stream-cache``) without weights from a hub.
+RANDOM_WAN = "random-wan"
+RANDOM_WAN_CONFIG = dict(channels=3, height=32, width=32, frames=16, block_frames=4, patch_size=(1, 8, 8), heads=3,
+                         head_dim=64, layers=6, ffn_dim=768, text_dim=384, rope_max_seq_len=1024)
+
 
 def _one_length(checkpoint: str | None, frames: int, batch: int, repeats: int, threads: int | None,
                 device: str, stream_cache: str | None = None) -> dict:
@@ -35,10 +42,15 @@ def _one_length(checkpoint: str | None, frames: int, batch: int, repeats: int, t
 
     if threads:
         torch.set_num_threads(threads)
-    if checkpoint:
+    torch.manual_seed(0)
+    if checkpoint == RANDOM_WAN:
+        from afd.student.backbones.wan import CausalWanStudent
+        from afd.student.backbones.wan_config import WanStudentConfig
+
+        model = CausalWanStudent(WanStudentConfig(**RANDOM_WAN_CONFIG)).eval().to(device)
+    elif checkpoint:
         model = load_student_model(checkpoint, device)
     else:
-        torch.manual_seed(0)
         model = CausalVideoTransformer(StudentConfig()).eval().to(device)
     cfg = model.config
     if stream_cache:

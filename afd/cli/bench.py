@@ -17,7 +17,8 @@ def register(sub) -> None:
                                       "with --frames, streamed clips' s/frame and peak memory by length")
     q.add_argument("--checkpoint", default=None,
                    help="student directory (default: a randomly initialised default-size student; "
-                        "timing does not depend on the weights)")
+                        "timing does not depend on the weights). With --frames, 'random-wan': a random Wan "
+                        "student of the same size, whose rotary positions allow --stream-cache roll")
     q.add_argument("--batch", type=int, default=8, help="clips rolled out together")
     q.add_argument("--max-blocks", type=int, default=8, help="time rollouts of 1..MAX_BLOCKS blocks")
     q.add_argument("--steps", type=int, default=4, help="denoising steps per block")
