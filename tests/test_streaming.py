@@ -186,7 +186,8 @@ def test_afd_eval_frames_cli(tmp_path, capsys):
     assert len(json.loads(out.read_text())["horizon"]["windows"]) == 2
     for argv, msg in ((["--frames", "20"], "give a multiple of 16"),
                       (["--frames", "32", "--defects"], "score 2-second clips"),
-                      (["--window", "8"], "the world simulates any length")):
+                      (["--window", "8"], "the world simulates any length"),
+                      (["--stream-cache", "roll"], "the world simulates any length")):
         assert cli_main(["eval", "--world", "real", *argv]) != 0
         assert msg in capsys.readouterr().err
 

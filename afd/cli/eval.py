@@ -120,12 +120,14 @@ def check_args(args) -> None:
             raise CLIError("--compare prints saved reports; --split, --prompts-per-split, --json, --per-clip, "
                            "--fd-terms, --coherence, --defects, --block-drift and --score-as do not apply")
         return
-    if args.frames is not None or args.window is not None or args.sink:
+    window_args = args.window is not None or args.sink or args.stream_cache is not None
+    if args.frames is not None or window_args:
         if args.videos:
-            raise CLIError("--frames, --window and --sink apply to --checkpoint and --world; --videos scores its "
-                           "clips as they are")
-        if args.world and (args.window is not None or args.sink):
-            raise CLIError("--window and --sink set a student's rolling window; the world simulates any length")
+            raise CLIError("--frames, --window, --sink and --stream-cache apply to --checkpoint and --world; "
+                           "--videos scores its clips as they are")
+        if args.world and window_args:
+            raise CLIError("--window, --sink and --stream-cache set a student's rolling window; the world "
+                           "simulates any length")
         if args.frames is not None and args.frames > 16:
             if args.frames % 16:
                 raise CLIError(f"--frames {args.frames}: past 16 frames the clip is scored in 2-second windows "
