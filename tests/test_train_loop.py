@@ -42,7 +42,7 @@ def test_tiny_afd_run_end_to_end(tiny_student, tmp_path, capsys):
         # Every group has 2+ rollouts with a defined PC here, so both are finite; the pick can gain
         # no more than the group's best rollout, which gains at least 0 over the group's mean.
         assert math.isfinite(r["pick_lift"]) and r["pick_lift"] <= r["pick_lift_max"] + 1e-9
-        assert r["pick_lift_max"] >= 0
+        assert r["pick_lift_max"] >= -1e-9  # max - mean, up to rounding
     # 2 prompts per iteration, no prefetch: each distinct clip paid once, repeats (and the strips'
     # teacher row) are served from the cache
     assert rows[-1]["teacher_calls_paid"] + rows[-1]["teacher_calls_cached"] >= 3 * 2

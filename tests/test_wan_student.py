@@ -18,7 +18,7 @@ from afd.config import ConfigError, config_from_dict, config_to_dict
 from afd.student.backbones.wan_config import WanStudentConfig
 from afd.student.base import load_student_model
 from afd.student.codec import make_codec
-from afd.student.rollout import rollout
+from afd.student.rollout import context_blocks, rollout
 from afd.text.encoder import TextEncoding
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a random init never needs the hub; make sure nothing reaches it
@@ -111,9 +111,9 @@ def long_noise(cfg, n_blocks: int) -> torch.Tensor:
 def test_rolling_cache_equals_the_windowed_recomputation(wan, block_frames, sink):
     """stream_cache "roll": past the window the stale blocks' keys are dropped, the rest kept as
     written at their clip indices. The clip equals the cache-free pass over the whole clip so
-    far under the windowed mask, at every step; it opens as the re-encoded clip does and differs
-    from it past the window (where re-encoding recomputes the window's keys); the cache holds at
-    most the window, however long the clip."""
+    far under the windowed mask; it opens as the re-encoded clip does and differs from it past
+    the window (where re-encoding recomputes the window's keys); the cache holds at most the
+    window and the block just written, however long the clip."""
     model = tiny_model(wan, block_frames=block_frames, sink=sink, stream_cache="roll", rope_max_seq_len=48)
     cfg = model.config
     text, K = tiny_text(2, cfg), 24 // block_frames
@@ -131,26 +131,40 @@ def test_rolling_cache_equals_the_windowed_recomputation(wan, block_frames, sink
     torch.testing.assert_close(rolled, recomputed, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rolled[:, :8], reencoded[:, :8], atol=1e-5, rtol=1e-5)
     assert (rolled[:, 12:] - reencoded[:, 12:]).abs().max() > 1e-3
-    assert stats["cache_frames_max"] == stats_long["cache_frames_max"] == cfg.context_window()
+    assert stats["cache_frames_max"] == stats_long["cache_frames_max"] == cfg.context_window() + block_frames
 
 
-def test_rolling_cache_training_view_is_the_rollout_s(wan):
+@pytest.mark.parametrize("kw", [{}, {"sink": True}, {"block_frames": 1, "window": 3}],
+                         ids=["window", "sink", "frame-wise"])
+def test_rolling_cache_training_view_is_the_rollout_s(wan, kw):
     """The teacher-forced pass of a 20-frame clip under a rolling cache is one pass with the
     windowed mask: noised block k equals the cache-free pass over the clean blocks < k under
-    the same mask, as the rollout saw them."""
-    model = tiny_model(wan, stream_cache="roll", rope_max_seq_len=32)
+    the same mask, which the rollout test above checks against the cache. The window matters:
+    in 2 layers a clean frame reaches a block only through the windows of its window."""
+    model = tiny_model(wan, stream_cache="roll", rope_max_seq_len=32, **kw)
     cfg, F_ = model.config, model.config.block_frames
+    K, w = 20 // F_, cfg.context_window() // F_
     g = torch.Generator().manual_seed(3)
     x_clean = torch.randn((2, 20, cfg.channels, cfg.height, cfg.width), generator=g)
     x_noised = torch.randn_like(x_clean)
-    t = torch.rand((2, 10), generator=g).repeat_interleave(F_, dim=1)
+    t = torch.rand((2, K), generator=g).repeat_interleave(F_, dim=1)
     text = tiny_text(2, cfg)
     with torch.no_grad():
         train = model.forward_train(x_clean, x_noised, t, text)
-        for k in range(10):
+        for k in range(K):
             s = slice(k * F_, (k + 1) * F_)
             alone = model.forward_with_prefix(x_clean[:, :k * F_] if k else None, x_noised[:, s], t[:, s], text)
             torch.testing.assert_close(train[:, s], alone, atol=1e-5, rtol=1e-5)
+        # in 2 layers, block k reads its window and its window's windows (context_blocks), nothing older
+        k = 2 * w + 1
+        reach = set(context_blocks(k, cfg)).union(*(context_blocks(b, cfg) for b in context_blocks(k, cfg)))
+        assert reach != set(range(k))  # some earlier block is out of reach
+        for j in range(k):
+            moved = x_clean.clone()
+            moved[:, j * F_:(j + 1) * F_] += 1.0
+            s = slice(k * F_, (k + 1) * F_)
+            delta = (model.forward_train(moved, x_noised, t, text)[:, s] - train[:, s]).abs().max()
+            assert (delta > 1e-4) == (j in reach), (j, sorted(reach))
 
 
 def test_rolling_cache_errors_are_clear(wan):

@@ -70,6 +70,10 @@ def _rollout(args) -> int:
         if min(lengths) < 1:
             raise CLIError(f"--frames: lengths must be >= 1, got {args.frames}")
         return stream_main(args)
+    if args.stream_cache is not None or args.checkpoint == "random-wan":
+        from afd.cli import CLIError
+
+        raise CLIError("--stream-cache and --checkpoint random-wan time streamed clips: give --frames")
     from afd.bench.rollout import main
 
     return main(args)

@@ -30,8 +30,10 @@ class StudentModel(Protocol):
 
     ``config`` gives at least: ``frames``, ``block_frames``, ``n_blocks``, ``channels``,
     ``height``, ``width`` (the model space), ``text_dim``, ``sampler_levels()``,
-    ``video_format()``, and the sampler fields (``steps``, ``shift``, ``renoise``, ``guidance``,
-    ``first_guidance``, ``null_prompt``, ``project_blocks``, ``codec``)."""
+    ``video_format()``, the streaming rule (``window``, ``sink``, ``stream_cache``,
+    ``context_window()``, ``rolls()``, ``max_frames()``; ``BlockSampler`` gives them), and the
+    sampler fields (``steps``, ``shift``, ``renoise``, ``guidance``, ``first_guidance``,
+    ``null_prompt``, ``project_blocks``, ``codec``)."""
 
     config: Any
 

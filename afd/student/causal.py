@@ -60,6 +60,10 @@ class BlockCausalModel:
         if cache is not None and n_past % self.config.block_frames:
             raise ValueError(f"cache holds {n_past} frames, "
                              f"not a whole number of {self.config.block_frames}-frame blocks")
+        if cache is not None and self.config.rolls() and T > self.config.block_frames:
+            # The cache does not say which blocks it holds, so only one block's window is known.
+            raise ValueError(f"a rolling cache serves one {self.config.block_frames}-frame block per call, "
+                             f"got {T} frames")
         start = cache.next_frame if cache is not None else 0
         frames = torch.arange(start, start + T, device=x.device)
         flags = torch.full((T,), clean, dtype=torch.bool, device=x.device)
@@ -134,7 +138,8 @@ class BlockCausalModel:
         """Astrolabe's training view of a whole noised clip: block k attends to the *noised*
         blocks < k and itself, each frame at its own level t (B, T). Not what the rollout shows
         (its context is clean): an option of the paper's NFT (``afd.context=noised``,
-        docs/recipe.md). Returns the raw prediction (B, T, C, H, W)."""
+        docs/recipe.md). With a rolling cache (``window_rule``) each block sees its window only.
+        Returns the raw prediction (B, T, C, H, W)."""
         if getattr(self.config, "refine", 0):
             raise ValueError("the noised-context view needs a backbone without a refine head (refine=0): "
                              "the head reads the newest clean frame, which this view does not have")

@@ -175,7 +175,8 @@ def rollout(
     same doubled batch. ``guidance_kwargs`` gives a model's defaults.
     record: also return the ``SamplerRecord`` of every state the model was queried at.
     stats: a dict that receives ``cache_frames_max`` and ``cache_bytes_max``, the largest KV
-    cache the rollout held (bounded by the window however long the clip).
+    cache the rollout held (bounded by the window however long the clip; a rolling cache holds
+    the window and one block between writing a block and dropping a stale one).
     Returns x0 of shape (B, K * F, C, H, W), float32 (not clamped unless the config's
     ``project_blocks``; decode with the codec); with a prefix its frames come first, unchanged.
     With ``record``, returns ``(x0, SamplerRecord)``.
@@ -254,29 +255,33 @@ def rollout(
     def keep(cache: KVCache, cached: list[int], ctx: list[int]) -> tuple[KVCache, list[int]]:
         if cached == ctx:
             return cache, cached
+        if not set(ctx) <= set(cached):
+            raise RuntimeError(f"a rolling cache of blocks {cached} cannot serve the window {ctx}")
         slots = [i * F_ + f for i, b in enumerate(cached) if b in ctx for f in range(F_)]
         return cache.kept(slots), [b for b in cached if b in ctx]
+
+    def note(cache: KVCache) -> None:
+        if stats is not None:
+            stats["cache_frames_max"] = max(stats.get("cache_frames_max", 0), cache.n_frames)
+            stats["cache_bytes_max"] = max(stats.get("cache_bytes_max", 0), cache.nbytes())
 
     for k in range(n_pre, K):
         ctx = context_blocks(k, cfg)
         if use_cache and rolls:
             # A rolling cache: each block's keys are written once, attending to its own window,
-            # and dropped when it leaves every later window (docs/long-videos.md).
+            # and dropped when it leaves every later window (docs/long-videos.md). Between the
+            # write and the drop it holds the window and the new block.
             for j in range(cache.next_frame // F_ if cached else 0, k):
                 cache, cached = keep(cache, cached, context_blocks(j, cfg))
                 cache, cached = clean_pass([j], cache if cached else None), [*cached, j]
+                note(cache)
             cache, cached = keep(cache, cached, ctx)
-            if stats is not None:
-                stats["cache_frames_max"] = max(stats.get("cache_frames_max", 0), cache.n_frames)
-                stats["cache_bytes_max"] = max(stats.get("cache_bytes_max", 0), cache.nbytes())
         elif use_cache and ctx != cached:
             # Extend while the window only grows; once it moves, every position shifts: re-encode.
             grows = ctx[:len(cached)] == cached
             cache = clean_pass(ctx[len(cached):] if grows else ctx, cache if grows and cached else None)
             cached = ctx
-            if stats is not None:
-                stats["cache_frames_max"] = max(stats.get("cache_frames_max", 0), cache.n_frames)
-                stats["cache_bytes_max"] = max(stats.get("cache_bytes_max", 0), cache.nbytes())
+            note(cache)
         lv = first_levels if k == 0 else levels
         blk = noise[:, k].to(dev)
         x = blk[:, 0]

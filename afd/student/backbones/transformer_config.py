@@ -203,7 +203,8 @@ class StudentConfig(BlockSampler):
     #   first_guidance: 0 gives block 0 the same guidance as the others;
     #   project_blocks: False caches the raw block, as every rollout did before.
     #   codec_path: "" is no learned codec, which none of them uses;
-    #   window, sink: only rollouts past ``frames`` read them, which none could make before.
+    #   window, sink, stream_cache: only rollouts past ``frames`` read them, which none could
+    #     make before ("reencode" is the only way the built-in backbone streams).
     #   widened_from: 0, none was widened.
     CHECKPOINT_MAY_OMIT = frozenset({"video_size", "first_guidance", "project_blocks", "codec_path", "window",
                                      "sink", "stream_cache", "widened_from"})
