@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -428,7 +429,7 @@ def test_smoke_reproduction_end_to_end(tmp_path, capsys):
     assert res["teacher"]["groups"]["physics"]["physical_consistency"] > 80
     capsys.readouterr()
     assert main(args) == 0
-    assert "ran 0, skipped" in capsys.readouterr().out
+    assert "ran 0, reused 0, skipped" in capsys.readouterr().out
 
 
 def test_bold_marks_the_best_value_as_printed():
@@ -648,6 +649,9 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
     afd0 = next(j for j in long if j.id == "afd-chunk-s0-f32")
     assert afd0.argv[:5] == ("eval", "--checkpoint", str(Path(cfg.work_dir) / "afd-chunk-s0" / "student"),
                              "--frames", "32")
+    # a trained run's long eval goes stale when the run is trained again (Job.reads); the others never read one
+    assert afd0.reads == afd0.argv[2]
+    assert all(j.reads is None for j in long if j.id in ("teacher-f32", "base-chunk-f32"))
     _fabricate(cfg, jobs)
     whole = {"afd": 60.0, "oracle": 31.0, "sft": 30.0, "base": 20.0}
     for j in long:
@@ -721,11 +725,15 @@ def test_continual_adaptation_style_table_and_retention(tmp_path):
     sft_row = next(line for line in text.splitlines() if line.startswith("| chunk / sft | "))
     afd_row = next(line for line in text.splitlines() if line.startswith("| chunk / afd | "))
     assert sft_row.endswith("| kept | lost |") and afd_row.endswith("| kept | kept |")
-    # A rerun of a stale run makes its retention eval stale: its identity is the run's config.
-    planned = {j.id: j for j in plan_jobs(smoke_cfg(tmp_path, "methods=[base,sft,afd]", "eval_splits=[style-eval]",
-                                                    "retention_splits=[physics-eval,general-eval]",
-                                                    "sweeps.sft_steps=[]", "sweeps.eta_d=[]", "sweeps.disc_loss=[]",
-                                                    "sweeps.budget_clips=[]", "overrides=[train.lr=0.5]"))}
-    assert planned["sft-chunk-s0-retain"].student != next(j for j in retain if j.id == "sft-chunk-s0-retain").student
+    # A rerun of a run makes its retention eval stale: the run's weights are newer than its eval.
+    sft0_retain = next(j for j in retain if j.id == "sft-chunk-s0-retain")
+    assert sft0_retain.stale(cfg.work_dir) is None and sft0_retain.done(cfg.work_dir)
+    weights = Path(sft0_retain.reads) / "model.safetensors"
+    later = (sft0_retain.dir(cfg.work_dir) / EVAL_FILE).stat().st_mtime + 5
+    os.utime(weights, (later, later))
+    assert sft0_retain.stale(cfg.work_dir) == "its student was trained again after it ran"
+    assert not sft0_retain.done(cfg.work_dir)
+    # The base's retention eval is identified by the base's weights, as its main eval.
+    assert next(j for j in retain if j.id == "base-chunk-retain").student is not None
     with pytest.raises(ValueError, match="retention_splits: unknown split"):
         smoke_cfg(tmp_path, "retention_splits=[physics-evl]")

@@ -11,7 +11,6 @@ identical (a sweep point equal to the main run's config) share one id, so they r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -48,6 +47,10 @@ class Job:
     tags: tuple[str, ...] = field(default=(), compare=False)  # "main", "sweep:eta_d", ...
     config: str | None = field(default=None, compare=False)  # train: the resolved AdaptConfig, canonical JSON
     student: str | None = field(default=None, compare=False)  # digest of the student checkpoint's weights
+    # long, retain: the student folder of the trained run it scores (None: a base or the world).
+    # Its weights do not exist when the job is planned, so its identity is their age: the job is
+    # stale once they are newer than its eval (the run was trained again).
+    reads: str | None = field(default=None, compare=False)
 
     def dir(self, work_dir: str | Path) -> Path:
         return Path(work_dir) / self.id
@@ -74,6 +77,10 @@ class Job:
             return f"its record {d / JOB_FILE} is not an object with an argv list"
         if self.student is not None and rec.get("student") not in (None, self.student):
             return "the weights of its student checkpoint changed"
+        weights = Path(self.reads) / "model.safetensors" if self.reads else None
+        if weights is not None and weights.exists() and (d / EVAL_FILE).exists() \
+                and weights.stat().st_mtime > (d / EVAL_FILE).stat().st_mtime:
+            return "its student was trained again after it ran"
         if self.kind == "train" and self.config is not None:
             saved = d / "config.yaml"
             if not saved.exists():
@@ -245,13 +252,15 @@ class JobPlanner:
             source = ("--checkpoint", str(of.dir(self.cfg.work_dir) / "student"))
         argv = ("eval", *source, "--frames", str(frames), *_eval_args(self.cfg), "--no-progress", "--json",
                 str(Path(self.cfg.work_dir) / jid / EVAL_FILE))
+        reads = source[1] if of.kind == "train" else None
         return self._add(Job(jid, "long", argv, method=of.method, family=of.family, seed=of.seed,
-                             overrides=(f"frames={frames}",)), f"long:{of.id}")
+                             overrides=(f"frames={frames}",), reads=reads), f"long:{of.id}")
 
     def retention_eval(self, of: Job) -> Job:
         """``of`` (a base or a trained run) scored on ``retention_splits``; job id ``<of>-retain``.
-        Its recorded identity is the base's weights or the run's resolved config, so a rerun of a
-        stale run makes its retention eval stale too."""
+        Its identity is the base's weights, or the trained run's weights' age (``Job.reads``), so
+        a rerun of a stale run makes its retention eval stale too, and a config field added with
+        its default does not."""
         jid = f"{of.id}-retain"
         c = self.cfg
         source = self.cfg.families[of.family] if of.kind == "base" else str(of.dir(c.work_dir) / "student")
@@ -260,9 +269,10 @@ class JobPlanner:
                 *(["--prompts-per-split", str(c.eval_prompts_per_split)] if c.eval_prompts_per_split is not None
                   else []),
                 "--no-progress", "--json", str(Path(c.work_dir) / jid / EVAL_FILE))
-        identity = of.student if of.kind == "base" else hashlib.sha256((of.config or "").encode()).hexdigest()[:16]
+        base = of.kind == "base"
         return self._add(Job(jid, "retain", argv, method=of.method, family=of.family, seed=of.seed,
-                             student=identity), f"retain:{of.id}")
+                             student=of.student if base else None, reads=None if base else source),
+                         f"retain:{of.id}")
 
     def plan(self) -> list[Job]:
         c, s = self.cfg, self.cfg.sweeps
