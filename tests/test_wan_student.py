@@ -177,6 +177,10 @@ def test_rolling_cache_errors_are_clear(wan):
     assert blocks_for_frames(cfg, 16) == 8
     with pytest.raises(ValueError, match="past the 16 frame positions a rolling cache can number"):
         blocks_for_frames(cfg, 18)
+    model = tiny_model(wan, stream_cache="roll", rope_max_seq_len=16)
+    x = torch.zeros(1, 18, cfg.channels, cfg.height, cfg.width)
+    with pytest.raises(ValueError, match=r"beyond the model's 16 frames \(rope_max_seq_len"):
+        model.forward_with_prefix(x[:, :16], x[:, 16:], torch.zeros(1, 2), tiny_text(1, model.config))
 
 
 def test_forward_train_sees_what_the_rollout_shows(wan):

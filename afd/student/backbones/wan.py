@@ -151,11 +151,11 @@ class CausalWanStudent(BlockCausalModel, nn.Module):
         cfg, tr = self.config, self.transformer
         B, slots = x.shape[:2]
         text = text.to(x.device)
-        if cfg.rolls() and int(frames.max()) >= cfg.rope_max_seq_len:
-            raise ValueError(f"frame index {int(frames.max())} is past the {cfg.rope_max_seq_len} frame positions "
-                             f"of rope_max_seq_len")
-        if not cfg.rolls() and int(frames.max()) >= cfg.frames:
-            raise ValueError(f"frame index {int(frames.max())} beyond the model's {cfg.frames} frames")
+        # A rolling cache numbers frames by clip index, so the rotary table bounds it (max_frames).
+        limit = cfg.max_frames() or cfg.frames
+        if int(frames.max()) >= limit:
+            raise ValueError(f"frame index {int(frames.max())} beyond the model's {limit} frames"
+                             + (" (rope_max_seq_len: a rolling cache's positions)" if cfg.rolls() else ""))
         if text.tokens.shape[-1] != cfg.text_dim:
             raise ValueError(f"the Wan student reads {cfg.text_dim}-dim text tokens, got {text.tokens.shape[-1]}")
         _, ph, pw = cfg.patch_size
