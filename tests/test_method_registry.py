@@ -13,7 +13,7 @@ from typing import get_args
 
 from afd.methods import MethodName, method_class
 from afd.methods.base import Method
-from afd.methods.registry import config_sections, method_names, reference_methods
+from afd.methods.registry import config_sections, method_names, reference_methods, section_users
 from train_util import make_tiny_student, tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +24,11 @@ def test_every_list_of_methods_derives_from_the_registry():
     from afd.train.config import AdaptConfig
 
     names = method_names()
-    assert names == ("sft", "gan", "dmd", "afd", "oracle")  # the report order
+    assert names == ("sft", "gan", "dmd", "afd", "oracle", "chance")  # the report order
     assert get_args(MethodName) == names and METHODS == ("base", *names)
-    assert reference_methods() == REFERENCE_METHODS == ("oracle",)
-    assert set(config_sections()) == {"sft", "gan", "dmd", "afd"}  # the oracle reads afd's
+    assert reference_methods() == REFERENCE_METHODS == ("oracle", "chance")
+    assert set(config_sections()) == {"sft", "gan", "dmd", "afd"}  # the oracle and chance read afd's
+    assert section_users("afd") == ("afd", "oracle", "chance")
     assert all(hasattr(AdaptConfig(), section) for section in config_sections())
     for name in names:
         cls = method_class(name)

@@ -106,6 +106,35 @@ def test_oracle_weights_follow_the_exact_physics_and_train_no_discriminator(tiny
         trainer_for("oracle", tiny_student, tmp_path / "r", "afd.advantage.reward=ratio")
 
 
+def test_chance_weights_ignore_the_rollouts_and_repeat_per_seed_and_step(tiny_student, tmp_path, monkeypatch):
+    """The chance control: weights from random scores that depend on (seed, step, rank) only, never
+    on the clips, D or a judge; a resumed run draws the same ones; no discriminator is trained."""
+    from afd.methods.chance import chance_scores
+
+    tr = trainer_for("chance", tiny_student, tmp_path, "eval.judge=none")
+    batch = hand_batch(tr, G=4)
+    w = tr.method.prepare(batch).weights
+    assert w.shape == (8,) and bool(((w >= 0) & (w <= 1)).all()) and len(set(w.tolist())) > 2
+    batch.rollouts = -batch.rollouts  # other clips, other D scores: the same weights
+    batch.rollout_latents, batch.d_student = batch.rollouts, None
+    torch.testing.assert_close(tr.method.prepare(batch).weights, w)
+    batch.step = 1
+    assert not torch.equal(tr.method.prepare(batch).weights, w)
+    torch.testing.assert_close(chance_scores(8, 0, 3), chance_scores(8, 0, 3))
+    assert not torch.equal(chance_scores(8, 0, 3), chance_scores(8, 1, 3))
+    assert not torch.equal(chance_scores(8, 0, 3), chance_scores(8, 0, 3, rank=1))
+    # reward-filtered under chance: one rollout per prompt, and a random one
+    picks = set()
+    for step in range(12):
+        batch.step = step
+        ws = tr.method.prepare(batch).weights.view(2, 4)
+        picks.update(ws.argmax(1).tolist())
+    assert len(picks) > 1
+    monkeypatch.setattr(Trainer, "discriminator", lambda *a, **k: pytest.fail("chance must not train D"))
+    row = tr.iteration(0)
+    assert "d_loss" not in row and "loss_nft" in row
+
+
 def test_gan_loss_hand_computed_and_one_step_per_block(tiny_student, tmp_path, monkeypatch):
     tr = trainer_for("gan", tiny_student, tmp_path, "gan.lambda_prior=0")
     batch = hand_batch(tr)

@@ -45,8 +45,8 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
 
 
 @pytest.mark.parametrize("override, msg", [
-    ("methods=[afd,ppo]", "methods: 'ppo' is neither a method (base, sft, gan, dmd, afd, oracle) nor a name "
-                          "in variants"),
+    ("methods=[afd,ppo]", "methods: 'ppo' is neither a method (base, sft, gan, dmd, afd, oracle, chance) nor a "
+                          "name in variants"),
     ("variants={afd: [afd, afd.top_k=2]}", "variants.afd: a variant needs a name of its own"),
     ("variants={x: [base, afd.top_k=2]}", "variants.x: expected [METHOD, key=value, ...] with METHOD one of sft"),
     ("variants={x: [afd, top_k]}", "variants.x: expected key=value overrides after the method, got ['top_k']"),
@@ -55,9 +55,9 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
                                     "not in families (chunk)"),
     ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
     ("sweeps.budget_methods=[base]", "sweeps.budget_methods: 'base' is neither a trained method (sft, gan, dmd, afd, "
-                                     "oracle) nor a name in variants"),
+                                     "oracle, chance) nor a name in variants"),
     ("method_overrides={base: [x=1]}", "command line: method_overrides.base: expected one of 'sft', 'gan', "
-                                       "'dmd', 'afd', 'oracle', got 'base' (str)"),
+                                       "'dmd', 'afd', 'oracle', 'chance', got 'base' (str)"),
     ("sweeps.disc_loss=[bt,hinge]", "command line: sweeps.disc_loss[1]: expected one of 'bt', 'gan', got 'hinge'"),
 ])
 def test_config_errors(tmp_path, override, msg):

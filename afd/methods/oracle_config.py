@@ -6,4 +6,4 @@ from __future__ import annotations
 
 from afd.methods.registry import MethodSpec, register
 
-register(MethodSpec("oracle", "afd.methods.oracle:OracleAFD", reference=True, order=50))
+register(MethodSpec("oracle", "afd.methods.oracle:OracleAFD", reads="afd", reference=True, order=50))

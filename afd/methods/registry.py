@@ -26,6 +26,7 @@ class MethodSpec:
     cls: str
     config: type | None = None
     section: str | None = None
+    reads: str | None = None
     reference: bool = False
     order: int = 100
 
@@ -62,6 +63,12 @@ def method_names() -> tuple[str, ...]:
 def config_sections() -> dict[str, type]:
     """Config section name -> dataclass, for every method with a config of its own."""
     return {s.section: s.config for s in methods().values() if s.section is not None}
+
+
+def section_users(section: str) -> tuple[str, ...]:
+    """The methods whose settings are config section ``section``: its own method and those that
+    read it (``section_users("afd")``: the methods whose student update is ``afd.update``)."""
+    return tuple(n for n, s in methods().items() if section in (s.section, s.reads))
 
 
 def reference_methods() -> tuple[str, ...]:

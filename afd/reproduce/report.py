@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from afd.config import config_to_dict
+from afd.methods.registry import section_users
 from afd.reproduce import claims
 from afd.reproduce.config import REFERENCE_METHODS, ReproduceConfig
 from afd.reproduce.domain import collect_retention, retention_markdown, style_markdown
@@ -203,7 +204,7 @@ def collect(cfg: ReproduceConfig, jobs: list[Job]) -> dict:
 
 
 # Methods whose student update is the ``afd.update`` option (afd/methods/afd_config.py).
-UPDATE_METHODS = ("afd", "oracle")
+UPDATE_METHODS = section_users("afd")
 
 
 def update_of(cfg: ReproduceConfig, job: Job, work_dir: str | Path) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from afd.config import load_config
 from afd.eval.compare import HEADLINE, diff, single
 from afd.io_utils import atomic_write_text
+from afd.methods.registry import section_users
 from afd.reproduce.config import ReproduceConfig
 from afd.reproduce.jobs import EVAL_FILE, JOB_FILE, Job
 from afd.reproduce.report import run_config, teacher_clips
@@ -80,7 +81,7 @@ def card(name: str, cfg: ReproduceConfig, job: Job, base_job: Job, config_path: 
              + (f"; discriminator `{rc.disc.model.backbone}`, "
                 f"{rc.disc.steps} steps per iteration at lr {rc.disc.lr:g}, "
                 f"{rc.disc.loss} loss" if cfg.base_method(job.method) in ("afd", "gan") else "")
-             + (f"; student update `{rc.afd.update}`" if cfg.base_method(job.method) in ("afd", "oracle") else "")
+             + (f"; student update `{rc.afd.update}`" if cfg.base_method(job.method) in section_users("afd") else "")
              + ".",
              f"- Wall time on the 2-core CPU: {run['wall_s'] / 60:.1f} min"
              + (" (resumed; last part only)" if run.get("resumed") else "")
