@@ -41,6 +41,8 @@ def register(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is registered twice")
     if (spec.config is None) != (spec.section is None):
         raise ValueError(f"method {spec.name!r}: give both a config class and its section, or neither")
+    if spec.reads is not None and spec.section is not None:
+        raise ValueError(f"method {spec.name!r}: a method reads another's section only when it has none of its own")
     _REGISTRY[spec.name] = spec
     return spec
 
