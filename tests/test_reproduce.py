@@ -633,6 +633,85 @@ def test_verdicts_only_redecides_a_report_from_its_results(tmp_path):
         rewrite_verdicts(cfg)
 
 
+def _pass_report(tmp_path, name: str, methods: str, *extra: str) -> Path:
+    """A written report of one pass (fabricated runs of ``methods`` on the smoke family)."""
+    cfg = smoke_cfg(tmp_path / name, "seeds=[0,1]", f"methods={methods}", "sweeps.sft_steps=[]", "sweeps.eta_d=[]",
+                    "sweeps.disc_loss=[]", "sweeps.budget_clips=[]", *extra)
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    write_report(cfg, jobs)
+    return Path(cfg.report_dir)
+
+
+def _edit_results(report: Path, edit) -> None:
+    path = report / "results.json"
+    res = json.loads(path.read_text())
+    edit(res)
+    path.write_text(json.dumps(res))
+
+
+def test_combine_decides_passes_of_one_protocol_as_one_report(tmp_path, capsys):
+    """--combine reads written reports only: the rows of each, one base, verdicts over all (AFD
+    against an SFT row from the other pass), strips, and where each run came from."""
+    import shutil
+
+    a, b = _pass_report(tmp_path, "a", "[base,afd]"), _pass_report(tmp_path, "b", "[base,sft]")
+    base_a = next(r["eval"] for r in json.loads((a / "results.json").read_text())["runs"] if r["method"] == "base")
+
+    def same_base(res):  # the fakes' general total differs by job index; a real base eval does not
+        for r in res["runs"]:
+            if r["method"] == "base":
+                r["eval"] = json.loads(json.dumps(base_a))
+
+    _edit_results(b, same_base)
+    shutil.rmtree(tmp_path / "a" / "jobs")  # the passes' job dirs are not needed
+    out = tmp_path / "ab"
+    args = ["reproduce", "--combine", str(a), "--combine", str(b), "name=ab", f"report_dir={out}"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["combined_from"] == [str(a), str(b)] and res["base_gaps"] == []
+    assert [(r["method"], r["seed"], Path(r["report"]).parent.name) for r in res["runs"]] == [
+        ("base", 0, "a"), ("base", 1, "a"), ("afd", 0, "a"), ("afd", 1, "a"), ("sft", 0, "b"), ("sft", 1, "b")]
+    assert res["config"]["methods"] == ["base", "afd", "sft"] and res["config"]["ship"] == {}
+    goals = res["verdicts"]["goals"][0]
+    assert goals["baselines"]["sft"]["d"] == pytest.approx(0.5)  # AFD (a) against SFT (b)
+    report = (out / "report.md").read_text()
+    assert "`afd reproduce --combine` from the reports" in report and f"(from `{b}`)" in report
+    assert (out / "strips" / "afd-chunk.png").is_file() and (out / "strips" / "sft-chunk.png").is_file()
+    assert load_config(ReproduceConfig, out / "reproduce.yaml").name == "ab"
+
+    # the same base scored a little differently (another CPU's numerics), within the evals' noise
+    def nudge(by: float, se: float):
+        def edit(res):
+            for r in res["runs"]:
+                if r["method"] == "base":
+                    r["eval"]["groups"]["physics"]["physical_consistency"] += by
+                    r["eval"]["stderr"] = {"physics": {"physical_consistency": se}}
+        return edit
+
+    _edit_results(b, nudge(0.2, 1.0))
+    assert main(args) != 0  # a base eval without a bootstrap error must match exactly
+    assert "must match exactly" in capsys.readouterr().err
+    _edit_results(a, nudge(0.0, 1.0))
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["base_gaps"][0]["family"] == "chunk" and "physics physical consistency +0.20" in \
+        (out / "report.md").read_text()
+    capsys.readouterr()
+    _edit_results(b, nudge(5.0, 0.1))  # beyond noise: another base
+    assert main(args) != 0
+    assert "chunk base eval gives physics.physical_consistency" in capsys.readouterr().err
+
+    seeds = _pass_report(tmp_path, "c", "[base,sft]", "seeds=[0]")
+    assert main(["reproduce", "--combine", str(a), "--combine", str(seeds), "name=x", f"report_dir={out}"]) != 0
+    assert "seeds is [0], but" in capsys.readouterr().err
+    assert main(["reproduce", "--combine", str(a), "--combine", str(a), "name=x", f"report_dir={out}"]) != 0
+    assert "row afd on chunk is also in" in capsys.readouterr().err
+    assert main(["reproduce", "--combine", str(a), "--combine", str(tmp_path / "none"), "name=x",
+                 f"report_dir={out}"]) != 0
+    assert "results.json: missing" in capsys.readouterr().err
+
+
 def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
     """eval_frames: a streamed eval of every world row, base and main-grid run (right after it),
     collected under ``long``, printed as a table, and the exposure-bias claim decided

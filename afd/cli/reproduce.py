@@ -12,7 +12,9 @@ def register(sub) -> None:
                        epilog=examples("afd reproduce --config configs/reproduce/reproduce.yaml --list",
                                        "afd reproduce --config configs/reproduce/reproduce.yaml",
                                        "afd reproduce --config configs/reproduce/reproduce-smoke.yaml --no-ship",
-                                       "afd reproduce --config configs/reproduce/reproduce.yaml --report-only"))
+                                       "afd reproduce --config configs/reproduce/reproduce.yaml --report-only",
+                                       "afd reproduce --combine reports/decide --combine reports/decide-baselines "
+                                       "name=decide-all report_dir=reports/decide-all"))
     p.add_argument("--config", default=None, help="YAML config (see configs/reproduce/reproduce.yaml)")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the report from finished jobs")
     p.add_argument("--list", action="store_true", help="print the jobs (done, todo, reuse: finished as planned "
@@ -21,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--verdicts-only", action="store_true",
                    help="run nothing and read no job directory: re-decide report_dir's verdicts (results.json, "
                         "report.md's verdict sections) from its results.json with the current rules")
+    p.add_argument("--combine", action="append", metavar="REPORT_DIR", default=None,
+                   help="(repeated, once per report) run nothing and read no job directory: write report_dir as "
+                        "one report of these written reports (passes of one protocol, e.g. a grid's baselines run "
+                        "after it), deciding the verdicts over all their rows; name and report_dir come from the "
+                        "config or overrides")
     p.add_argument("--no-ship", action="store_true", help="leave checkpoints/ alone (by default the config's "
                    "`ship` entries whose runs have finished are copied there with their cards)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0] steps=10")
@@ -40,6 +47,19 @@ def cmd_reproduce(args) -> int:
         from afd.reproduce.report import rewrite_verdicts
 
         print(f"reproduce: verdicts re-decided -> {rewrite_verdicts(cfg)}")
+        return 0
+    if args.combine:
+        from afd.cli import CLIError
+        from afd.reproduce.combine import CombineError, combine
+        from afd.reproduce.report import render_report
+
+        try:
+            combined, res, strips = combine(args.combine, cfg.name, cfg.report_dir, cfg.notes)
+        except CombineError as e:
+            raise CLIError(str(e)) from None
+        path = render_report(combined, res, strips)
+        save_config(combined, Path(combined.report_dir) / "reproduce.yaml")
+        print(f"reproduce: {len(args.combine)} reports combined -> {path}")
         return 0
     jobs = plan_jobs(cfg)
     if args.list:

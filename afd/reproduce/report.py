@@ -430,15 +430,26 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
     out = Path(cfg.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = collect(cfg, jobs)
-    job_wall = sum(r["wall_s"] for r in res["runs"] if math.isfinite(r["wall_s"]))
     res["job_wall_s"] = _all_job_wall(cfg, jobs)
+    return render_report(cfg, res, copy_strips(cfg, jobs, out))
+
+
+def render_report(cfg: ReproduceConfig, res: dict, strips: list[str]) -> Path:
+    """Decide ``res``'s verdicts and write results.json, the figures and report.md into
+    ``cfg.report_dir`` (``strips``: paths of sample strips already there); returns report.md."""
+    out = Path(cfg.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    job_wall = sum(r["wall_s"] for r in res["runs"] if math.isfinite(r["wall_s"]))
     res["verdicts"] = claims.verdicts(res, list(cfg.families), cfg.methods, cfg.gate)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     figures(res, out)
-    strips = copy_strips(cfg, jobs, out)
     sw = res["sweeps"]
     lines = [f"# Reproduction `{cfg.name}` on the built-in world", ""]
-    lines += [f"Produced by `afd reproduce` with the config saved here as `reproduce.yaml`; "
+    made_by = "`afd reproduce`"
+    if res.get("combined_from"):
+        made_by = ("`afd reproduce --combine` from the reports "
+                   + ", ".join(f"`{d}`" for d in res["combined_from"]) + " (their rows, decided together)")
+    lines += [f"Produced by {made_by} with the config saved here as `reproduce.yaml`; "
               f"results.json holds every number. "
               f"Sum of job wall times: {res['job_wall_s'] / 60:.1f} min on this machine "
               f"(main-grid runs {job_wall / 60:.1f} min).", ""]
@@ -457,6 +468,12 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               "The base has no training randomness: its one eval stands for every seed (std 0).", ""]
     if cfg.notes:
         lines += [cfg.notes.strip(), ""]
+    if res.get("base_gaps"):
+        lines += ["Each family's base row is the first report's eval. The other reports' own evals of the same "
+                  "base differ by (within the evals' noise, so their rows are read against the kept base): "
+                  + "; ".join(f"{b['family']} in `{b['other']}`: " + ", ".join(
+                      f"{m.split('.')[0]} {m.split('.')[1].replace('_', ' ')} {v['b'] - v['a']:+.2f}"
+                      for m, v in b["gaps"].items()) for b in res["base_gaps"]) + ".", ""]
     lines += claims.gate_markdown(res, list(cfg.families), cfg.methods, cfg.gate)
     lines += ["## Table 1 analog: physics dimensions and totals, general total", "", table1(res, cfg), ""]
     lines += style_markdown({**res, "world": {"teacher": res["teacher"], "loose": res["loose"]}}, cfg,
@@ -516,10 +533,13 @@ def write_report(cfg: ReproduceConfig, jobs: list[Job]) -> Path:
               "A variant row runs its method's config with the overrides listed under `variants` in "
               "reproduce.yaml; update is the student update of AFD-style rows (`afd.update`; nft is the "
               "paper's). A run copied in from another reproduction's work dir (`reuse_from`: the same "
-              "resolved config and student weights) names where it ran.", "",
+              "resolved config and student weights) names where it ran."
+              + (" A combined report (`afd reproduce --combine`) names the report each run was read from."
+                 if any(r.get("report") for r in res["runs"]) else ""), "",
               "| run | method | update | family | seed | lr | teacher clips | wall (s) |",
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['id']}" + (f" (copied from `{r['copied_from']}`)" if r.get("copied_from") else "")
+              + (f" (from `{r['report']}`)" if r.get("report") else "")
               + f" | {r['method']} | {r.get('update') or '-'} | {r['family']} | {r['seed']} | "
               f"{_lr(r['lr'])} | {r['teacher_clips']} | {r['wall_s']:.0f} |" for r in res["runs"]]
     path = out / "report.md"

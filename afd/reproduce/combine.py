@@ -1,0 +1,170 @@
+"""One report from several written reports of the same protocol (``afd reproduce --combine``).
+
+A reproduction whose rows ran as separate passes (for example its baselines after its main grid,
+each with a config of its own) is read, and its verdicts decided, over all of its rows at once.
+Only the reports' ``results.json`` are read, never their job directories, so a pass whose work
+dir is gone can still be combined. Passes must share the protocol that makes their rows
+comparable (:data:`PROTOCOL`), and their evals of the same base (and of the world) must agree
+within the evals' bootstrap noise: passes run on different CPUs differ by a little through bf16
+numerics, and the report says by how much (the first report's base is the one kept). Otherwise
+nothing is written and the first difference is named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+
+from afd.config import config_from_dict
+from afd.eval.compare import eval_se
+from afd.reproduce.config import ReproduceConfig
+from afd.reproduce.report import metric
+
+# Config fields every combined report must share: what each row was trained and scored under.
+PROTOCOL = ("configs_dir", "steps", "seeds", "overrides", "eval_per_prompt", "eval_prompts_per_split",
+            "eval_seed", "eval_splits", "eval_frames", "retention_splits")
+# Name -> value mappings that are merged key by key; a key set in two reports must agree.
+MERGED = ("families", "variants", "row_seeds", "row_families", "method_overrides")
+# Measures whose equality says two evals of the same base (or world) are the same eval.
+SAME_EVAL = (("physics", "physical_consistency"), ("physics", "total"), ("general", "total"))
+
+
+class CombineError(ValueError):
+    """Reports that cannot be read as one (names the report, the field, and both values)."""
+
+
+def read_results(report_dir: str | Path) -> dict:
+    """``report_dir``/results.json, as ``afd reproduce`` wrote it."""
+    path = Path(report_dir) / "results.json"
+    if not path.is_file():
+        raise CombineError(f"{path}: missing; --combine reads written reports (a report_dir of `afd reproduce`)")
+    try:
+        res = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CombineError(f"{path}: not JSON ({e})") from None
+    for key in ("config", "runs"):
+        if not isinstance(res.get(key), (dict, list)):
+            raise CombineError(f"{path}: no '{key}'; expected results.json of `afd reproduce`")
+    if res.get("long") or res.get("retention"):
+        raise CombineError(f"{path}: has long-horizon or retention results, which --combine does not merge")
+    return res
+
+
+def eval_gaps(a: dict, b: dict) -> dict[str, dict[str, float]]:
+    """Where two evals of the same model differ: measure -> {a, b, noise}, for each SAME_EVAL
+    measure whose values are not equal (noise: twice their bootstrap errors combined).
+
+    The same base scored under the same protocol differs only through the machine's numerics
+    (bf16 autocast follows the CPU's instruction set), by a fraction of the eval's own error."""
+    gaps = {}
+    for g, k in SAME_EVAL:
+        x, y = metric(a, g, k), metric(b, g, k)
+        if x == y or (math.isnan(x) and math.isnan(y)):
+            continue
+        noise = 2.0 * math.hypot(eval_se(a, g, k), eval_se(b, g, k))
+        gaps[f"{g}.{k}"] = {"a": x, "b": y, "noise": noise}
+    return gaps
+
+
+def _check_same(what: str, src: str, d: str, a: dict, b: dict) -> dict:
+    """``eval_gaps`` of two evals that must be of one model; a gap beyond noise is an error."""
+    gaps = eval_gaps(a, b)
+    beyond = {m: v for m, v in gaps.items() if not abs(v["a"] - v["b"]) <= v["noise"]}
+    if beyond:
+        m, v = next(iter(beyond.items()))
+        noise = (f"more than the evals' noise, {v['noise']:.2f}" if math.isfinite(v["noise"])
+                 else "an eval without a bootstrap error must match exactly")
+        raise CombineError(f"{d}: its {what} eval gives {m} {v['b']:.4g}, {src} {v['a']:.4g} ({noise}); rows "
+                           f"measured from different {what}s are not one reproduction")
+    return gaps
+
+
+def _merge_config(named: list[tuple[str, dict]]) -> dict:
+    """The first report's config with the others' rows, families and variants added."""
+    first_name, first = named[0]
+    merged = copy.deepcopy(first["config"])
+    for name, res in named[1:]:
+        cfg = res["config"]
+        for key in PROTOCOL:
+            if cfg.get(key) != first["config"].get(key):
+                raise CombineError(f"{name}: {key} is {cfg.get(key)!r}, but {first_name} has "
+                                   f"{first['config'].get(key)!r}; combined rows must share the protocol")
+        for key in MERGED:
+            into = merged.setdefault(key, {})
+            for k, v in (cfg.get(key) or {}).items():
+                if k in into and into[k] != v:
+                    raise CombineError(f"{name}: {key}.{k} is {v!r}, but an earlier report has {into[k]!r}")
+                into[k] = v
+        merged["methods"] = list(dict.fromkeys([*merged["methods"], *cfg["methods"]]))
+    merged["methods"] = ["base", *[m for m in merged["methods"] if m != "base"]] if "base" in merged["methods"] \
+        else merged["methods"]
+    merged["ship"], merged["reuse_from"] = {}, []
+    return merged
+
+
+def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
+            notes: str = "") -> tuple[ReproduceConfig, dict, list[str]]:
+    """Read ``report_dirs`` (at least two) into one reproduction named ``name`` in ``report_dir``:
+    its config (rows, families and variants of all; protocol checked equal), its results (each
+    trained row from the one report that has it, the base and world rows once: the first report's,
+    checked against the others' within the evals' noise, any gap kept in ``base_gaps``),
+    and the sample strips copied into ``report_dir``/strips. Verdicts are left to the caller."""
+    if len(report_dirs) < 2:
+        raise CombineError(f"--combine: expected at least two report dirs, got {len(report_dirs)}")
+    out = Path(report_dir)
+    for d in report_dirs:
+        if Path(d).resolve() == out.resolve():
+            raise CombineError(f"--combine: report_dir {out} is one of the combined reports; write elsewhere")
+    named = [(str(d), read_results(d)) for d in report_dirs]
+    merged = _merge_config(named)
+    merged.update(name=name, report_dir=str(report_dir), notes=notes)
+    cfg = config_from_dict(ReproduceConfig, merged, source=f"--combine {' '.join(map(str, report_dirs))}")
+
+    res: dict = {"name": name, "config": merged, "teacher": None, "loose": None, "runs": [],
+                 "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []},
+                 "combined_from": [str(d) for d in report_dirs], "base_gaps": [], "job_wall_s": 0.0}
+    owner: dict[tuple[str, str], str] = {}
+    base_eval: dict[str, tuple[str, dict]] = {}
+    missing: list[str] = []
+    strips: list[str] = []
+    for d, r in named:
+        for ref in ("teacher", "loose"):
+            if res[ref] is not None and r.get(ref) is not None:
+                _check_same(f"world ({ref})", str(report_dirs[0]), d, res[ref], r[ref])
+            res[ref] = res[ref] or r.get(ref)
+        rows = {(run["family"], run["method"]) for run in r["runs"]}
+        for fam, method in sorted(rows):
+            runs = [run for run in r["runs"] if (run["family"], run["method"]) == (fam, method)]
+            if method == "base":
+                if fam in base_eval:
+                    src, ev = base_eval[fam]
+                    gaps = _check_same(f"{fam} base", src, d, ev, runs[0]["eval"])
+                    if gaps:
+                        res["base_gaps"].append({"family": fam, "kept": src, "other": d, "gaps": gaps})
+                    continue
+                base_eval[fam] = (d, runs[0]["eval"])
+            elif (fam, method) in owner:
+                raise CombineError(f"{d}: row {method} on {fam} is also in {owner[fam, method]}; combine reports "
+                                   f"whose trained rows do not overlap")
+            owner[fam, method] = d
+            res["runs"] += [{**run, "report": d} for run in runs]
+            strip = Path(d) / "strips" / f"{method}-{fam}.png"
+            if strip.is_file():
+                dst = out / "strips" / strip.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(strip, dst)
+                strips.append(f"strips/{dst.name}")
+        missing += r.get("missing") or []
+        for key, points in (r.get("sweeps") or {}).items():
+            res["sweeps"].setdefault(key, []).extend({**p, "report": d} for p in points)
+        res["job_wall_s"] += float(r.get("job_wall_s") or 0.0)
+    finished = {run["id"] for run in res["runs"]}
+    res["missing"] = [j for j in dict.fromkeys(missing) if j not in finished]
+    order = {m: i for i, m in enumerate(cfg.methods)}
+    fams = {f: i for i, f in enumerate(cfg.families)}
+    res["runs"].sort(key=lambda run: (fams.get(run["family"], len(fams)), order.get(run["method"], len(order)),
+                                      run["seed"]))
+    return cfg, res, strips
