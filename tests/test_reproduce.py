@@ -679,6 +679,20 @@ def test_combine_decides_passes_of_one_protocol_as_one_report(tmp_path, capsys):
     assert "`afd reproduce --combine` from the reports" in report and f"(from `{b}`)" in report
     assert (out / "strips" / "afd-chunk.png").is_file() and (out / "strips" / "sft-chunk.png").is_file()
     assert load_config(ReproduceConfig, out / "reproduce.yaml").name == "ab"
+    assert "different arithmetic" not in report
+
+    # the arithmetic (bf16 autocast or fp32) may differ between passes, and the report says so;
+    # anything else in the overrides is the protocol
+    _edit_results(b, lambda res: res["config"]["overrides"].append("train.amp=false"))
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["numerics"] == {str(a): [], str(b): ["train.amp=false"]}
+    assert "train.amp" not in " ".join(res["config"]["overrides"])
+    assert f"`{b}` with `train.amp=false`" in (out / "report.md").read_text()
+    _edit_results(b, lambda res: res["config"]["overrides"].append("train.prompts=3"))
+    assert main(args) != 0
+    assert "overrides is [" in capsys.readouterr().err
+    _edit_results(b, lambda res: res["config"]["overrides"].pop())
 
     # the same base scored a little differently (another CPU's numerics), within the evals' noise
     def nudge(by: float, se: float):

@@ -4,7 +4,8 @@ A reproduction whose rows ran as separate passes (for example its baselines afte
 each with a config of its own) is read, and its verdicts decided, over all of its rows at once.
 Only the reports' ``results.json`` are read, never their job directories, so a pass whose work
 dir is gone can still be combined. Passes must share the protocol that makes their rows
-comparable (:data:`PROTOCOL`), and their evals of the same base (and of the world) must agree
+comparable (:data:`PROTOCOL`; only the arithmetic, :data:`NUMERICS`, may differ, and the report
+says so), and their evals of the same base (and of the world) must agree
 within the evals' bootstrap noise: passes run on different CPUs differ by a little through bf16
 numerics, and the report says by how much (the first report's base is the one kept). Otherwise
 nothing is written and the first difference is named.
@@ -26,6 +27,11 @@ from afd.reproduce.report import metric
 # Config fields every combined report must share: what each row was trained and scored under.
 PROTOCOL = ("configs_dir", "steps", "seeds", "overrides", "eval_per_prompt", "eval_prompts_per_split",
             "eval_seed", "eval_splits", "eval_frames", "retention_splits")
+# Overrides that set only the arithmetic a run computes in, not what it trains or measures: they
+# may differ between passes (bf16 autocast is native on some CPUs and 10-30x slower emulated on
+# others), and the combined report names the difference. A control row run in both settings says
+# what it costs.
+NUMERICS = ("train.amp",)
 # Name -> value mappings that are merged key by key; a key set in two reports must agree.
 MERGED = ("families", "variants", "row_seeds", "row_families", "method_overrides")
 # Measures whose equality says two evals of the same base (or world) are the same eval.
@@ -82,16 +88,26 @@ def _check_same(what: str, src: str, d: str, a: dict, b: dict) -> dict:
     return gaps
 
 
+def split_numerics(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` -> (the protocol's, the NUMERICS ones)."""
+    numerics = [o for o in overrides if o.split("=", 1)[0] in NUMERICS]
+    return [o for o in overrides if o not in numerics], numerics
+
+
 def _merge_config(named: list[tuple[str, dict]]) -> dict:
     """The first report's config with the others' rows, families and variants added."""
     first_name, first = named[0]
     merged = copy.deepcopy(first["config"])
+    merged["overrides"] = split_numerics(merged.get("overrides") or [])[0]
     for name, res in named[1:]:
         cfg = res["config"]
         for key in PROTOCOL:
-            if cfg.get(key) != first["config"].get(key):
-                raise CombineError(f"{name}: {key} is {cfg.get(key)!r}, but {first_name} has "
-                                   f"{first['config'].get(key)!r}; combined rows must share the protocol")
+            mine, theirs = cfg.get(key), first["config"].get(key)
+            if key == "overrides":
+                mine, theirs = split_numerics(mine or [])[0], split_numerics(theirs or [])[0]
+            if mine != theirs:
+                raise CombineError(f"{name}: {key} is {mine!r}, but {first_name} has {theirs!r}; combined rows "
+                                   f"must share the protocol")
         for key in MERGED:
             into = merged.setdefault(key, {})
             for k, v in (cfg.get(key) or {}).items():
@@ -125,7 +141,8 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
 
     res: dict = {"name": name, "config": merged, "teacher": None, "loose": None, "runs": [],
                  "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []},
-                 "combined_from": [str(d) for d in report_dirs], "base_gaps": [], "job_wall_s": 0.0}
+                 "combined_from": [str(d) for d in report_dirs], "base_gaps": [], "job_wall_s": 0.0,
+                 "numerics": {d: split_numerics(r["config"].get("overrides") or [])[1] for d, r in named}}
     owner: dict[tuple[str, str], str] = {}
     base_eval: dict[str, tuple[str, dict]] = {}
     missing: list[str] = []

@@ -468,6 +468,12 @@ def render_report(cfg: ReproduceConfig, res: dict, strips: list[str]) -> Path:
               "The base has no training randomness: its one eval stands for every seed (std 0).", ""]
     if cfg.notes:
         lines += [cfg.notes.strip(), ""]
+    numerics = res.get("numerics") or {}
+    if len({tuple(v) for v in numerics.values()}) > 1:
+        lines += ["**The passes computed in different arithmetic:** " + "; ".join(
+            f"`{d}` with {' '.join(f'`{o}`' for o in v) or 'the default'}" for d, v in numerics.items())
+            + ". Rows of different passes differ by that as well as by method; a row run in both "
+            "settings measures how much.", ""]
     if res.get("base_gaps"):
         lines += ["Each family's base row is the first report's eval. The other reports' own evals of the same "
                   "base differ by (within the evals' noise, so their rows are read against the kept base): "
