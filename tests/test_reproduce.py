@@ -724,6 +724,15 @@ def test_combine_decides_passes_of_one_protocol_as_one_report(tmp_path, capsys):
     assert main(["reproduce", "--combine", str(a), "--combine", str(tmp_path / "none"), "name=x",
                  f"report_dir={out}"]) != 0
     assert "results.json: missing" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text(json.dumps({"config": {"methods": []}, "runs": [{"seed": 0}]}))
+    assert main(["reproduce", "--combine", str(a), "--combine", str(tmp_path / "bad"), "name=x",
+                 f"report_dir={tmp_path / 'x'}"]) != 0
+    assert "expected results.json of `afd reproduce`" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # a refused combine writes nothing
+    assert main(["reproduce", "--combine", str(a), "--combine", str(b)]) != 0
+    assert "name the combined report" in capsys.readouterr().err
+    assert main(args + ["--list"]) != 0 and "does not go with --list" in capsys.readouterr().err
 
 
 def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):

@@ -43,13 +43,16 @@ def cmd_reproduce(args) -> int:
     from afd.reproduce.report import write_report
 
     cfg = load_config(ReproduceConfig, args.config, args.overrides)
-    if args.verdicts_only:
-        from afd.reproduce.report import rewrite_verdicts
-
-        print(f"reproduce: verdicts re-decided -> {rewrite_verdicts(cfg)}")
-        return 0
     if args.combine:
         from afd.cli import CLIError
+
+        clash = [f for f, on in (("--verdicts-only", args.verdicts_only), ("--list", args.list),
+                                 ("--report-only", args.report_only)) if on]
+        if clash:
+            raise CLIError(f"--combine runs nothing and writes one report; it does not go with {', '.join(clash)}")
+        if args.config is None and not any(o.startswith("report_dir=") for o in args.overrides):
+            raise CLIError("--combine: name the combined report, e.g. name=decide-all report_dir=reports/decide-all "
+                           "(the default report_dir would overwrite reports/default)")
         from afd.reproduce.combine import CombineError, combine
         from afd.reproduce.report import render_report
 
@@ -60,6 +63,11 @@ def cmd_reproduce(args) -> int:
         path = render_report(combined, res, strips)
         save_config(combined, Path(combined.report_dir) / "reproduce.yaml")
         print(f"reproduce: {len(args.combine)} reports combined -> {path}")
+        return 0
+    if args.verdicts_only:
+        from afd.reproduce.report import rewrite_verdicts
+
+        print(f"reproduce: verdicts re-decided -> {rewrite_verdicts(cfg)}")
         return 0
     jobs = plan_jobs(cfg)
     if args.list:

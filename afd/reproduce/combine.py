@@ -51,9 +51,12 @@ def read_results(report_dir: str | Path) -> dict:
         res = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CombineError(f"{path}: not JSON ({e})") from None
-    for key in ("config", "runs"):
-        if not isinstance(res.get(key), (dict, list)):
-            raise CombineError(f"{path}: no '{key}'; expected results.json of `afd reproduce`")
+    ok = (isinstance(res, dict) and isinstance(res.get("config"), dict) and isinstance(res.get("runs"), list)
+          and isinstance(res["config"].get("methods"), list)
+          and all(isinstance(r, dict) and {"family", "method", "seed", "id", "eval"} <= set(r) for r in res["runs"]))
+    if not ok:
+        raise CombineError(f"{path}: expected results.json of `afd reproduce` (a config with methods, and runs "
+                           f"each with family, method, seed, id and eval)")
     if res.get("long") or res.get("retention"):
         raise CombineError(f"{path}: has long-horizon or retention results, which --combine does not merge")
     return res
@@ -98,7 +101,8 @@ def _merge_config(named: list[tuple[str, dict]]) -> dict:
     """The first report's config with the others' rows, families and variants added."""
     first_name, first = named[0]
     merged = copy.deepcopy(first["config"])
-    merged["overrides"] = split_numerics(merged.get("overrides") or [])[0]
+    if len({tuple(split_numerics(r["config"].get("overrides") or [])[1]) for _, r in named}) > 1:
+        merged["overrides"] = split_numerics(merged.get("overrides") or [])[0]  # each pass's: res["numerics"]
     for name, res in named[1:]:
         cfg = res["config"]
         for key in PROTOCOL:
@@ -135,6 +139,10 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
         if Path(d).resolve() == out.resolve():
             raise CombineError(f"--combine: report_dir {out} is one of the combined reports; write elsewhere")
     named = [(str(d), read_results(d)) for d in report_dirs]
+    swept = [d for d, r in named if any((r.get("sweeps") or {}).values())]
+    if len(swept) > 1:
+        raise CombineError(f"--combine: {' and '.join(swept)} both have sweep points; a sweep's figure reads one "
+                           f"family and base, so combine at most one report with sweeps")
     merged = _merge_config(named)
     merged.update(name=name, report_dir=str(report_dir), notes=notes)
     cfg = config_from_dict(ReproduceConfig, merged, source=f"--combine {' '.join(map(str, report_dirs))}")
@@ -147,11 +155,14 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
     base_eval: dict[str, tuple[str, dict]] = {}
     missing: list[str] = []
     strips: list[str] = []
+    to_copy: list[Path] = []
+    ref_src: dict[str, str] = {}
     for d, r in named:
         for ref in ("teacher", "loose"):
             if res[ref] is not None and r.get(ref) is not None:
-                _check_same(f"world ({ref})", str(report_dirs[0]), d, res[ref], r[ref])
-            res[ref] = res[ref] or r.get(ref)
+                _check_same(f"world ({ref})", ref_src[ref], d, res[ref], r[ref])
+            if res[ref] is None and r.get(ref) is not None:
+                res[ref], ref_src[ref] = r[ref], d
         rows = {(run["family"], run["method"]) for run in r["runs"]}
         for fam, method in sorted(rows):
             runs = [run for run in r["runs"] if (run["family"], run["method"]) == (fam, method)]
@@ -170,15 +181,18 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
             res["runs"] += [{**run, "report": d} for run in runs]
             strip = Path(d) / "strips" / f"{method}-{fam}.png"
             if strip.is_file():
-                dst = out / "strips" / strip.name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(strip, dst)
-                strips.append(f"strips/{dst.name}")
+                to_copy.append(strip)
         missing += r.get("missing") or []
         for key, points in (r.get("sweeps") or {}).items():
             res["sweeps"].setdefault(key, []).extend({**p, "report": d} for p in points)
         res["job_wall_s"] += float(r.get("job_wall_s") or 0.0)
-    finished = {run["id"] for run in res["runs"]}
+    for strip in to_copy:  # only once every check has passed: a refused combine writes nothing
+        dst = out / "strips" / strip.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(strip, dst)
+        strips.append(f"strips/{dst.name}")
+    finished = {run["id"] for run in res["runs"]} | {ref for ref in ("teacher", "loose") if res[ref] is not None}
+    finished |= {p["id"] for points in res["sweeps"].values() for p in points if "id" in p}
     res["missing"] = [j for j in dict.fromkeys(missing) if j not in finished]
     order = {m: i for i, m in enumerate(cfg.methods)}
     fams = {f: i for i, f in enumerate(cfg.families)}

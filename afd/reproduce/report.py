@@ -475,8 +475,9 @@ def render_report(cfg: ReproduceConfig, res: dict, strips: list[str]) -> Path:
             + ". Rows of different passes differ by that as well as by method; a row run in both "
             "settings measures how much.", ""]
     if res.get("base_gaps"):
-        lines += ["Each family's base row is the first report's eval. The other reports' own evals of the same "
-                  "base differ by (within the evals' noise, so their rows are read against the kept base): "
+        lines += ["Each family's base row is the eval of the first report that has it. The other reports' own "
+                  "evals of the same base differ by (within the evals' noise, so their rows are read against "
+                  "the kept base): "
                   + "; ".join(f"{b['family']} in `{b['other']}`: " + ", ".join(
                       f"{m.split('.')[0]} {m.split('.')[1].replace('_', ' ')} {v['b'] - v['a']:+.2f}"
                       for m, v in b["gaps"].items()) for b in res["base_gaps"]) + ".", ""]
