@@ -50,7 +50,9 @@ def test_plan_dedups_sweep_points_equal_to_the_main_run(tmp_path):
     ("variants={afd: [afd, afd.top_k=2]}", "variants.afd: a variant needs a name of its own"),
     ("variants={x: [base, afd.top_k=2]}", "variants.x: expected [METHOD, key=value, ...] with METHOD one of sft"),
     ("variants={x: [afd, top_k]}", "variants.x: expected key=value overrides after the method, got ['top_k']"),
-    ("row_seeds={ppo: [1]}", "row_seeds: 'ppo' is not a trained row of methods"),
+    ("row_seeds={ppo: [1]}", "row_seeds: 'ppo' is not ROW or ROW/FAMILY with ROW a trained row of methods"),
+    ("row_seeds={afd/frame: [1]}", "row_seeds: 'afd/frame' is not ROW or ROW/FAMILY with ROW a trained row of "
+                                   "methods and FAMILY one of families (chunk)"),
     ("row_families={afd: [frame]}", "row_families: 'afd' is not a trained row of methods, or names no family or one "
                                     "not in families (chunk)"),
     ("sweeps.family=frame", "sweeps.family 'frame' is not one of families"),
@@ -83,6 +85,12 @@ def test_a_variant_row_runs_its_method_config_with_its_overrides(tmp_path):
                     "row_families={afd: [frame]}")
     assert {j.id for j in plan_jobs(two) if "main" in j.tags and j.kind == "train"} == {"sft-chunk-s0", "sft-frame-s0",
                                                                                    "afd-frame-s0"}
+    # ROW/FAMILY: a row's seeds on one family only (the seed a lost pass did not reach)
+    per_fam = smoke_cfg(tmp_path, "methods=[base,afd]", "seeds=[0,1]",
+                        "families={chunk: base-chunk, frame: base-frame}", "row_seeds={afd/frame: [2]}")
+    assert per_fam.seeds_of("afd", "frame") == [2] and per_fam.seeds_of("afd", "chunk") == [0, 1]
+    assert {j.id for j in plan_jobs(per_fam) if "main" in j.tags and j.kind == "train"} == {
+        "afd-chunk-s0", "afd-chunk-s1", "afd-frame-s2"}
 
 
 def test_gate_rows_pass_or_say_why(tmp_path):
@@ -720,7 +728,7 @@ def test_combine_decides_passes_of_one_protocol_as_one_report(tmp_path, capsys):
     assert main(["reproduce", "--combine", str(a), "--combine", str(seeds), "name=x", f"report_dir={out}"]) != 0
     assert "seeds is [0], but" in capsys.readouterr().err
     assert main(["reproduce", "--combine", str(a), "--combine", str(a), "name=x", f"report_dir={out}"]) != 0
-    assert "row afd on chunk is also in" in capsys.readouterr().err
+    assert "row afd on chunk at seed(s) [0, 1] is also in" in capsys.readouterr().err
     assert main(["reproduce", "--combine", str(a), "--combine", str(tmp_path / "none"), "name=x",
                  f"report_dir={out}"]) != 0
     assert "results.json: missing" in capsys.readouterr().err
@@ -733,6 +741,31 @@ def test_combine_decides_passes_of_one_protocol_as_one_report(tmp_path, capsys):
     assert main(["reproduce", "--combine", str(a), "--combine", str(b)]) != 0
     assert "name the combined report" in capsys.readouterr().err
     assert main(args + ["--list"]) != 0 and "does not go with --list" in capsys.readouterr().err
+
+
+def test_combine_reads_a_row_from_several_reports_at_disjoint_seeds(tmp_path, capsys):
+    """A row whose seeds ran in two passes (a later pass running the seed a lost one did not
+    reach) is one row of the combined report, over all its seeds; the same seed twice is refused."""
+    a = _pass_report(tmp_path, "a", "[base,afd]")
+    late = _pass_report(tmp_path, "late", "[base,afd]", "row_seeds={afd/chunk: [2]}")
+    twice = _pass_report(tmp_path, "twice", "[base,afd]", "row_seeds={afd: [1, 2]}")
+    base_a = next(r["eval"] for r in json.loads((a / "results.json").read_text())["runs"] if r["method"] == "base")
+    for d in (late, twice):
+        _edit_results(d, lambda res: [r.update(eval=json.loads(json.dumps(base_a)))
+                                      for r in res["runs"] if r["method"] == "base"])
+    out = tmp_path / "all"
+    assert main(["reproduce", "--combine", str(a), "--combine", str(late), "name=all", f"report_dir={out}"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["seed"], Path(r["report"]).parent.name) for r in res["runs"] if r["method"] == "afd"] == [
+        ("afd", 0, "a"), ("afd", 1, "a"), ("afd", 2, "late")]
+    assert res["config"]["row_seeds"] == {"afd": [0, 1, 2]}  # the union of both passes' plans
+    report = (out / "report.md").read_text()
+    assert f"afd on chunk: seeds 0, 1 from `{a}`, seed 2 from `{late}`" in report
+    assert "| chunk / afd (n=3) |" in report
+    assert main(["reproduce", "--combine", str(a), "--combine", str(twice), "name=x",
+                 f"report_dir={tmp_path / 'x'}"]) != 0
+    assert "row afd on chunk at seed(s) [1] is also in" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):

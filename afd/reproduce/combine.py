@@ -8,7 +8,8 @@ comparable (:data:`PROTOCOL`; only the arithmetic, :data:`NUMERICS`, may differ,
 says so), and their evals of the same base (and of the world) must agree
 within the evals' bootstrap noise: passes run on different CPUs differ by a little through bf16
 numerics, and the report says by how much (the first report's base is the one kept). Otherwise
-nothing is written and the first difference is named.
+nothing is written and the first difference is named. A row may come from several reports when
+their seeds do not overlap (e.g. the seed a lost pass did not reach, run by a later one).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ PROTOCOL = ("configs_dir", "steps", "seeds", "overrides", "eval_per_prompt", "ev
 # what it costs.
 NUMERICS = ("train.amp",)
 # Name -> value mappings that are merged key by key; a key set in two reports must agree.
-MERGED = ("families", "variants", "row_seeds", "row_families", "method_overrides")
+# (``row_seeds`` is not one of them: a row's seeds are the union of what each report planned.)
+MERGED = ("families", "variants", "row_families", "method_overrides")
 # Measures whose equality says two evals of the same base (or world) are the same eval.
 SAME_EVAL = (("physics", "physical_consistency"), ("physics", "total"), ("general", "total"))
 
@@ -121,8 +123,32 @@ def _merge_config(named: list[tuple[str, dict]]) -> dict:
         merged["methods"] = list(dict.fromkeys([*merged["methods"], *cfg["methods"]]))
     merged["methods"] = ["base", *[m for m in merged["methods"] if m != "base"]] if "base" in merged["methods"] \
         else merged["methods"]
+    merged["row_seeds"] = _merged_row_seeds(named, merged)
     merged["ship"], merged["reuse_from"] = {}, []
     return merged
+
+
+def _merged_row_seeds(named: list[tuple[str, dict]], merged: dict) -> dict[str, list[int]]:
+    """``row_seeds`` of the combined config: each trained row's seeds on each family, the union
+    of what the reports planned for it, written as ROW (the same on every family) or ROW/FAMILY
+    wherever that differs from ``seeds``."""
+    planned: dict[str, dict[str, set[int]]] = {}
+    for name, res in named:
+        cfg = config_from_dict(ReproduceConfig, res["config"], source=f"{name}/results.json config")
+        for row in cfg.methods:
+            for fam in cfg.families:
+                if row != "base" and cfg.runs_on(row, fam):
+                    planned.setdefault(row, {}).setdefault(fam, set()).update(cfg.seeds_of(row, fam))
+    default = list(merged["seeds"])
+    out: dict[str, list[int]] = {}
+    for row, by_fam in planned.items():
+        seeds = {tuple(sorted(s)) for s in by_fam.values()}
+        if len(seeds) == 1:
+            if list(next(iter(seeds))) != default:
+                out[row] = list(next(iter(seeds)))
+            continue
+        out.update({f"{row}/{fam}": sorted(s) for fam, s in by_fam.items() if sorted(s) != default})
+    return out
 
 
 def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
@@ -151,7 +177,7 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
                  "sweeps": {"sft_steps": [], "eta_d": [], "disc_loss": [], "budget": []},
                  "combined_from": [str(d) for d in report_dirs], "base_gaps": [], "job_wall_s": 0.0,
                  "numerics": {d: split_numerics(r["config"].get("overrides") or [])[1] for d, r in named}}
-    owner: dict[tuple[str, str], str] = {}
+    owner: dict[tuple[str, str], list[str]] = {}  # (family, row) -> the reports it comes from
     base_eval: dict[str, tuple[str, dict]] = {}
     missing: list[str] = []
     strips: list[str] = []
@@ -175,13 +201,17 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
                     continue
                 base_eval[fam] = (d, runs[0]["eval"])
             elif (fam, method) in owner:
-                raise CombineError(f"{d}: row {method} on {fam} is also in {owner[fam, method]}; combine reports "
-                                   f"whose trained rows do not overlap")
-            owner[fam, method] = d
+                had = {run["seed"] for run in res["runs"] if (run["family"], run["method"]) == (fam, method)}
+                both = sorted(had & {run["seed"] for run in runs})
+                if both:
+                    raise CombineError(f"{d}: row {method} on {fam} at seed(s) {both} is also in "
+                                       f"{' and '.join(owner[fam, method])}; combine reports whose trained rows "
+                                       f"do not overlap (a row may come from several reports at disjoint seeds)")
             res["runs"] += [{**run, "report": d} for run in runs]
             strip = Path(d) / "strips" / f"{method}-{fam}.png"
-            if strip.is_file():
+            if strip.is_file() and (fam, method) not in owner:  # the first report's sample of the row
                 to_copy.append(strip)
+            owner.setdefault((fam, method), []).append(d)
         missing += r.get("missing") or []
         for key, points in (r.get("sweeps") or {}).items():
             res["sweeps"].setdefault(key, []).extend({**p, "report": d} for p in points)

@@ -70,7 +70,8 @@ class ReproduceConfig:
     variants: dict[str, list[str]] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=lambda: {"chunk": "base-chunk", "frame": "base-frame"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    # Rows run at other seeds than ``seeds``: row -> its seeds (e.g. a gate's winner confirmed on 3).
+    # Rows run at other seeds than ``seeds``: ROW -> its seeds (e.g. a gate's winner confirmed on 3),
+    # or ROW/FAMILY -> its seeds on that family only (e.g. the seed a lost pass did not reach).
     row_seeds: dict[str, list[int]] = field(default_factory=dict)
     # Rows run on only some of ``families``: row -> those families (e.g. a follow-up of one base).
     row_families: dict[str, list[str]] = field(default_factory=dict)
@@ -119,10 +120,12 @@ class ReproduceConfig:
             bad = [o for o in spec[1:] if "=" not in o]
             if bad:
                 raise ValueError(f"variants.{name}: expected key=value overrides after the method, got {bad!r}")
-        bad = [r for r, s in self.row_seeds.items() if r not in self.methods or r == "base" or not s]
+        bad = [k for k, s in self.row_seeds.items() if not s or k.split("/", 1)[0] not in self.methods
+               or k.split("/", 1)[0] == "base" or ("/" in k and k.split("/", 1)[1] not in self.families)]
         if bad:
-            raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not a trained row of methods, "
-                             "or lists no seed")
+            raise ValueError(f"row_seeds: {', '.join(map(repr, bad))} is not ROW or ROW/FAMILY with ROW a trained "
+                             f"row of methods and FAMILY one of families ({', '.join(self.families)}), or lists "
+                             "no seed")
         bad = [r for r, fams in self.row_families.items()
                if r not in self.methods or r == "base" or not fams or set(fams) - set(self.families)]
         if bad:
@@ -175,9 +178,10 @@ class ReproduceConfig:
         """The registered method a row runs ("base" for the base row)."""
         return self.variants[row][0] if row in self.variants else row
 
-    def seeds_of(self, row: str) -> list[int]:
-        """The seeds a trained row runs at (``row_seeds``, else ``seeds``)."""
-        return self.row_seeds.get(row, self.seeds)
+    def seeds_of(self, row: str, family: str | None = None) -> list[int]:
+        """The seeds a trained row runs at on ``family`` (``row_seeds`` of ROW/FAMILY, else of ROW,
+        else ``seeds``); with no family, its seeds on a family without a ROW/FAMILY entry."""
+        return self.row_seeds.get(f"{row}/{family}", self.row_seeds.get(row, self.seeds))
 
     def runs_on(self, row: str, family: str) -> bool:
         """Whether a trained row runs on ``family`` (``row_families``, else every family)."""

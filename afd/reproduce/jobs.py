@@ -282,12 +282,12 @@ class JobPlanner:
         for fam in c.families:
             self.base(fam)
         # Sweeps last: the main tables' seed spread comes before the single-seed ablations.
-        seeds = sorted({s for m in trained for s in c.seeds_of(m)})
+        seeds = sorted({s for m in trained for fam in c.families for s in c.seeds_of(m, fam)})
         grid = ([(fam, seed) for seed in seeds for fam in c.families] if c.order == "seeds"
                 else [(fam, seed) for fam in c.families for seed in seeds])
         for fam, seed in grid:
             for m in trained:
-                if seed in c.seeds_of(m) and c.runs_on(m, fam):
+                if seed in c.seeds_of(m, fam) and c.runs_on(m, fam):
                     self.train(m, fam, seed)
         self._sweeps(s)
         planned = list(self.jobs.values())

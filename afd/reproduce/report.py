@@ -474,6 +474,13 @@ def render_report(cfg: ReproduceConfig, res: dict, strips: list[str]) -> Path:
             f"`{d}` with {' '.join(f'`{o}`' for o in v) or 'the default'}" for d, v in numerics.items())
             + ". Rows of different passes differ by that as well as by method; a row run in both "
             "settings measures how much.", ""]
+    split = _rows_from_several_reports(res["runs"])
+    if split:
+        lines += ["**Rows read from more than one report** (at disjoint seeds; a row's mean and ± are over all "
+                  "of them): " + "; ".join(f"{m} on {f}: " + ", ".join(
+                      f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} from `{d}`"
+                      for d, seeds in by.items())
+                      for (f, m), by in split.items()) + ".", ""]
     if res.get("base_gaps"):
         lines += ["Each family's base row is the eval of the first report that has it. The other reports' own "
                   "evals of the same base differ by (within the evals' noise, so their rows are read against "
@@ -552,6 +559,15 @@ def render_report(cfg: ReproduceConfig, res: dict, strips: list[str]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _rows_from_several_reports(runs: list[dict]) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """(family, row) -> {report: its seeds} for the rows of a combined report read from more than one."""
+    by: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for r in runs:
+        if r.get("report") and r["method"] != "base":
+            by.setdefault((r["family"], r["method"]), {}).setdefault(r["report"], []).append(r["seed"])
+    return {k: v for k, v in by.items() if len(v) > 1}
 
 
 def _lr(lr: float | None) -> str:
