@@ -27,9 +27,10 @@ demo: $(STAMP)
 # The suite, then its parity tests (engines against one process) again under the CPU kernels of
 # machines without AVX-512 (avx2) and without any vector extension (default): they must hold on any x86 CPU.
 # (The avx2 run is skipped where avx2 is already the CPU's best: there the first run was that run.)
+# --durations: the suite's budget is 10 minutes on 2 cores, and CI's log names what spends it.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 	if [ "$$($(BIN)/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')" != AVX2 ]; then \
 	  ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py; fi
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py
