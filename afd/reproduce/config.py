@@ -178,9 +178,9 @@ class ReproduceConfig:
         """The registered method a row runs ("base" for the base row)."""
         return self.variants[row][0] if row in self.variants else row
 
-    def seeds_of(self, row: str, family: str | None = None) -> list[int]:
+    def seeds_of(self, row: str, family: str) -> list[int]:
         """The seeds a trained row runs at on ``family`` (``row_seeds`` of ROW/FAMILY, else of ROW,
-        else ``seeds``); with no family, its seeds on a family without a ROW/FAMILY entry."""
+        else ``seeds``)."""
         return self.row_seeds.get(f"{row}/{family}", self.row_seeds.get(row, self.seeds))
 
     def runs_on(self, row: str, family: str) -> bool:
