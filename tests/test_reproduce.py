@@ -768,6 +768,21 @@ def test_combine_reads_a_row_from_several_reports_at_disjoint_seeds(tmp_path, ca
     assert not (tmp_path / "x").exists()
 
 
+def _fabricate_long(cfg, jobs, whole: dict[str, float]) -> None:
+    """The ``long`` jobs' 32-frame eval reports, whole-clip PC ``whole[method]`` + seed."""
+    for j in jobs:
+        if j.kind != "long":
+            continue
+        pc = {"teacher-f32": 98.0, "loose-f32": 40.0}.get(j.id, whole.get(j.method, 0.0) + (j.seed or 0))
+        ev = _fake_eval(pc, 60.0)
+        ev["horizon"] = {"seconds": 4, "window_s": 2, "windows": [{}, {}],
+                         "drift": {"physical_consistency": [pc, pc - 5], "gravity_error": [0.1, None],
+                                   "free_flight": [100.0, 50.0], "ball_persistence": [100.0, 100.0],
+                                   "general_total": [90.0, 80.0]},
+                         "whole": {"physical_consistency": pc, "physical_consistency_se": 1.0}}
+        (j.dir(cfg.work_dir) / EVAL_FILE).write_text(json.dumps(ev))
+
+
 def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
     """eval_frames: a streamed eval of every world row, base and main-grid run (right after it),
     collected under ``long``, printed as a table, and the exposure-bias claim decided
@@ -788,16 +803,7 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
     assert afd0.reads == afd0.argv[2]
     assert all(j.reads is None for j in long if j.id in ("teacher-f32", "base-chunk-f32"))
     _fabricate(cfg, jobs)
-    whole = {"afd": 60.0, "oracle": 31.0, "sft": 30.0, "base": 20.0}
-    for j in long:
-        pc = {"teacher-f32": 98.0, "loose-f32": 40.0}.get(j.id, whole.get(j.method, 0.0) + (j.seed or 0))
-        ev = _fake_eval(pc, 60.0)
-        ev["horizon"] = {"seconds": 4, "window_s": 2, "windows": [{}, {}],
-                         "drift": {"physical_consistency": [pc, pc - 5], "gravity_error": [0.1, None],
-                                   "free_flight": [100.0, 50.0], "ball_persistence": [100.0, 100.0],
-                                   "general_total": [90.0, 80.0]},
-                         "whole": {"physical_consistency": pc, "physical_consistency_se": 1.0}}
-        (j.dir(cfg.work_dir) / EVAL_FILE).write_text(json.dumps(ev))
+    _fabricate_long(cfg, jobs, {"afd": 60.0, "oracle": 31.0, "sft": 30.0, "base": 20.0})
     res = collect(cfg, jobs)
     runs = res["long"]["32"]["runs"]
     assert {(r["method"], r["seed"]) for r in runs} >= {("base", 0), ("base", 1), ("afd", 0), ("afd", 1)}
@@ -813,6 +819,52 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
         "(whole-clip PC)": "does not hold"}
     with pytest.raises(ValueError, match="eval_frames"):
         smoke_cfg(tmp_path, "eval_frames=[20]")
+
+
+def test_combine_merges_long_horizon_evals_of_passes(tmp_path, capsys):
+    """Two passes of a long-horizon reproduction (a later one running the seeds the first did not
+    reach) combine into one: the 64-frame rows over all their seeds, the world and base once (the
+    other pass's checked against them), and the exposure-bias claim decided over both."""
+    def long_pass(name: str, methods: str, row_seeds: str) -> Path:
+        cfg = smoke_cfg(tmp_path / name, "seeds=[0,1]", f"methods={methods}", "eval_frames=[32]", row_seeds,
+                        "sweeps.sft_steps=[]", "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+        jobs = plan_jobs(cfg)
+        _fabricate(cfg, jobs)
+        _fabricate_long(cfg, jobs, {"oracle": 40.0, "sft": 30.0, "base": 20.0})
+        write_report(cfg, jobs)
+        return Path(cfg.report_dir)
+
+    a = long_pass("a", "[base,sft,oracle]", "row_seeds={oracle: [0]}")
+    b = long_pass("b", "[base,oracle]", "row_seeds={oracle: [1]}")
+    base_a = next(r["eval"] for r in json.loads((a / "results.json").read_text())["runs"] if r["method"] == "base")
+    _edit_results(b, lambda res: [r.update(eval=json.loads(json.dumps(base_a)))
+                                  for r in res["runs"] if r["method"] == "base"])
+    out = tmp_path / "all"
+    args = ["reproduce", "--combine", str(a), "--combine", str(b), "name=all", f"report_dir={out}"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    runs = res["long"]["32"]["runs"]
+    assert [(r["method"], r["seed"], Path(r["report"]).parent.name) for r in runs if r["method"] != "sft"] == [
+        ("base", 0, "a"), ("base", 1, "a"), ("oracle", 0, "a"), ("oracle", 1, "b")]
+    assert res["long"]["32"]["teacher"]["horizon"]["whole"]["physical_consistency"] == 98.0
+    assert not any(j.endswith("-f32") for j in res["missing"])
+    assert "| chunk / oracle (n=2) | " in (out / "report.md").read_text()
+    claim = next(c for c in res["verdicts"]["claims"] if c["claim"].startswith("Exposure bias (chunk, 32 frames)"))
+    assert "oracle - sft = +10.0" in claim["evidence"]  # (40 + 41) / 2 against (30 + 31) / 2, both passes
+
+    def long_base_pc(by: float):
+        def edit(res):
+            for r in res["long"]["32"]["runs"]:
+                if r["method"] == "base":
+                    r["eval"]["groups"]["physics"]["physical_consistency"] += by
+        return edit
+
+    _edit_results(b, long_base_pc(5.0))  # another base at 32 frames: not one reproduction
+    assert main(args) != 0
+    assert "32-frame chunk base eval gives physics.physical_consistency" in capsys.readouterr().err
+    _edit_results(b, lambda res: res.update(long={"32": {"runs": "none"}}))
+    assert main(args) != 0
+    assert "long-horizon results (`long`) are not a mapping" in capsys.readouterr().err
 
 
 def test_continual_adaptation_style_table_and_retention(tmp_path):

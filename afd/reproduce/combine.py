@@ -9,7 +9,9 @@ says so), and their evals of the same base (and of the world) must agree
 within the evals' bootstrap noise: passes run on different CPUs differ by a little through bf16
 numerics, and the report says by how much (the first report's base is the one kept). Otherwise
 nothing is written and the first difference is named. A row may come from several reports when
-their seeds do not overlap (e.g. the seed a lost pass did not reach, run by a later one).
+their seeds do not overlap (e.g. the seed a lost pass did not reach, run by a later one). The
+long-horizon evals (``long``, at the ``eval_frames`` the passes share) are merged the same way;
+retention results are not merged.
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ def read_results(report_dir: str | Path) -> dict:
     if not ok:
         raise CombineError(f"{path}: expected results.json of `afd reproduce` (a config with methods, and runs "
                            f"each with family, method, seed, id and eval)")
-    if res.get("long") or res.get("retention"):
-        raise CombineError(f"{path}: has long-horizon or retention results, which --combine does not merge")
+    if res.get("retention"):
+        raise CombineError(f"{path}: has retention results, which --combine does not merge")
+    long = res.get("long") or {}
+    if not (isinstance(long, dict) and all(isinstance(e, dict) and isinstance(e.get("runs"), list)
+                                           for e in long.values())):
+        raise CombineError(f"{path}: its long-horizon results (`long`) are not a mapping of frames to "
+                           f"{{teacher, loose, runs}}")
     return res
 
 
@@ -151,6 +158,49 @@ def _merged_row_seeds(named: list[tuple[str, dict]], merged: dict) -> dict[str, 
     return out
 
 
+def _merge_long(named: list[tuple[str, dict]], base_gaps: list[dict]) -> dict:
+    """``long`` of the combined reports (afd/reproduce/long.py): at each length, the world rows
+    and each family's base from the first report that has them, checked against the others'
+    within the evals' noise (gaps kept in ``base_gaps``), and the trained runs of all (their
+    seeds are disjoint: the 16-frame rows were checked first)."""
+    out: dict = {}
+    src: dict[tuple[str, str], str] = {}  # (frames, world row or family's base) -> the report kept
+    checked: set[tuple[str, str, str]] = set()  # (frames, family, report) whose base was checked
+    for d, r in named:
+        for frames, entry in (r.get("long") or {}).items():
+            into = out.setdefault(frames, {"teacher": None, "loose": None, "runs": []})
+            for ref in ("teacher", "loose"):
+                if entry.get(ref) is None:
+                    continue
+                if into[ref] is None:
+                    into[ref], src[frames, ref] = entry[ref], d
+                else:
+                    _check_same(f"{frames}-frame world ({ref})", src[frames, ref], d, into[ref], entry[ref])
+            for run in entry["runs"]:
+                if run["method"] != "base":
+                    into["runs"].append({**run, "report": d})
+                    continue
+                fam = run["family"]
+                kept = src.setdefault((frames, f"base:{fam}"), d)
+                if kept == d:  # the first report's base: one entry per seed, as collect_long writes it
+                    into["runs"].append({**run, "report": d})
+                elif (frames, fam, d) not in checked:
+                    checked.add((frames, fam, d))
+                    ev = next(x["eval"] for x in into["runs"] if x["method"] == "base" and x["family"] == fam)
+                    gaps = _check_same(f"{frames}-frame {fam} base", kept, d, ev, run["eval"])
+                    if gaps:
+                        base_gaps.append({"family": f"{fam} at {frames} frames", "kept": kept, "other": d,
+                                          "gaps": gaps})
+    return out
+
+
+def _long_ids(long: dict) -> set[str]:
+    """The job ids of the finished long-horizon evals in ``long`` (their ids as jobs.py names them)."""
+    ids = {run["id"] for entry in long.values() for run in entry["runs"] if "id" in run}
+    return ids | {f"{ref}-f{frames}" for frames, entry in long.items() for ref in ("teacher", "loose")
+                  if entry.get(ref) is not None}
+
+
 def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
             notes: str = "") -> tuple[ReproduceConfig, dict, list[str]]:
     """Read ``report_dirs`` (at least two) into one reproduction named ``name`` in ``report_dir``:
@@ -221,7 +271,9 @@ def combine(report_dirs: list[str | Path], name: str, report_dir: str | Path,
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(strip, dst)
         strips.append(f"strips/{dst.name}")
+    res["long"] = _merge_long(named, res["base_gaps"])
     finished = {run["id"] for run in res["runs"]} | {ref for ref in ("teacher", "loose") if res[ref] is not None}
+    finished |= _long_ids(res["long"])
     finished |= {p["id"] for points in res["sweeps"].values() for p in points if "id" in p}
     res["missing"] = [j for j in dict.fromkeys(missing) if j not in finished]
     order = {m: i for i, m in enumerate(cfg.methods)}
