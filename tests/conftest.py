@@ -1,6 +1,21 @@
+import os
+
 import pytest
 
 from afd.world.splits import load_split
+
+
+@pytest.fixture(scope="session", autouse=True)
+def text_store(tmp_path_factory):
+    """The suite's own disk store of text encodings (afd/text/store.py), shared by every process
+    it starts, so that no test reads or fills the user's store."""
+    old = os.environ.get("AFD_TEXT_CACHE")
+    os.environ["AFD_TEXT_CACHE"] = str(tmp_path_factory.mktemp("text-store"))
+    yield os.environ["AFD_TEXT_CACHE"]
+    if old is None:
+        os.environ.pop("AFD_TEXT_CACHE", None)
+    else:
+        os.environ["AFD_TEXT_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

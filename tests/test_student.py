@@ -318,6 +318,43 @@ def test_text_encoder_caches_and_accepts_paraphrases():
         enc.encode(PROMPTS[0])
 
 
+def test_text_encodings_are_stored_on_disk_and_read_without_the_model(tmp_path):
+    """A second process (here: a second encoder) finds every prompt in the disk store and never
+    loads the model; what it reads equals a fresh encoding, whatever the prompt's batch-mates; a
+    damaged file is encoded again; AFD_TEXT_CACHE=off stores nothing."""
+    from afd.text.encoder import TextEncoder
+
+    first = TextEncoder(store_root=tmp_path)
+    a = first.encode([PROMPTS[0], PROMPTS[1]])
+    files = sorted(tmp_path.rglob("*.safetensors"))
+    assert len(files) == 2 and first.model is not None
+    second = TextEncoder(store_root=tmp_path)
+    b = second.encode([PROMPTS[1], PROMPTS[0]])
+    assert second.model is None  # all read from the store
+    for x, y in zip((a.tokens, a.mask, a.pooled), (b.tokens, b.mask, b.pooled)):
+        assert torch.equal(x, y.flip(0))
+    alone = TextEncoder(store_root=tmp_path / "other").encode([PROMPTS[1]])
+    assert torch.equal(alone.tokens[0], b.tokens[0])  # stored alone: the same floats as encoded alone
+    files[0].write_bytes(b"not safetensors")
+    third = TextEncoder(store_root=tmp_path)
+    c = third.encode([PROMPTS[0], PROMPTS[1]])
+    assert third.model is not None and torch.equal(c.tokens, a.tokens)
+    assert len(files[0].read_bytes()) > 100  # rewritten
+    assert not list(tmp_path.glob("*/*/*.tmp"))
+
+
+def test_text_store_location_follows_the_environment(monkeypatch, tmp_path):
+    from afd.text.store import default_root
+
+    monkeypatch.setenv("AFD_TEXT_CACHE", "off")
+    assert default_root() is None
+    monkeypatch.setenv("AFD_TEXT_CACHE", str(tmp_path))
+    assert default_root() == tmp_path
+    monkeypatch.delenv("AFD_TEXT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_root() == tmp_path / "xdg" / "afd" / "text"
+
+
 def test_refinement_head_reads_the_newest_clean_frame_it_may_see():
     """The refinement head's previous frame follows the attention rule: for a noised frame of
     block b, clean frame b*F - 1 (from the same call, or the cache's last frame); none in block 0."""

@@ -8,7 +8,8 @@ encoder, never through the world's grammar.
 Other encoders (``afd.text.umt5``) share ``CachedTextEncoder``'s padding, pooling and cache.
 
 Encodings are cached per prompt string, since training draws the same few hundred prompts over
-and over.
+and over: in memory, and for MiniLM also on disk (``afd.text.store``), so that a process whose
+prompts were all encoded before never loads the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 from dataclasses import dataclass
 
 import torch
+
+from afd.text.store import EncodingStore, default_root
 
 MAX_TOKENS = 32  # the grammar's longest prompt is ~14 word pieces; paraphrases get headroom
 TEXT_DIM = 384
@@ -65,11 +68,14 @@ class CachedTextEncoder:
 
     A subclass sets ``name``, ``dim`` and ``max_tokens`` (the shape of its encodings: a student's
     ``text_dim`` must equal ``dim``, ``afd.student.base.Student`` checks) and implements
-    ``_states``; padding, pooling and caching are the same for every encoder."""
+    ``_states``; padding, pooling and caching are the same for every encoder. With a disk
+    ``store``, each new prompt is encoded on its own, so that what is stored does not depend on
+    which prompts it was batched with."""
 
     name: str
     dim: int
     max_tokens: int
+    store: EncodingStore | None = None
 
     def __init__(self):
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -97,8 +103,17 @@ class CachedTextEncoder:
                 raise ValueError(f"prompts must be non-empty strings, got {p!r}")
         with self._lock:
             new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-            for i in range(0, len(new), 256):
-                self._encode_new(new[i:i + 256])
+            if self.store is not None:
+                for p in new:
+                    stored = self.store.get(p)
+                    if stored is None:
+                        self._encode_new([p])
+                        self.store.put(p, *self._cache[p])
+                    else:
+                        self._cache[p] = stored
+            else:
+                for i in range(0, len(new), 256):
+                    self._encode_new(new[i:i + 256])
             rows = [self._cache[p] for p in prompts]
         return TextEncoding(*(torch.stack(parts) for parts in zip(*rows)))
 
@@ -110,8 +125,17 @@ class TextEncoder(CachedTextEncoder):
     dim = TEXT_DIM
     max_tokens = MAX_TOKENS
 
-    def __init__(self):
+    def __init__(self, store_root: str | os.PathLike | None = None):
+        """``store_root``: the disk store's root (default ``afd.text.store.default_root()``;
+        ``$AFD_TEXT_CACHE=off`` turns it off). The model loads on the first prompt not stored."""
         super().__init__()
+        self.tokenizer = self.model = None
+        root = store_root if store_root is not None else default_root()
+        if root is not None:
+            self.store = EncodingStore(root, _identity(), {"tokens": (MAX_TOKENS, TEXT_DIM),
+                                                           "mask": (MAX_TOKENS,), "pooled": (TEXT_DIM,)})
+
+    def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -127,9 +151,25 @@ class TextEncoder(CachedTextEncoder):
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
 
     def _states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.model is None:
+            self._load()
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
                                return_tensors="pt")
         return self.model(**batch).last_hidden_state.float(), batch["attention_mask"].bool()
+
+
+def _identity() -> tuple[str, ...]:
+    """What MiniLM's encodings depend on besides the prompt (``afd.text.store`` names its folder by it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "none"
+
+    return (ENCODER_NAME, v(ENCODER_NAME), f"transformers {v('transformers')}", f"torch {torch.__version__}",
+            f"cpu {torch.backends.cpu.get_cpu_capability()}", f"max_tokens {MAX_TOKENS}")
 
 
 _ENCODER: TextEncoder | None = None
@@ -137,7 +177,7 @@ _ENCODER_LOCK = threading.Lock()
 
 
 def get_text_encoder() -> TextEncoder:
-    """The process-wide encoder (loaded once, ~3 s)."""
+    """The process-wide encoder (its model loaded on first need, ~3-8 s)."""
     global _ENCODER
     with _ENCODER_LOCK:
         if _ENCODER is None:
