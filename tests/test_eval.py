@@ -83,7 +83,8 @@ def test_loose_world_has_weak_inconsistent_physics_and_intact_general(calibratio
 
 def test_degenerate_clips_score_low(calibration):
     prompts, out = calibration
-    real = out["real"][0]
+    # every third clip of the calibration set: both domains, every kind of motion, a third of the cost
+    real, prompts = out["real"][0][::3], prompts[::3]
     ref = out["real"][1]["groups"]
     blank = [Video(torch.zeros_like(v.frames) + v.frames[:1, :, :1, :1], v.fps) for v in real]
     g = torch.Generator().manual_seed(0)
