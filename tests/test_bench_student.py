@@ -26,7 +26,8 @@ from afd.text import get_text_encoder
 from afd.train.pretrain import Pretrainer
 
 TINY = StudentConfig(dim=32, depth=1, heads=2, frames=4)  # one 4-frame block
-TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8"]
+# split: a small pool (a run encodes its whole pool first, ~30 ms a prompt)
+TINY_OVERRIDES = ["model.dim=32", "model.depth=1", "model.heads=2", "model.frames=8", "split=physics-val"]
 PRETRAIN_YAML = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "pretrain.yaml"
 ROLLOUT_KEYS = {"speedup_at_4_blocks", "frames_per_s_cached", "frames_per_s_recompute", "by_blocks", "batch", "steps"}
 TRAIN_KEYS = {"ms_per_step", "mfu", "peak_tflops", "precision", "model_tflops_per_step", "analytic_tflops_per_step",

@@ -46,7 +46,7 @@ def test_latent_pretraining_resumes_exactly(tmp_path, tiny_codec_dir):
     tiny = ["batch_size=2", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0",
             "eval.prompts_per_split=1", "eval.strip_clips=1", "log_every=1", "optim.warmup_steps=2",
             "model.codec=learned", f"model.codec_path={tiny_codec_dir}", "model.channels=4", "model.height=1",
-            "model.width=1", "model.patch=1", "model.video_size=32", "save_every=2"]
+            "model.width=1", "model.patch=1", "model.video_size=32", "save_every=2", "split=physics-val"]
     pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'a'}", "steps=4", *tiny]), progress=False)
     pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'b'}", "steps=2", *tiny]), progress=False)
     pretrain(load_config(PretrainConfig, None, [f"out={tmp_path / 'b'}", "steps=4", *tiny]), resume=True,

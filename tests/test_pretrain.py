@@ -18,8 +18,10 @@ from afd.text import get_text_encoder
 from afd.train.pretrain import PretrainConfig, batch_at, conditioning_prompts, lr_at, pretrain
 from afd.world.splits import load_split
 
+# The 48 physics-val prompts, not the 928 of the pretrain split: a run encodes its whole pool first
+# (about 30 ms a prompt on one core), and these tests need a pool, not that one.
 TINY = ["batch_size=4", "model.dim=32", "model.depth=1", "model.heads=2", "eval.every=0",
-        "eval.prompts_per_split=2", "eval.strip_clips=2", "log_every=1", "optim.warmup_steps=5"]
+        "eval.prompts_per_split=2", "eval.strip_clips=2", "log_every=1", "optim.warmup_steps=5", "split=physics-val"]
 
 
 def tiny_cfg(tmp_path, name, *extra) -> PretrainConfig:
