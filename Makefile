@@ -28,16 +28,19 @@ demo: $(STAMP)
 # machines without AVX-512 (avx2) and without any vector extension (default): they must hold on any x86 CPU.
 # (The avx2 run is skipped where avx2 is already the CPU's best: there the first run was that run.)
 # --durations: the suite's budget is 10 minutes on 2 cores, and CI's log names what spends it.
+# -n 2: two pytest-xdist workers, one thread each (most tests are single-threaded Python and
+# process start-up; two workers use both cores of the machines the budget is set on).
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+	$(PYTEST) -m "not slow" --durations=15
 	if [ "$$($(BIN)/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')" != AVX2 ]; then \
-	  ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py; fi
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m "parity and not slow" tests/test_parallel.py
+	  ATEN_CPU_CAPABILITY=avx2 $(PYTEST) -m "parity and not slow" tests/test_parallel.py; fi
+	ATEN_CPU_CAPABILITY=default $(PYTEST) -m "parity and not slow" tests/test_parallel.py
 
 test-all: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 bench: $(STAMP)
 	$(BIN)/afd bench world

@@ -8,9 +8,15 @@ from afd.world.splits import load_split
 @pytest.fixture(scope="session", autouse=True)
 def text_store(tmp_path_factory):
     """The suite's own disk store of text encodings (afd/text/store.py), shared by every process
-    it starts, so that no test reads or fills the user's store."""
+    it starts (and by every xdist worker: their base temps share a parent), so that no test reads
+    or fills the user's store."""
     old = os.environ.get("AFD_TEXT_CACHE")
-    os.environ["AFD_TEXT_CACHE"] = str(tmp_path_factory.mktemp("text-store"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        store = tmp_path_factory.getbasetemp().parent / "text-store"
+        store.mkdir(exist_ok=True)
+    else:
+        store = tmp_path_factory.mktemp("text-store")
+    os.environ["AFD_TEXT_CACHE"] = str(store)
     yield os.environ["AFD_TEXT_CACHE"]
     if old is None:
         os.environ.pop("AFD_TEXT_CACHE", None)
