@@ -72,6 +72,7 @@ class EncodingStore:
     def put(self, prompt: str, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> None:
         """Store ``prompt``'s encoding; a store that cannot be written (read-only, full) is skipped."""
         path = self._path(prompt)
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -79,8 +80,6 @@ class EncodingStore:
             save_file({"tokens": tokens.contiguous(), "mask": mask.contiguous(), "pooled": pooled.contiguous()},
                       tmp, metadata={"prompt": prompt[:1000]})
             os.replace(tmp, path)
-        except OSError:
-            try:
+        except Exception:  # noqa: BLE001 - a store is an optimisation: failing to fill it must not stop a run
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-            except (OSError, UnboundLocalError):
-                pass
