@@ -48,7 +48,6 @@ class EncodingStore:
     def __init__(self, root: str | Path, identity: tuple[str, ...], shapes: dict[str, tuple[int, ...]]):
         key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
         self.dir = Path(root) / key
-        self.identity = identity
         self.shapes = shapes
 
     def _path(self, prompt: str) -> Path:
