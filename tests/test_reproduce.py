@@ -821,6 +821,27 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
         smoke_cfg(tmp_path, "eval_frames=[20]")
 
 
+def test_long_horizon_claims_read_weighted_rows_against_the_chance_control(tmp_path):
+    """With the chance control in the grid, the exposure-bias claims also say whether a weighted
+    row's long-horizon gain needs its weights: here AFD and chance both beat SFT, and AFD's lead
+    over chance (+1.0 against a seed sd of 0.7) is within noise."""
+    cfg = smoke_cfg(tmp_path, "methods=[base,sft,afd,chance]", "eval_frames=[32]", "sweeps.sft_steps=[]",
+                    "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
+    jobs = plan_jobs(cfg)
+    _fabricate(cfg, jobs)
+    _fabricate_long(cfg, jobs, {"afd": 40.0, "chance": 39.0, "sft": 30.0, "base": 20.0})
+    write_report(cfg, jobs)
+    claims = {c["claim"].removeprefix("Exposure bias (chunk, 32 frames): "): (c["verdict"], c["evidence"])
+              for c in json.loads((tmp_path / "report" / "results.json").read_text())["verdicts"]["claims"]
+              if c["claim"].startswith("Exposure bias")}
+    assert {k: v[0] for k, v in claims.items()} == {
+        "afd holds physics over the long horizon better than sft (whole-clip PC)": "holds",
+        "chance holds physics over the long horizon better than sft (whole-clip PC)": "holds",
+        "afd's weights matter over the long horizon: it beats chance (the same update on random weights) "
+        "(whole-clip PC)": "does not hold"}
+    assert next(v[1] for k, v in claims.items() if "random weights" in k).startswith("afd - chance = +1.0")
+
+
 def test_combine_merges_long_horizon_evals_of_passes(tmp_path, capsys):
     """Two passes of a long-horizon reproduction (a later one running the seeds the first did not
     reach) combine into one: the 64-frame rows over all their seeds, the world and base once (the
