@@ -822,24 +822,29 @@ def test_long_horizon_evals_table_and_exposure_bias_claim(tmp_path):
 
 
 def test_long_horizon_claims_read_weighted_rows_against_the_chance_control(tmp_path):
-    """With the chance control in the grid, the exposure-bias claims also say whether a weighted
-    row's long-horizon gain needs its weights: here AFD and chance both beat SFT, and AFD's lead
-    over chance (+1.0 against a seed sd of 0.7) is within noise."""
-    cfg = smoke_cfg(tmp_path, "methods=[base,sft,afd,chance]", "eval_frames=[32]", "sweeps.sft_steps=[]",
+    """With a chance control in the grid, the exposure-bias claims also say whether a weighted
+    row's long-horizon gain needs its weights, against chance on the same student update: here AFD
+    and chance both beat SFT, AFD's lead over chance (+1.0) is inside its 2-SE bar (1.4), and the
+    reward-filtered row, whose update no chance row ran, is not measured."""
+    cfg = smoke_cfg(tmp_path, "methods=[base,sft,afd,afd-filtered,chance]", "eval_frames=[32]",
+                    "variants={afd-filtered: [afd, afd.update=reward-filtered, afd.top_k=1]}", "sweeps.sft_steps=[]",
                     "sweeps.eta_d=[]", "sweeps.disc_loss=[]", "sweeps.budget_clips=[]")
     jobs = plan_jobs(cfg)
     _fabricate(cfg, jobs)
-    _fabricate_long(cfg, jobs, {"afd": 40.0, "chance": 39.0, "sft": 30.0, "base": 20.0})
+    _fabricate_long(cfg, jobs, {"afd": 40.0, "afd-filtered": 35.0, "chance": 39.0, "sft": 30.0, "base": 20.0})
     write_report(cfg, jobs)
     claims = {c["claim"].removeprefix("Exposure bias (chunk, 32 frames): "): (c["verdict"], c["evidence"])
               for c in json.loads((tmp_path / "report" / "results.json").read_text())["verdicts"]["claims"]
               if c["claim"].startswith("Exposure bias")}
+    better = "holds physics over the long horizon better than sft (whole-clip PC)"
+    weights = "'s weights matter over the long horizon: it beats chance on the same update"
     assert {k: v[0] for k, v in claims.items()} == {
-        "afd holds physics over the long horizon better than sft (whole-clip PC)": "holds",
-        "chance holds physics over the long horizon better than sft (whole-clip PC)": "holds",
-        "afd's weights matter over the long horizon: it beats chance (the same update on random weights) "
-        "(whole-clip PC)": "does not hold"}
-    assert next(v[1] for k, v in claims.items() if "random weights" in k).startswith("afd - chance = +1.0")
+        f"afd {better}": "holds", f"afd-filtered {better}": "holds", f"chance (control) {better}": "holds",
+        f"afd{weights} (chance) (whole-clip PC)": "does not hold",
+        f"afd-filtered{weights} (whole-clip PC)": "not measured"}
+    assert claims[f"afd{weights} (chance) (whole-clip PC)"][1].startswith("afd - chance = +1.0")
+    assert claims[f"afd-filtered{weights} (whole-clip PC)"][1] == "no chance row ran afd-filtered's update " \
+        "(reward-filtered)"
 
 
 def test_combine_merges_long_horizon_evals_of_passes(tmp_path, capsys):

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from afd.eval.compare import Diff, Stat, diff, eval_se, single, value
-from afd.reproduce.config import row_methods
+from afd.reproduce.config import row_methods, row_update
 from afd.reproduce.long import long_claims
 
 BASELINES = ("sft", "gan", "dmd")
@@ -71,11 +71,6 @@ def method_of(res: dict, methods) -> dict[str, str]:
     return row_methods(res.get("config"), methods)
 
 
-def _update(res: dict, family: str, row: str) -> str | None:
-    """The student update a row's runs recorded ("nft", "reward-filtered", ...), None if unknown."""
-    return next((r.get("update") for r in res["runs"] if r["family"] == family and r["method"] == row), None)
-
-
 def afd_rows(res: dict, methods) -> list[str]:
     """The rows that run AFD (the method ``afd`` or a variant of it), in config order."""
     return [m for m, k in method_of(res, methods).items() if k == "afd"]
@@ -85,8 +80,8 @@ def paper_row(res: dict, family: str, methods) -> str | None:
     """AFD (paper) on ``family``: the first AFD row whose runs used the paper's update (NFT); an
     older results.json without recorded updates takes the row named ``afd``."""
     rows = afd_rows(res, methods)
-    return next((m for m in rows if _update(res, family, m) == "nft"),
-                "afd" if "afd" in rows and _update(res, family, "afd") is None else None)
+    return next((m for m in rows if row_update(res, family, m) == "nft"),
+                "afd" if "afd" in rows and row_update(res, family, "afd") is None else None)
 
 
 def baseline_rows(res: dict, methods) -> list[str]:
@@ -105,8 +100,8 @@ def oracle_row(res: dict, family: str, methods, row: str) -> str | None:
     """The oracle row to read AFD row ``row``'s gain against on ``family``: one with finished runs
     that ran the same student update, preferably with the same update options (a row with an
     extra option such as a stronger prior is a different update)."""
-    kind, upd = method_of(res, methods), _update(res, family, row)
-    found = [m for m in methods if kind[m] == "oracle" and _update(res, family, m) == upd
+    kind, upd = method_of(res, methods), row_update(res, family, row)
+    found = [m for m in methods if kind[m] == "oracle" and row_update(res, family, m) == upd
              and method_stat(res, family, m, "physics", "physical_consistency")]
     same = [m for m in found if _own_overrides(res, m) == _own_overrides(res, row)]
     return (same or found or [None])[0]
@@ -126,7 +121,7 @@ def afd_goals(res: dict, family: str, methods=None, row: str | None = None) -> d
     teacher = single(res.get("teacher"), "physics", "physical_consistency")
     if not (afd and base):
         return None
-    out: dict = {"family": family, "row": row, "update": _update(res, family, row)}
+    out: dict = {"family": family, "row": row, "update": row_update(res, family, row)}
     gain = diff(afd, base)
     out["pc_gain"] = gain
     if teacher and teacher.mean > base.mean:

@@ -193,6 +193,13 @@ class ReproduceConfig:
         return [*self.method_overrides.get(self.base_method(row), []), *own]
 
 
+def row_update(res: dict, family: str, row: str) -> str | None:
+    """The student update a row's runs recorded in ``results.json`` ("nft", "reward-filtered",
+    ...), None if unknown (older reports record none)."""
+    return next((r.get("update") for r in res.get("runs") or [] if r["family"] == family and r["method"] == row),
+                None)
+
+
 def row_methods(saved: dict | None, rows) -> dict[str, str]:
     """Each row's registered method, read from a saved config (``results.json``'s ``config``): a
     variant's method, else the row itself. The dict form of :meth:`ReproduceConfig.base_method`
