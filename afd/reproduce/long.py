@@ -106,10 +106,12 @@ def long_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
     weighted = [m for m in methods if method_of[m] in ON_POLICY]
     out = []
     for fam in families:
-        def decide(m: str, other: str, text: str) -> tuple[str, str, str]:
+        def decide(m: str, other: str | None, text: str) -> tuple[str, str, str]:
+            name = f"Exposure bias ({fam}, {frames} frames): {text} (whole-clip PC)"
+            if other is None:
+                return name, "not measured", f"no chance row ran {m}'s update ({row_update(res, fam, m)})"
             a = long_stat(entry, fam, m, "whole", "physical_consistency")
             b = long_stat(entry, fam, other, "whole", "physical_consistency")
-            name = f"Exposure bias ({fam}, {frames} frames): {text} (whole-clip PC)"
             if a is None or b is None:
                 return name, "not measured", "a row is missing"
             d = diff(a, b)
@@ -119,12 +121,12 @@ def long_claims(res: dict, families, methods) -> list[tuple[str, str, str]]:
         out += [decide(m, s, f"{m}{' (control)' if m in chance else ''} holds physics over the long "
                              f"horizon better than {s}")
                 for m in weighted + chance for s in sft]
-        for m in weighted if chance else []:
-            same = [c for c in chance if row_update(res, fam, c) == row_update(res, fam, m)]
-            text = f"{m}'s weights matter over the long horizon: it beats chance on the same update"
-            out.append(decide(m, same[0], f"{text} ({same[0]})") if same else
-                       (f"Exposure bias ({fam}, {frames} frames): {text} (whole-clip PC)", "not measured",
-                        f"no chance row ran {m}'s update ({row_update(res, fam, m)})"))
+        if not chance:
+            continue
+        for m in weighted:
+            c = next((c for c in chance if row_update(res, fam, c) == row_update(res, fam, m)), None)
+            out.append(decide(m, c, f"{m}'s weights matter over the long horizon: it beats chance on the "
+                                    f"same update{f' ({c})' if c else ''}"))
     return out
 
 
